@@ -1,0 +1,178 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// CacheConfig bounds the caches and sets their lifetimes.
+type CacheConfig struct {
+	// DNSEntries and ProbeEntries bound the two LRUs by entry count.
+	DNSEntries   int
+	ProbeEntries int
+	// MinTTL and MaxTTL clamp the TTL of positive DNS answers.
+	MinTTL, MaxTTL time.Duration
+	// NegativeTTL is used for NXDOMAIN/NODATA without an SOA; NegativeMaxTTL
+	// caps the SOA minimum of negative answers.
+	NegativeTTL, NegativeMaxTTL time.Duration
+	// Probe result lifetimes by outcome: accepting longest, timeouts shortest.
+	ProbeAcceptTTL, ProbeRefusedTTL, ProbeTimeoutTTL time.Duration
+}
+
+// expiring is a cached value and when it stops being served.
+type expiring[V any] struct {
+	value   V
+	expires time.Time
+}
+
+// ttlLRU is an LRU bounded by entry count whose entries each carry their own
+// expiry (golang-lru's expirable cache has one TTL for all entries).
+type ttlLRU[K comparable, V any] struct {
+	lru *lru.Cache[K, expiring[V]]
+	now func() time.Time
+}
+
+func newTTLLRU[K comparable, V any](size int, now func() time.Time) (*ttlLRU[K, V], error) {
+	c, err := lru.New[K, expiring[V]](size)
+	if err != nil {
+		return nil, fmt.Errorf("cache of %d entries: %w", size, err)
+	}
+	return &ttlLRU[K, V]{lru: c, now: now}, nil
+}
+
+func (c *ttlLRU[K, V]) get(k K) (V, bool) {
+	e, ok := c.lru.Get(k)
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	if !c.now().Before(e.expires) {
+		c.lru.Remove(k)
+		var zero V
+		return zero, false
+	}
+	return e.value, true
+}
+
+func (c *ttlLRU[K, V]) add(k K, v V, ttl time.Duration) {
+	if ttl > 0 {
+		c.lru.Add(k, expiring[V]{v, c.now().Add(ttl)})
+	}
+}
+
+// CacheStats counts cache traffic, for metrics and tests.
+type CacheStats struct {
+	Hits, Misses uint64
+	Entries      int
+}
+
+type dnsKey struct {
+	name  string
+	qtype uint16
+}
+
+// cachedResolver answers from an LRU and collapses concurrent misses for the
+// same (name, type) into one upstream lookup.
+type cachedResolver struct {
+	next    Resolver
+	cfg     CacheConfig
+	budget  time.Duration // deadline of the shared upstream lookup
+	lru     *ttlLRU[dnsKey, *Answer]
+	flight  singleflight.Group
+	counter *hitCounter
+}
+
+func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+	key := dnsKey{canonicalName(name), qtype}
+	if a, ok := c.lru.get(key); ok {
+		c.counter.hit()
+		return a, nil
+	}
+	c.counter.miss()
+	ch := c.flight.DoChan(fmt.Sprintf("%s/%d", key.name, qtype), func() (any, error) {
+		// The shared lookup runs on its own deadline: a caller that gives up
+		// must not fail the other waiters, and the answer still lands in the cache.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
+		defer cancel()
+		a, err := c.next.Lookup(lctx, key.name, qtype)
+		if err == nil {
+			c.lru.add(key, a, c.ttlFor(a))
+		}
+		return a, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*Answer), nil
+	case <-ctx.Done():
+		return nil, &DNSError{Kind: ErrTimeout, Name: name, Type: qtype, Err: ctx.Err()}
+	}
+}
+
+func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
+	if a.Kind == Found {
+		return clamp(a.TTL, c.cfg.MinTTL, c.cfg.MaxTTL)
+	}
+	if a.TTL == 0 {
+		return c.cfg.NegativeTTL
+	}
+	return clamp(a.TTL, c.cfg.MinTTL, c.cfg.NegativeMaxTTL)
+}
+
+func clamp(d, lo, hi time.Duration) time.Duration {
+	return max(lo, min(d, hi))
+}
+
+// cachedProber remembers probe results per address, for a time that depends
+// on the outcome, and collapses concurrent probes of one address.
+type cachedProber struct {
+	next    Prober
+	cfg     CacheConfig
+	lru     *ttlLRU[netip.Addr, ProbeResult]
+	flight  singleflight.Group
+	counter *hitCounter
+}
+
+func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
+	if r, ok := c.lru.get(ip); ok {
+		c.counter.hit()
+		return r
+	}
+	c.counter.miss()
+	ch := c.flight.DoChan(ip.String(), func() (any, error) {
+		r := c.next.Probe(context.WithoutCancel(ctx), ip) // bounded by the prober's own timeouts
+		c.lru.add(ip, r, c.ttlFor(r.Outcome))
+		return r, nil
+	})
+	select {
+	case r := <-ch:
+		return r.Val.(ProbeResult)
+	case <-ctx.Done():
+		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "decision deadline reached before the probe finished"}
+	}
+}
+
+func (c *cachedProber) ttlFor(o Outcome) time.Duration {
+	switch o {
+	case OutcomeAccept, OutcomeSMTPRefusal:
+		return c.cfg.ProbeAcceptTTL
+	case OutcomeRefused, OutcomeNotSMTP:
+		return c.cfg.ProbeRefusedTTL
+	case OutcomeNotAllowed:
+		return 0 // a policy answer, not a network fact
+	}
+	return c.cfg.ProbeTimeoutTTL
+}
+
+type hitCounter struct{ hits, misses atomic.Uint64 }
+
+func (h *hitCounter) hit()  { h.hits.Add(1) }
+func (h *hitCounter) miss() { h.misses.Add(1) }

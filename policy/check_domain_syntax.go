@@ -1,0 +1,18 @@
+package policy
+
+import "context"
+
+// domain.syntax: the sender domain is a DNS host name (RFC 1035 §2.3.1,
+// RFC 1123 §2.1; IDN per RFC 5891), not an address literal.
+
+const fixDomainSyntax = "Send with an envelope sender whose domain is a registered host name (letters, digits, '-'; no address literals)."
+
+func checkDomainSyntax(_ context.Context, ev *evaluation) Result {
+	switch {
+	case ev.sender.Null:
+		return skip("null sender <>: no domain to check")
+	case ev.sender.Err != nil:
+		return Result{Status: StatusFail, Detail: ev.sender.Err.Error(), Host: ev.sender.Domain}
+	}
+	return Result{Status: StatusPass, Detail: ev.sender.Domain + " is a valid host name", Host: ev.sender.Domain}
+}

@@ -1,0 +1,38 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// helo.matches-ptr: the HELO name is a forward-confirmed PTR name of the
+// client. RFC 5321 §4.1.4 forbids refusing mail for a mismatch alone, so it
+// only ever warns.
+
+const fixHELOMatchesPTR = "Make the sending MTA's HELO name the same as the forward-confirmed PTR name of its IP (or change the PTR to match the HELO name)."
+
+func checkHELOMatchesPTR(ctx context.Context, ev *evaluation) Result {
+	if ev.identitySkip != "" {
+		return skip(ev.identitySkip)
+	}
+	h, err := ParseHELO(ev.heloRaw)
+	if ev.heloRaw == "" || err != nil {
+		return skip("no valid HELO name to compare")
+	}
+	names := ev.forwardConfirmed(ctx).confirmed
+	if ev.clientName != "" && ev.clientName != "unknown" { // the MTA confirmed it already
+		names = append(slices.Clip(names), ev.clientName)
+	}
+	switch {
+	case len(names) == 0:
+		return skip("no forward-confirmed PTR name to compare")
+	case h.Literal.IsValid():
+		return Result{Status: StatusWarn, Host: ev.heloRaw, IP: ev.client,
+			Detail: fmt.Sprintf("HELO is an address literal, not the PTR name %s", names[0])}
+	case slices.Contains(names, h.Name):
+		return Result{Status: StatusPass, Host: h.Name, IP: ev.client, Detail: "HELO matches the forward-confirmed PTR name"}
+	}
+	return Result{Status: StatusWarn, Host: h.Name, IP: ev.client,
+		Detail: fmt.Sprintf("HELO %s is not the forward-confirmed PTR name %s", h.Name, names[0])}
+}

@@ -1,0 +1,142 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// mx.port25: each usable MX address accepts TCP on port 25 and greets with
+// SMTP (RFC 5321 §3.1, §4.2); any well-formed greeting, even 554, proves an
+// SMTP server. Timeouts are inconclusive, never a failure.
+
+const fixMXPort25 = "Make every MX host accept SMTP on port 25 from the Internet (check firewalls and that the mail server listens on a public address), or remove hosts that do not receive mail from the MX records."
+
+// hostProbes is one MX host and the probes of its addresses.
+type hostProbes struct {
+	host   string
+	addrs  []netip.Addr
+	probes []ProbeResult
+}
+
+// speaks reports that some address greeted with SMTP.
+func (h hostProbes) speaks() bool {
+	for _, p := range h.probes {
+		if p.Outcome.SpeaksSMTP() {
+			return true
+		}
+	}
+	return false
+}
+
+// noSMTP reports that every address conclusively has no SMTP server.
+func (h hostProbes) noSMTP() bool {
+	for _, p := range h.probes {
+		if !p.Outcome.NoSMTP() {
+			return false
+		}
+	}
+	return len(h.probes) > 0
+}
+
+// worst is the address that makes the host look worst.
+func (h hostProbes) worst() (netip.Addr, ProbeResult) {
+	for i, p := range h.probes {
+		if !p.Outcome.SpeaksSMTP() {
+			return h.addrs[i], p
+		}
+	}
+	return h.addrs[0], h.probes[0]
+}
+
+func checkMXPort25(ctx context.Context, ev *evaluation) Result {
+	if reason := ev.domainSkip(); reason != "" {
+		return skip(reason)
+	}
+	if reason := ev.mxSet(ctx).unusableReason(); reason != "" {
+		return skip(reason)
+	}
+	results := ev.probeResults(ctx)
+	var hosts []hostProbes
+	allowed := 0
+	for _, t := range ev.mxTargets(ctx) {
+		if !t.usable() {
+			continue
+		}
+		if t.allowed {
+			allowed++
+			continue
+		}
+		h := hostProbes{host: t.Host}
+		for _, ip := range t.addrs {
+			if r, ok := results[ip]; ok {
+				h.addrs = append(h.addrs, ip)
+				h.probes = append(h.probes, r)
+			}
+		}
+		hosts = append(hosts, h)
+	}
+	if len(hosts) == 0 {
+		if allowed > 0 {
+			return Result{Status: StatusPass, Detail: "every usable MX host is allow-listed (policy.allow_mx_hosts)"}
+		}
+		return skip("no usable MX target to probe")
+	}
+	port := ev.e.cfg.Probe.Port
+	var speaking, refusing, unsure []hostProbes
+	for _, h := range hosts {
+		switch {
+		case h.speaks():
+			speaking = append(speaking, h)
+		case h.noSMTP():
+			refusing = append(refusing, h)
+		default:
+			unsure = append(unsure, h)
+		}
+	}
+	total := len(hosts) + allowed
+	switch {
+	case len(refusing)+len(unsure) == 0:
+		return Result{Status: StatusPass,
+			Detail: fmt.Sprintf("%d of %d MX hosts greet on port %d: %s", len(speaking)+allowed, total, port, describeHosts(speaking))}
+	case len(speaking)+allowed > 0:
+		bad := append(refusing, unsure...)
+		ip, _ := bad[0].worst()
+		return Result{Status: StatusWarn, Host: bad[0].host, IP: ip,
+			Detail: fmt.Sprintf("%d of %d MX hosts do not accept SMTP on port %d: %s", len(bad), total, port, describeHosts(bad))}
+	case len(unsure) == 0:
+		ip, _ := refusing[0].worst()
+		return Result{Status: StatusFail, Host: refusing[0].host, IP: ip,
+			Detail: fmt.Sprintf("no MX host accepts SMTP on port %d: %s", port, describeHosts(refusing))}
+	}
+	ip, _ := unsure[0].worst()
+	if blocked, why := ev.e.raw.egress.blocked(); blocked {
+		return Result{Status: StatusSkip, Host: unsure[0].host, IP: ip, Detail: why}
+	}
+	return Result{Status: StatusTempError, Host: unsure[0].host, IP: ip,
+		Detail: fmt.Sprintf("no MX host answered conclusively on port %d: %s", port, describeHosts(append(refusing, unsure...)))}
+}
+
+// describeHosts lists hosts with the probe of their most telling address.
+func describeHosts(hs []hostProbes) string {
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		ip, p := h.worst()
+		if h.speaks() {
+			ip, p = h.best()
+		}
+		parts[i] = fmt.Sprintf("%s [%s] %s", h.host, ip, p.Summary())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// best is the first address that greeted with SMTP.
+func (h hostProbes) best() (netip.Addr, ProbeResult) {
+	for i, p := range h.probes {
+		if p.Outcome.SpeaksSMTP() {
+			return h.addrs[i], p
+		}
+	}
+	return h.worst()
+}

@@ -1,0 +1,55 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// mx.records: the sender domain's MX RRset (RFC 5321 §5.1, implicit MX via
+// A/AAAA only after NXDOMAIN/NODATA; RFC 7505 null MX).
+
+const fixMXRecords = "Publish MX records naming the hosts that receive mail for the domain (RFC 5321 §5.1); a domain that sends mail must be able to receive replies and bounces, so no null MX."
+
+func checkMXRecords(ctx context.Context, ev *evaluation) Result {
+	if reason := ev.domainSkip(); reason != "" {
+		return skip(reason)
+	}
+	d := ev.sender.Domain
+	f := ev.mxSet(ctx)
+	switch {
+	case f.answer.err != nil:
+		return temperror(f.answer.err)
+	case f.answer.ans.Kind == NXDomain:
+		return Result{Status: StatusFail, Host: d, Detail: d + " does not exist (NXDOMAIN)"}
+	case f.nullMX && len(f.hosts) == 0:
+		return Result{Status: StatusFail, Host: d, Enhanced: "7.27",
+			Detail: d + " publishes a null MX (RFC 7505): it accepts no mail, so replies and bounces to it cannot be delivered"}
+	case f.nullMX:
+		return Result{Status: StatusFail, Host: d, Enhanced: "7.27",
+			Detail: d + " mixes a null MX with other MX records (invalid per RFC 7505 §3)"}
+	case f.implicitErr != nil:
+		return temperror(f.implicitErr)
+	case f.implicit:
+		return Result{Status: StatusWarn, Host: d,
+			Detail: d + " has no MX records; mail goes to its A/AAAA address (implicit MX, RFC 5321 §5.1)"}
+	case len(f.hosts) == 0:
+		return Result{Status: StatusFail, Host: d, Detail: d + " has no MX records and no A/AAAA records: it cannot receive mail"}
+	}
+	return Result{Status: StatusPass, Host: d, Detail: describeMX(f)}
+}
+
+func describeMX(f mxFacts) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d MX: ", f.total)
+	for i, mx := range f.hosts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d %s", mx.Pref, mx.Host)
+	}
+	if f.total > len(f.hosts) {
+		fmt.Fprintf(&b, " (+%d more, not examined: probe.max_hosts)", f.total-len(f.hosts))
+	}
+	return b.String()
+}

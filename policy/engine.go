@@ -1,0 +1,224 @@
+// Package policy is the mxguard engine: it takes a Request (sender, client
+// IP, HELO), runs the checks through a caching resolver and prober, and
+// returns a Report with a verdict. It knows nothing about milters; every
+// front end (milter, `mxguard check`) calls Evaluate.
+package policy
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Config is everything the engine needs.
+type Config struct {
+	Resolver ResolverConfig
+	Probe    ProbeConfig
+	Cache    CacheConfig
+	// OutboundIPs are this relay's own egress addresses (mx.outbound-ip).
+	OutboundIPs []netip.Prefix
+	// SkipIdentityNetworks are clients not identity-checked (default loopback).
+	SkipIdentityNetworks []netip.Prefix
+	Policy               Policy
+	// MaxPTRNames caps the PTR names tried for forward confirmation.
+	MaxPTRNames int
+	// Clock replaces time.Now in the caches, for tests.
+	Clock func() time.Time
+}
+
+// Request is one transaction to judge.
+type Request struct {
+	// Sender is the MAIL FROM address ("<>" for bounces) or a bare domain.
+	Sender string
+	// ClientIP is the connecting client; invalid means unknown (no identity checks).
+	ClientIP netip.Addr
+	// HELO is the HELO/EHLO argument as the client sent it.
+	HELO string
+	// ClientName is the MTA's forward-confirmed client name (Postfix
+	// {client_name}), "unknown" or empty when it has none.
+	ClientName string
+}
+
+// Report is the result of one evaluation.
+type Report struct {
+	Domain   string
+	Null     bool // null sender: no domain checks
+	ClientIP netip.Addr
+	Checks   []Result
+	Decision Decision
+	Elapsed  time.Duration
+}
+
+// Verdict is the decision's verdict.
+func (r *Report) Verdict() Verdict { return r.Decision.Verdict }
+
+// Cause returns the result that set the verdict, if any.
+func (r *Report) Cause() (Result, bool) {
+	if r.Decision.Cause < 0 || r.Decision.Cause >= len(r.Checks) {
+		return Result{}, false
+	}
+	return r.Checks[r.Decision.Cause], true
+}
+
+// Engine evaluates requests. It is safe for concurrent use; its caches are
+// shared by all evaluations.
+type Engine struct {
+	cfg      Config
+	resolver *cachedResolver
+	prober   *cachedProber
+	raw      *SMTPProber // behind prober; holds the egress state
+}
+
+// DefaultConfig is the engine configuration used when a setting is left zero;
+// configs/mxguard.yaml documents the same values.
+func DefaultConfig() Config {
+	return Config{
+		Resolver: ResolverConfig{Timeout: 2 * time.Second, Attempts: 2, MaxCNAMEDepth: 8, UDPSize: 1232},
+		Probe: ProbeConfig{
+			Port:            25,
+			ConnectTimeout:  5 * time.Second,
+			GreetingTimeout: 12 * time.Second,
+			Concurrency:     64,
+			MaxHosts:        5,
+			MaxAddrsPerHost: 2,
+			BlockedAfter:    10,
+		},
+		Cache: CacheConfig{
+			DNSEntries:      100_000,
+			ProbeEntries:    50_000,
+			MinTTL:          time.Minute,
+			MaxTTL:          time.Hour,
+			NegativeTTL:     5 * time.Minute,
+			NegativeMaxTTL:  15 * time.Minute,
+			ProbeAcceptTTL:  time.Hour,
+			ProbeRefusedTTL: 10 * time.Minute,
+			ProbeTimeoutTTL: 2 * time.Minute,
+		},
+		SkipIdentityNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		Policy:               DefaultPolicy(),
+		MaxPTRNames:          10,
+	}
+}
+
+var defaults = DefaultConfig()
+
+// withDefaults fills every zero setting from DefaultConfig. Lists stay as
+// given: an empty list is a choice.
+func (c Config) withDefaults() Config {
+	d := defaults
+	c.Resolver = c.Resolver.withDefaults()
+	c.Probe = c.Probe.withDefaults()
+	k := &c.Cache
+	k.DNSEntries = cmp.Or(k.DNSEntries, d.Cache.DNSEntries)
+	k.ProbeEntries = cmp.Or(k.ProbeEntries, d.Cache.ProbeEntries)
+	k.MinTTL = cmp.Or(k.MinTTL, d.Cache.MinTTL)
+	k.MaxTTL = cmp.Or(k.MaxTTL, d.Cache.MaxTTL)
+	k.NegativeTTL = cmp.Or(k.NegativeTTL, d.Cache.NegativeTTL)
+	k.NegativeMaxTTL = cmp.Or(k.NegativeMaxTTL, d.Cache.NegativeMaxTTL)
+	k.ProbeAcceptTTL = cmp.Or(k.ProbeAcceptTTL, d.Cache.ProbeAcceptTTL)
+	k.ProbeRefusedTTL = cmp.Or(k.ProbeRefusedTTL, d.Cache.ProbeRefusedTTL)
+	k.ProbeTimeoutTTL = cmp.Or(k.ProbeTimeoutTTL, d.Cache.ProbeTimeoutTTL)
+	if c.Policy.Actions == nil {
+		c.Policy.Actions = DefaultActions()
+	}
+	c.MaxPTRNames = cmp.Or(c.MaxPTRNames, d.MaxPTRNames)
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c
+}
+
+// New builds an engine: DNS client and prober, each behind its cache.
+// Zero settings take their DefaultConfig value.
+func New(cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	client, err := NewDNSClient(cfg.Resolver)
+	if err != nil {
+		return nil, err
+	}
+	dnsLRU, err := newTTLLRU[dnsKey, *Answer](cfg.Cache.DNSEntries, cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("DNS %w", err)
+	}
+	probeLRU, err := newTTLLRU[netip.Addr, ProbeResult](cfg.Cache.ProbeEntries, cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("probe %w", err)
+	}
+	raw := NewSMTPProber(cfg.Probe)
+	// A shared lookup gets room for all its attempts plus one follow-up query
+	// at the end of a CNAME chain.
+	budget := client.cfg.Timeout * time.Duration(client.cfg.Attempts+1)
+	return &Engine{
+		cfg:      cfg,
+		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{}},
+		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{}},
+		raw:      raw,
+	}, nil
+}
+
+// Config returns the configuration the engine runs with.
+func (e *Engine) Config() Config { return e.cfg }
+
+// DNSCacheStats and ProbeCacheStats report cache traffic.
+func (e *Engine) DNSCacheStats() CacheStats {
+	return CacheStats{e.resolver.counter.hits.Load(), e.resolver.counter.misses.Load(), e.resolver.lru.lru.Len()}
+}
+
+// ProbeCacheStats reports probe cache traffic.
+func (e *Engine) ProbeCacheStats() CacheStats {
+	return CacheStats{e.prober.counter.hits.Load(), e.prober.counter.misses.Load(), e.prober.lru.lru.Len()}
+}
+
+// Evaluate runs every check for req. When ctx ends first, the checks not yet
+// done report temperror; their lookups and probes go on in the background
+// and land in the cache.
+func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
+	began := time.Now()
+	ev := newEvaluation(e, req)
+	results := make([]Result, len(checks))
+	done := make(chan int, len(checks))
+	got := make([]Result, len(checks)) // written by each check's goroutine before it signals
+	for i, c := range checks {
+		go func() {
+			got[i] = c.run(ctx, ev)
+			got[i].ID = c.id
+			done <- i
+		}()
+	}
+	finished := make([]bool, len(checks))
+	take := func(i int) { results[i], finished[i] = got[i], true }
+wait:
+	for n := 0; n < len(checks); n++ {
+		select {
+		case i := <-done:
+			take(i)
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	for { // keep what finished in the same instant as the deadline
+		select {
+		case i := <-done:
+			take(i)
+			continue
+		default:
+		}
+		break
+	}
+	for i, c := range checks {
+		if !finished[i] {
+			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: "not finished before the decision deadline"}
+		}
+	}
+	rep := &Report{
+		Domain:   ev.sender.Domain,
+		Null:     ev.sender.Null,
+		ClientIP: ev.client,
+		Checks:   results,
+		Elapsed:  time.Since(began),
+	}
+	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
+	return rep
+}

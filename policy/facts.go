@@ -1,0 +1,348 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+
+	"github.com/miekg/dns"
+)
+
+// evaluation holds what one Evaluate call has learnt. Checks run
+// concurrently and share these facts; each fact is gathered once, on first
+// use, through the engine's caches.
+type evaluation struct {
+	e          *Engine
+	sender     Sender
+	client     netip.Addr
+	heloRaw    string
+	clientName string
+	// identitySkip says why the sending host is not checked ("" = it is).
+	identitySkip string
+
+	mx      once[mxFacts]
+	targets once[[]target]
+	probes  once[map[netip.Addr]ProbeResult]
+	ptr     once[lookupResult]
+	fcrdns  once[fcrdnsFacts]
+}
+
+// once computes a value on first use and hands the same value to every caller.
+type once[T any] struct {
+	o sync.Once
+	v T
+}
+
+func (l *once[T]) get(f func() T) T {
+	l.o.Do(func() { l.v = f() })
+	return l.v
+}
+
+func newEvaluation(e *Engine, req Request) *evaluation {
+	ev := &evaluation{
+		e:          e,
+		sender:     ParseSender(req.Sender),
+		client:     req.ClientIP.Unmap(),
+		heloRaw:    strings.TrimSpace(req.HELO),
+		clientName: canonicalName(req.ClientName),
+	}
+	switch {
+	case !ev.client.IsValid():
+		ev.identitySkip = "no client IP given"
+	case inPrefixes(ev.client, e.cfg.SkipIdentityNetworks):
+		ev.identitySkip = fmt.Sprintf("client %s is in identity.skip_networks", ev.client)
+	case e.cfg.Policy.ClientAllowed(ev.client):
+		ev.identitySkip = fmt.Sprintf("client %s is allow-listed (policy.allow_networks)", ev.client)
+	}
+	return ev
+}
+
+// domainSkip says why the domain checks after domain.syntax do not run.
+func (ev *evaluation) domainSkip() string {
+	switch {
+	case ev.sender.Null:
+		return "null sender <>: no domain to check"
+	case ev.sender.Err != nil:
+		return "the sender domain is not a valid host name"
+	case ev.e.cfg.Policy.DomainAllowed(ev.sender.Domain):
+		return fmt.Sprintf("%s is allow-listed (policy.allow_domains)", ev.sender.Domain)
+	}
+	return ""
+}
+
+// lookupResult is an answer or the error that stood in for it.
+type lookupResult struct {
+	ans *Answer
+	err error
+}
+
+func (ev *evaluation) lookup(ctx context.Context, name string, qtype uint16) lookupResult {
+	a, err := ev.e.resolver.Lookup(ctx, name, qtype)
+	return lookupResult{a, err}
+}
+
+// lookupBoth asks for A and AAAA of name at the same time.
+func (ev *evaluation) lookupBoth(ctx context.Context, name string) (a, aaaa lookupResult) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		aaaa = ev.lookup(ctx, name, dns.TypeAAAA)
+	}()
+	a = ev.lookup(ctx, name, dns.TypeA)
+	wg.Wait()
+	return a, aaaa
+}
+
+// mxFacts is the sender domain's mail exchanger set (RFC 5321 §5.1).
+type mxFacts struct {
+	answer   lookupResult // the MX lookup
+	implicit bool         // no MX: the domain itself, via its A/AAAA
+	implicitErr error     // the A/AAAA lookup failed
+	nullMX   bool
+	hosts    []MX // targets to examine, most preferred first, capped
+	total    int  // targets before the cap
+}
+
+func (ev *evaluation) mxSet(ctx context.Context) mxFacts {
+	return ev.mx.get(func() mxFacts {
+		f := mxFacts{answer: ev.lookup(ctx, ev.sender.Domain, dns.TypeMX)}
+		if f.answer.err != nil || f.answer.ans.Kind == NXDomain {
+			return f
+		}
+		if f.answer.ans.Kind == NoData { // implicit MX, only after a clean NODATA
+			a, aaaa := ev.lookupBoth(ctx, ev.sender.Domain)
+			if len(answerAddrs(a))+len(answerAddrs(aaaa)) > 0 {
+				f.implicit = true
+				f.hosts, f.total = []MX{{Host: ev.sender.Domain}}, 1
+			} else if a.err != nil {
+				f.implicitErr = a.err
+			} else if aaaa.err != nil {
+				f.implicitErr = aaaa.err
+			}
+			return f
+		}
+		for _, mx := range f.answer.ans.MX {
+			if mx.Host == "" {
+				f.nullMX = true
+				continue
+			}
+			f.hosts = append(f.hosts, mx)
+		}
+		f.total = len(f.hosts)
+		if len(f.hosts) > ev.e.cfg.Probe.MaxHosts {
+			f.hosts = f.hosts[:ev.e.cfg.Probe.MaxHosts]
+		}
+		return f
+	})
+}
+
+func answerAddrs(r lookupResult) []netip.Addr {
+	if r.err != nil {
+		return nil
+	}
+	return r.ans.Addrs
+}
+
+// mxUsable says why there are no MX targets to examine ("" when there are).
+func (f mxFacts) unusableReason() string {
+	switch {
+	case f.answer.err != nil || f.implicitErr != nil:
+		return "the MX lookup did not complete"
+	case f.nullMX:
+		return "the domain has a null MX"
+	case len(f.hosts) == 0:
+		return "the domain has no mail exchanger"
+	}
+	return ""
+}
+
+// target is one MX host and what its addresses are good for.
+type target struct {
+	MX
+	allowed  bool         // in policy.allow_mx_hosts: trusted, not probed
+	problem  string       // why the target is unusable ("" if usable or undecided)
+	temp     error        // its lookup failed: undecided
+	addrs    []netip.Addr // addresses that may be probed, v4 and v6 interleaved
+	excluded []string     // special-purpose addresses left out, with why
+}
+
+func (t target) usable() bool { return t.problem == "" && t.temp == nil && (len(t.addrs) > 0 || t.allowed) }
+
+func (ev *evaluation) mxTargets(ctx context.Context) []target {
+	return ev.targets.get(func() []target {
+		f := ev.mxSet(ctx)
+		if f.unusableReason() != "" {
+			return nil
+		}
+		ts := make([]target, len(f.hosts))
+		var wg sync.WaitGroup
+		for i, mx := range f.hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ts[i] = ev.resolveTarget(ctx, mx, f.implicit)
+			}()
+		}
+		wg.Wait()
+		return ts
+	})
+}
+
+func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) target {
+	t := target{MX: mx, allowed: ev.e.cfg.Policy.MXHostAllowed(mx.Host)}
+	if t.allowed {
+		return t
+	}
+	if isIPLiteralName(mx.Host) {
+		t.problem = fmt.Sprintf("%s is an IP address, not a host name (RFC 5321 §5.1)", mx.Host)
+		return t
+	}
+	a, aaaa := ev.lookupBoth(ctx, mx.Host)
+	if !implicit {
+		for _, r := range []lookupResult{a, aaaa} {
+			if r.err == nil && len(r.ans.Aliases) > 0 {
+				t.problem = fmt.Sprintf("%s is a CNAME for %s; an MX target must not be an alias (RFC 2181 §10.3)",
+					mx.Host, r.ans.Aliases[len(r.ans.Aliases)-1])
+				return t
+			}
+		}
+	}
+	v4, v6 := answerAddrs(a), answerAddrs(aaaa)
+	for i := 0; i < max(len(v4), len(v6)); i++ {
+		for _, list := range [][]netip.Addr{v4, v6} {
+			if i >= len(list) {
+				continue
+			}
+			if ip := list[i]; ev.e.raw.Allowed(ip) {
+				t.addrs = append(t.addrs, ip)
+			} else {
+				t.excluded = append(t.excluded, fmt.Sprintf("%s (%s)", ip, SpecialPurpose(ip)))
+			}
+		}
+	}
+	switch {
+	case len(t.addrs) > 0:
+	case len(t.excluded) > 0:
+		t.problem = fmt.Sprintf("%s resolves only to special-purpose addresses: %s", mx.Host, strings.Join(t.excluded, ", "))
+	case a.err != nil:
+		t.temp = a.err
+	case aaaa.err != nil:
+		t.temp = aaaa.err
+	case a.ans.Kind == NXDomain:
+		t.problem = fmt.Sprintf("%s does not exist (NXDOMAIN)", mx.Host)
+	default:
+		t.problem = fmt.Sprintf("%s has no A or AAAA records", mx.Host)
+	}
+	return t
+}
+
+// isIPLiteralName reports whether an MX target is an IP address written as a
+// name ("192.0.2.1.") or as an address literal.
+func isIPLiteralName(host string) bool {
+	if strings.HasPrefix(host, "[") {
+		return true
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}
+
+// outbound reports whether ip is one of this relay's egress addresses:
+// outbound.ips, or the connecting client when it is identity-checked.
+func (ev *evaluation) outbound(ip netip.Addr) bool {
+	return inPrefixes(ip, ev.e.cfg.OutboundIPs) || ev.identitySkip == "" && ip == ev.client
+}
+
+// probeResults probes, in parallel, the first probe.max_addrs_per_host usable
+// addresses of every usable target, and every usable address that is an
+// outbound IP.
+func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]ProbeResult {
+	return ev.probes.get(func() map[netip.Addr]ProbeResult {
+		var todo []netip.Addr
+		seen := map[netip.Addr]bool{}
+		for _, t := range ev.mxTargets(ctx) {
+			if !t.usable() || t.allowed {
+				continue
+			}
+			for i, ip := range t.addrs {
+				if (i < ev.e.cfg.Probe.MaxAddrsPerHost || ev.outbound(ip)) && !seen[ip] {
+					seen[ip] = true
+					todo = append(todo, ip)
+				}
+			}
+		}
+		results := make([]ProbeResult, len(todo))
+		var wg sync.WaitGroup
+		for i, ip := range todo {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = ev.e.prober.Probe(ctx, ip)
+			}()
+		}
+		wg.Wait()
+		m := make(map[netip.Addr]ProbeResult, len(todo))
+		for i, ip := range todo {
+			m[ip] = results[i]
+		}
+		return m
+	})
+}
+
+// ptrNames is the PTR lookup of the client address (RFC 1912 §2.1).
+func (ev *evaluation) ptrNames(ctx context.Context) lookupResult {
+	return ev.ptr.get(func() lookupResult {
+		return ev.lookup(ctx, reverseName(ev.client), dns.TypePTR)
+	})
+}
+
+// fcrdnsFacts is the forward confirmation of the client's PTR names.
+type fcrdnsFacts struct {
+	confirmed []string // PTR names whose A/AAAA include the client IP
+	tried     []string
+	temp      error // some forward lookup failed
+}
+
+func (ev *evaluation) forwardConfirmed(ctx context.Context) fcrdnsFacts {
+	return ev.fcrdns.get(func() fcrdnsFacts {
+		var f fcrdnsFacts
+		ptr := ev.ptrNames(ctx)
+		if ptr.err != nil || ptr.ans.Kind != Found {
+			return f
+		}
+		f.tried = ptr.ans.Names
+		if len(f.tried) > ev.e.cfg.MaxPTRNames {
+			f.tried = f.tried[:ev.e.cfg.MaxPTRNames]
+		}
+		qtype := dns.TypeA
+		if ev.client.Is6() {
+			qtype = dns.TypeAAAA
+		}
+		results := make([]lookupResult, len(f.tried))
+		var wg sync.WaitGroup
+		for i, name := range f.tried {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = ev.lookup(ctx, name, qtype)
+			}()
+		}
+		wg.Wait()
+		for i, r := range results {
+			if r.err != nil {
+				f.temp = errors.Join(f.temp, r.err)
+				continue
+			}
+			for _, ip := range r.ans.Addrs {
+				if ip.Unmap() == ev.client {
+					f.confirmed = append(f.confirmed, f.tried[i])
+					break
+				}
+			}
+		}
+		return f
+	})
+}

@@ -1,0 +1,312 @@
+package policy
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Prober finds out whether an address accepts SMTP on the configured port.
+type Prober interface {
+	Probe(ctx context.Context, ip netip.Addr) ProbeResult
+}
+
+// Outcome classifies one probe.
+type Outcome uint8
+
+// The outcomes. Accept and SMTPRefusal prove an SMTP server; Refused and
+// NotSMTP prove there is none; the rest are inconclusive.
+const (
+	OutcomeAccept          Outcome = iota // 220 greeting
+	OutcomeSMTPRefusal                    // a well-formed non-220 greeting such as 554 or 421
+	OutcomeRefused                        // TCP connection refused
+	OutcomeNotSMTP                        // connected, but no SMTP greeting came (garbage, or closed)
+	OutcomeConnectTimeout                 // no TCP answer within probe.connect_timeout
+	OutcomeGreetingTimeout                // connected, but no complete greeting within probe.greeting_timeout
+	OutcomeUnreachable                    // no route to the network or host
+	OutcomeBlockedLocally                 // this host's firewall forbids the connection
+	OutcomeNotAllowed                     // special-purpose address outside probe.allow_networks: never dialled
+	OutcomeAbandoned                      // the decision deadline came first
+)
+
+var outcomeNames = [...]string{
+	OutcomeAccept:          "accepts",
+	OutcomeSMTPRefusal:     "smtp-refusal",
+	OutcomeRefused:         "refused",
+	OutcomeNotSMTP:         "not-smtp",
+	OutcomeConnectTimeout:  "connect-timeout",
+	OutcomeGreetingTimeout: "greeting-timeout",
+	OutcomeUnreachable:     "unreachable",
+	OutcomeBlockedLocally:  "blocked-locally",
+	OutcomeNotAllowed:      "not-allowed",
+	OutcomeAbandoned:       "abandoned",
+}
+
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("outcome(%d)", o)
+}
+
+// SpeaksSMTP reports whether the outcome proves an SMTP server.
+func (o Outcome) SpeaksSMTP() bool { return o == OutcomeAccept || o == OutcomeSMTPRefusal }
+
+// NoSMTP reports whether the outcome proves there is no SMTP server.
+func (o Outcome) NoSMTP() bool { return o == OutcomeRefused || o == OutcomeNotSMTP }
+
+// ProbeResult is what one probe found.
+type ProbeResult struct {
+	Outcome Outcome
+	// Code is the greeting's reply code, when there was one.
+	Code int
+	// Greeting is the first greeting line, cleaned and shortened for reports.
+	Greeting string
+	// Detail explains an outcome without a greeting.
+	Detail string
+	Took   time.Duration
+}
+
+// Summary is a short human description, e.g. "220 mx.example.com ESMTP" or
+// "connection refused".
+func (r ProbeResult) Summary() string {
+	if r.Greeting != "" {
+		return r.Greeting
+	}
+	return r.Detail
+}
+
+// ProbeConfig configures the port-25 prober.
+type ProbeConfig struct {
+	// Port is the only port ever probed (25 in production, a test port in sandboxes).
+	Port uint16
+	// ConnectTimeout bounds the TCP handshake; GreetingTimeout the wait for
+	// the banner after it (keep ≥ 10s: postscreen delays banners ~6s).
+	ConnectTimeout, GreetingTimeout time.Duration
+	// AllowNetworks are special-purpose networks that may be probed anyway.
+	AllowNetworks []netip.Prefix
+	// Concurrency caps probes in flight across all evaluations.
+	Concurrency int
+	// MaxHosts caps the MX hosts examined per domain, MaxAddrsPerHost the
+	// addresses probed per host.
+	MaxHosts, MaxAddrsPerHost int
+	// BlockedAfter is how many connect timeouts in a row, with no TCP answer
+	// from anywhere in between, mean that outbound port 25 is blocked here.
+	BlockedAfter int
+}
+
+// Limits of one greeting read: RFC 5321 §4.5.3.1.5 allows 512-octet reply
+// lines; a few continuation lines are normal, megabytes are hostile.
+const (
+	maxGreetingBytes = 4096
+	maxGreetingLine  = 512
+	quitTimeout      = time.Second
+)
+
+// SMTPProber connects to port probe.port, reads the greeting, says QUIT.
+type SMTPProber struct {
+	cfg    ProbeConfig
+	slots  chan struct{}
+	egress *egressTracker
+}
+
+// NewSMTPProber returns a prober for cfg.
+func NewSMTPProber(cfg ProbeConfig) *SMTPProber {
+	cfg = cfg.withDefaults()
+	return &SMTPProber{
+		cfg:    cfg,
+		slots:  make(chan struct{}, cfg.Concurrency),
+		egress: &egressTracker{threshold: cfg.BlockedAfter},
+	}
+}
+
+func (c ProbeConfig) withDefaults() ProbeConfig {
+	d := defaults.Probe
+	c.Port = cmp.Or(c.Port, d.Port)
+	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, d.ConnectTimeout)
+	c.GreetingTimeout = cmp.Or(c.GreetingTimeout, d.GreetingTimeout)
+	c.Concurrency = cmp.Or(c.Concurrency, d.Concurrency)
+	c.MaxHosts = cmp.Or(c.MaxHosts, d.MaxHosts)
+	c.MaxAddrsPerHost = cmp.Or(c.MaxAddrsPerHost, d.MaxAddrsPerHost)
+	c.BlockedAfter = cmp.Or(c.BlockedAfter, d.BlockedAfter)
+	return c
+}
+
+// Allowed reports whether ip may be probed: an ordinary global address, or a
+// special-purpose one inside probe.allow_networks.
+func (p *SMTPProber) Allowed(ip netip.Addr) bool {
+	return SpecialPurpose(ip) == "" || inPrefixes(ip, p.cfg.AllowNetworks)
+}
+
+// Probe connects to ip on the configured port. It never dials an address
+// that Allowed refuses.
+func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
+	if !p.Allowed(ip) {
+		return ProbeResult{Outcome: OutcomeNotAllowed,
+			Detail: fmt.Sprintf("%s is %s; not probed (see probe.allow_networks)", ip, SpecialPurpose(ip))}
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "no probe slot before the deadline"}
+	}
+	defer func() { <-p.slots }()
+	began := time.Now()
+	r := p.probe(ctx, ip)
+	r.Took = time.Since(began)
+	p.egress.record(r.Outcome)
+	return r
+}
+
+func (p *SMTPProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
+	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
+	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, p.cfg.Port).String())
+	if err != nil {
+		return classifyDialError(err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	conn.SetDeadline(time.Now().Add(p.cfg.GreetingTimeout))
+	br := bufio.NewReaderSize(io.LimitReader(conn, maxGreetingBytes), maxGreetingLine)
+	r := readGreeting(br)
+	if r.Outcome.SpeaksSMTP() {
+		conn.SetDeadline(time.Now().Add(quitTimeout))
+		if _, err := io.WriteString(conn, "QUIT\r\n"); err == nil {
+			br.ReadSlice('\n') // the 221, so the server logs a clean QUIT
+		}
+	}
+	return r
+}
+
+// readGreeting reads an SMTP greeting, which may span several lines
+// ("220-first", "220 last"), and classifies it.
+func readGreeting(br *bufio.Reader) ProbeResult {
+	var first string
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) >= 3 && !isReplyCode(line[:3]) || len(line) > 0 && len(line) < 3 && !allDigits(line) {
+			return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + printable(string(line), 60)}
+		}
+		if err != nil {
+			return greetingReadError(err, first)
+		}
+		text := strings.TrimRight(string(line), "\r\n")
+		if len(text) > 3 && text[3] != ' ' && text[3] != '-' {
+			return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + printable(text, 60)}
+		}
+		if first == "" {
+			first = printable(text, 120)
+		}
+		if len(text) == 3 || text[3] == ' ' { // the last line of the reply
+			code := int(text[0]-'0')*100 + int(text[1]-'0')*10 + int(text[2]-'0')
+			out := OutcomeSMTPRefusal
+			if code == 220 {
+				out = OutcomeAccept
+			}
+			return ProbeResult{Outcome: out, Code: code, Greeting: first}
+		}
+	}
+}
+
+func greetingReadError(err error, first string) ProbeResult {
+	var ne net.Error
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: fmt.Sprintf("greeting line longer than %d octets", maxGreetingLine)}
+	case errors.As(err, &ne) && ne.Timeout():
+		if first != "" {
+			return ProbeResult{Outcome: OutcomeGreetingTimeout, Detail: "greeting started but did not finish: " + first}
+		}
+		return ProbeResult{Outcome: OutcomeGreetingTimeout, Detail: "connected, but no greeting before the timeout"}
+	case errors.Is(err, io.EOF) && first != "":
+		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: fmt.Sprintf("greeting cut off or longer than %d octets", maxGreetingBytes)}
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
+	}
+	return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "reading the greeting: " + err.Error()}
+}
+
+func classifyDialError(err error) ProbeResult {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return ProbeResult{Outcome: OutcomeRefused, Detail: "connection refused"}
+	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
+		return ProbeResult{Outcome: OutcomeBlockedLocally, Detail: "connection forbidden by this host's firewall"}
+	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
+		return ProbeResult{Outcome: OutcomeUnreachable, Detail: "no route to host"}
+	case errors.Is(err, context.Canceled):
+		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "probe cancelled"}
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return ProbeResult{Outcome: OutcomeConnectTimeout, Detail: "no answer to the TCP connection attempt"}
+	}
+	return ProbeResult{Outcome: OutcomeUnreachable, Detail: err.Error()}
+}
+
+func isReplyCode(b []byte) bool {
+	return len(b) == 3 && '2' <= b[0] && b[0] <= '5' && allDigits(b)
+}
+
+func allDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// printable keeps a remote string safe for logs, headers and terminals.
+func printable(s string, limit int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= limit {
+			b.WriteString("…")
+			break
+		}
+		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+			r = '?'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// egressTracker notices when outbound port 25 is blocked where mxguard runs:
+// many connect timeouts in a row with no TCP answer from anywhere.
+type egressTracker struct {
+	mu          sync.Mutex
+	threshold   int
+	consecutive int
+}
+
+func (t *egressTracker) record(o Outcome) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch o {
+	case OutcomeConnectTimeout, OutcomeBlockedLocally:
+		t.consecutive++
+	case OutcomeAccept, OutcomeSMTPRefusal, OutcomeRefused, OutcomeNotSMTP, OutcomeGreetingTimeout:
+		t.consecutive = 0
+	}
+}
+
+// blocked reports whether outbound port 25 looks blocked, and why.
+func (t *egressTracker) blocked() (bool, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.consecutive >= t.threshold {
+		return true, fmt.Sprintf("outbound port 25 looks blocked here: the last %d probes to MX hosts got no TCP answer", t.consecutive)
+	}
+	return false, ""
+}

@@ -1,0 +1,106 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// HeaderValue formats the X-MXGuard header: the verdict, domain= and ip=,
+// then every finding (warn, fail, temperror) as id=status, e.g.
+// "flag; domain=example.com; ip=192.0.2.7; mx.port25=fail; helo.matches-ptr=warn".
+func (r *Report) HeaderValue() string {
+	return r.headerWith(r.Verdict().String())
+}
+
+// TempErrorHeaderValue is the header of a decision that could not be made
+// (internal error or decision_timeout): the mail is accepted and says so.
+func (r *Report) TempErrorHeaderValue() string {
+	return r.headerWith("temperror")
+}
+
+func (r *Report) headerWith(verdict string) string {
+	var b strings.Builder
+	b.WriteString(verdict)
+	b.WriteString("; domain=")
+	if r.Null {
+		b.WriteString("<>")
+	} else {
+		b.WriteString(headerSafe(r.Domain))
+	}
+	if r.ClientIP.IsValid() {
+		b.WriteString("; ip=")
+		b.WriteString(r.ClientIP.String())
+	}
+	for _, c := range r.Checks {
+		if c.Status == StatusWarn || c.Status == StatusFail || c.Status == StatusTempError {
+			fmt.Fprintf(&b, "; %s=%s", c.ID, c.Status)
+		}
+	}
+	return b.String()
+}
+
+// headerSafe keeps a (possibly invalid) domain from breaking the header.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == ';' || r >= 0x7f {
+			return '?'
+		}
+		return r
+	}, printable(s, 255))
+}
+
+// Reply is an SMTP reply for a defer or reject verdict.
+type Reply struct {
+	Code     int    // 451 or 550
+	Enhanced string // RFC 3463 code, e.g. "4.7.1"
+	Text     string // one line: domain, check, host, and what to fix
+}
+
+func (r Reply) String() string { return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text) }
+
+// maxReplyText keeps replies inside RFC 5321's 512-octet reply line.
+const maxReplyText = 400
+
+// Reply returns the SMTP reply for a defer or reject verdict (ok is false
+// for other verdicts). Null MX replies use x.7.27 (RFC 7505), PTR/FCrDNS
+// x.7.25 (RFC 7372), and a deferral by on_temperror 451 4.4.3.
+func (r *Report) Reply() (reply Reply, ok bool) {
+	v := r.Verdict()
+	cause, found := r.Cause()
+	if v < Defer || !found {
+		return Reply{}, false
+	}
+	class, code := "4", 451
+	if v == Reject {
+		class, code = "5", 550
+	}
+	subject := "7.1"
+	if cause.Enhanced != "" {
+		subject = cause.Enhanced
+	}
+	if r.Decision.ByTempError {
+		subject = "4.3"
+	}
+	var b strings.Builder
+	domain := r.Domain
+	if r.Null {
+		domain = "<>"
+	}
+	fmt.Fprintf(&b, "%s: %s %s: %s", domain, cause.ID, cause.Status, cause.Detail)
+	if r.Decision.ByTempError {
+		b.WriteString("; try again later")
+	} else if fix := cause.Fix(); fix != "" {
+		b.WriteString(". Fix: ")
+		b.WriteString(fix)
+	}
+	text := strings.Map(func(r rune) rune {
+		if r < ' ' || r >= 0x7f {
+			return '?' // replies are ASCII, one line
+		}
+		return r
+	}, b.String())
+	if len(text) > maxReplyText {
+		text = text[:maxReplyText-3] + "..."
+	}
+	return Reply{Code: code, Enhanced: class + "." + subject, Text: text}, true
+}

@@ -1,0 +1,390 @@
+package policy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// Resolver looks up one (name, type) and returns the answer with its TTL.
+// Implementations: the network client (DNSClient) and the cache in front of it.
+type Resolver interface {
+	Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error)
+}
+
+// AnswerKind separates a positive answer from the two negative ones.
+type AnswerKind uint8
+
+// The kinds of answer. Errors (SERVFAIL, timeout) are not answers: they come
+// back as *DNSError.
+const (
+	Found    AnswerKind = iota
+	NXDomain            // the name does not exist
+	NoData              // the name exists but has no records of this type
+)
+
+func (k AnswerKind) String() string {
+	switch k {
+	case Found:
+		return "found"
+	case NXDomain:
+		return "NXDOMAIN"
+	default:
+		return "NODATA"
+	}
+}
+
+// MX is one MX record.
+type MX struct {
+	Pref uint16
+	Host string // lowercase, no trailing dot; "" for the null MX target "."
+}
+
+// Answer is a DNS answer reduced to what the checks use. It is immutable once
+// returned: the cache hands the same value to every caller.
+type Answer struct {
+	Kind AnswerKind
+	// Aliases lists the CNAME targets followed from the query name, in order.
+	Aliases []string
+	MX      []MX         // MX answers, sorted by preference then host
+	Addrs   []netip.Addr // A or AAAA answers
+	Names   []string     // PTR answers, lowercase, no trailing dot
+	// TTL is the smallest TTL of the records used, or for a negative answer
+	// the SOA minimum (RFC 2308); zero when the server gave none.
+	TTL time.Duration
+}
+
+// Limits on what one answer may carry, so hostile zones cost bounded memory.
+const (
+	maxMXRecords   = 64
+	maxAddrRecords = 32
+	maxPTRRecords  = 16
+)
+
+// DNSErrorKind classifies a failed lookup.
+type DNSErrorKind uint8
+
+// Kinds of DNS failure; all of them are temporary as far as checks go.
+const (
+	ErrServFail DNSErrorKind = iota // SERVFAIL, REFUSED or another error rcode
+	ErrTimeout                      // no answer within the deadline
+	ErrBadResponse                  // malformed, mismatched or truncated beyond repair
+	ErrCNAMELoop                    // CNAME loop or chain too long
+	ErrNetwork                      // the resolver could not be reached
+)
+
+// DNSError is a lookup that produced no answer.
+type DNSError struct {
+	Kind   DNSErrorKind
+	Name   string
+	Type   uint16
+	Server string
+	Err    error
+}
+
+func (e *DNSError) Error() string {
+	where := ""
+	if e.Server != "" {
+		where = " from " + e.Server
+	}
+	return fmt.Sprintf("%s %s: %v%s", dns.TypeToString[e.Type], e.Name, e.Err, where)
+}
+
+func (e *DNSError) Unwrap() error { return e.Err }
+
+// ResolverConfig configures the DNS client.
+type ResolverConfig struct {
+	// Servers are recursive resolvers as host:port; empty means /etc/resolv.conf.
+	Servers []string
+	// Timeout bounds one attempt at one server.
+	Timeout time.Duration
+	// Attempts is the number of tries, rotating over Servers.
+	Attempts int
+	// MaxCNAMEDepth bounds CNAME chains.
+	MaxCNAMEDepth int
+	// UDPSize is the EDNS0 buffer size advertised (RFC 6891; 1232 avoids fragmentation).
+	UDPSize uint16
+}
+
+// DNSClient queries recursive resolvers over UDP with EDNS0, retries over TCP
+// on truncation, chases CNAMEs and keeps NXDOMAIN, NODATA and errors apart.
+// It is used instead of net.Resolver, which hides TTLs, CNAMEs and IP-literal
+// MX targets, and which /etc/hosts can override.
+type DNSClient struct {
+	cfg ResolverConfig
+	udp *dns.Client
+	tcp *dns.Client
+}
+
+// NewDNSClient returns a client for cfg, reading /etc/resolv.conf when cfg
+// names no servers.
+func NewDNSClient(cfg ResolverConfig) (*DNSClient, error) {
+	if len(cfg.Servers) == 0 {
+		servers, err := SystemResolvers("/etc/resolv.conf")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Servers = servers
+	}
+	cfg.Servers = slices.Clone(cfg.Servers)
+	for i, s := range cfg.Servers {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			cfg.Servers[i] = net.JoinHostPort(s, "53")
+		}
+	}
+	cfg = cfg.withDefaults()
+	return &DNSClient{
+		cfg: cfg,
+		udp: &dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: cfg.UDPSize},
+		tcp: &dns.Client{Net: "tcp", Timeout: cfg.Timeout},
+	}, nil
+}
+
+func (c ResolverConfig) withDefaults() ResolverConfig {
+	d := defaults.Resolver
+	c.Timeout = cmp.Or(c.Timeout, d.Timeout)
+	c.Attempts = cmp.Or(c.Attempts, d.Attempts)
+	c.MaxCNAMEDepth = cmp.Or(c.MaxCNAMEDepth, d.MaxCNAMEDepth)
+	c.UDPSize = cmp.Or(c.UDPSize, d.UDPSize)
+	return c
+}
+
+// SystemResolvers reads the nameservers of a resolv.conf file.
+func SystemResolvers(path string) ([]string, error) {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading resolvers: %w", err)
+	}
+	if len(cc.Servers) == 0 {
+		return nil, fmt.Errorf("reading resolvers: no nameserver in %s", path)
+	}
+	servers := make([]string, len(cc.Servers))
+	for i, s := range cc.Servers {
+		servers[i] = net.JoinHostPort(s, cc.Port)
+	}
+	return servers, nil
+}
+
+// Servers returns the resolvers in use.
+func (c *DNSClient) Servers() []string { return slices.Clone(c.cfg.Servers) }
+
+// Lookup resolves name/qtype, following CNAMEs.
+func (c *DNSClient) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+	ans := &Answer{}
+	qname := dns.Fqdn(strings.ToLower(name))
+	seen := map[string]bool{qname: true}
+	for {
+		msg, server, err := c.exchange(ctx, qname, qtype)
+		if err != nil {
+			err.Name = name
+			return nil, err
+		}
+		next, done, perr := parseResponse(msg, qname, qtype, ans, seen, c.cfg.MaxCNAMEDepth)
+		if perr != nil {
+			return nil, &DNSError{Kind: ErrCNAMELoop, Name: name, Type: qtype, Server: server, Err: perr}
+		}
+		if done {
+			return ans, nil
+		}
+		qname = next // the chain left this answer before reaching data: ask for its end
+	}
+}
+
+// exchange sends one query, rotating over servers and retrying over TCP when
+// the UDP answer is truncated.
+func (c *DNSClient) exchange(ctx context.Context, qname string, qtype uint16) (*dns.Msg, string, *DNSError) {
+	q := new(dns.Msg)
+	q.SetQuestion(qname, qtype)
+	q.SetEdns0(c.cfg.UDPSize, false)
+	var last *DNSError
+	start := int(q.Id) % len(c.cfg.Servers)
+	for attempt := 0; attempt < c.cfg.Attempts; attempt++ {
+		if ctx.Err() != nil {
+			break
+		}
+		server := c.cfg.Servers[(start+attempt)%len(c.cfg.Servers)]
+		r, err := c.exchangeOnce(ctx, q, server)
+		if err == nil && r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+			err = &DNSError{Kind: ErrServFail, Type: qtype, Server: server, Err: errors.New(dns.RcodeToString[r.Rcode])}
+		}
+		if err == nil {
+			return r, server, nil
+		}
+		last = err
+		q.Id = dns.Id() // a fresh ID per attempt, so a late answer cannot match
+	}
+	if last == nil {
+		last = &DNSError{Kind: ErrTimeout, Type: qtype, Err: errors.New("no answer before the deadline")}
+	}
+	return nil, "", last
+}
+
+func (c *DNSClient) exchangeOnce(ctx context.Context, q *dns.Msg, server string) (*dns.Msg, *DNSError) {
+	r, _, err := c.udp.ExchangeContext(ctx, q, server)
+	if err == nil && r.Truncated {
+		r, _, err = c.tcp.ExchangeContext(ctx, q, server)
+		if err == nil && r.Truncated {
+			err = errors.New("truncated answer over TCP")
+		}
+	}
+	if err != nil {
+		return nil, classifyNetError(err, q.Question[0].Qtype, server)
+	}
+	if len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) ||
+		r.Question[0].Qtype != q.Question[0].Qtype || !r.Response {
+		return nil, &DNSError{Kind: ErrBadResponse, Type: q.Question[0].Qtype, Server: server,
+			Err: errors.New("answer does not match the question")}
+	}
+	return r, nil
+}
+
+func classifyNetError(err error, qtype uint16, server string) *DNSError {
+	kind := ErrNetwork
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		errors.As(err, &ne) && ne.Timeout():
+		kind = ErrTimeout
+		err = errors.New("timeout")
+	case errors.Is(err, dns.ErrId), errors.Is(err, dns.ErrShortRead), errors.Is(err, dns.ErrBuf),
+		errors.Is(err, dns.ErrRdata), strings.Contains(err.Error(), "truncated"),
+		strings.Contains(err.Error(), "overflow"), strings.HasPrefix(err.Error(), "dns: "):
+		kind = ErrBadResponse
+	}
+	return &DNSError{Kind: kind, Type: qtype, Server: server, Err: err}
+}
+
+// parseResponse folds one response into ans. It follows the CNAME chain from
+// qname inside the answer section and returns the name still to ask for when
+// the chain ends without data, or done when the answer is complete.
+func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map[string]bool, maxDepth int) (next string, done bool, err error) {
+	owner := qname
+	minTTL := uint32(0)
+	haveTTL := false
+	noteTTL := func(t uint32) {
+		if !haveTTL || t < minTTL {
+			minTTL, haveTTL = t, true
+		}
+	}
+	for {
+		var target string
+		for _, rr := range r.Answer {
+			if c, ok := rr.(*dns.CNAME); ok && strings.EqualFold(c.Hdr.Name, owner) {
+				target = strings.ToLower(c.Target)
+				noteTTL(c.Hdr.Ttl)
+				break
+			}
+		}
+		if target == "" || qtype == dns.TypeCNAME {
+			break
+		}
+		if seen[target] {
+			return "", false, fmt.Errorf("CNAME loop at %s", canonicalName(target))
+		}
+		seen[target] = true
+		ans.Aliases = append(ans.Aliases, canonicalName(target))
+		if len(ans.Aliases) > maxDepth {
+			return "", false, fmt.Errorf("CNAME chain longer than %d", maxDepth)
+		}
+		owner = target
+	}
+	for _, rr := range r.Answer {
+		if rr.Header().Rrtype != qtype || !strings.EqualFold(rr.Header().Name, owner) {
+			continue
+		}
+		switch v := rr.(type) {
+		case *dns.MX:
+			if len(ans.MX) < maxMXRecords*4 { // sorted and trimmed below
+				ans.MX = append(ans.MX, MX{Pref: v.Preference, Host: canonicalName(v.Mx)})
+			}
+		case *dns.A:
+			if ip, ok := netip.AddrFromSlice(v.A.To4()); ok && len(ans.Addrs) < maxAddrRecords {
+				ans.Addrs = append(ans.Addrs, ip)
+			}
+		case *dns.AAAA:
+			if ip, ok := netip.AddrFromSlice(v.AAAA); ok && len(ip.AsSlice()) == 16 && len(ans.Addrs) < maxAddrRecords {
+				ans.Addrs = append(ans.Addrs, ip)
+			}
+		case *dns.PTR:
+			if len(ans.Names) < maxPTRRecords {
+				ans.Names = append(ans.Names, canonicalName(v.Ptr))
+			}
+		default:
+			continue
+		}
+		noteTTL(rr.Header().Ttl)
+	}
+	if len(ans.MX) > 0 {
+		slices.SortFunc(ans.MX, func(a, b MX) int {
+			if a.Pref != b.Pref {
+				return int(a.Pref) - int(b.Pref)
+			}
+			return strings.Compare(a.Host, b.Host)
+		})
+		ans.MX = slices.Compact(ans.MX)
+		if len(ans.MX) > maxMXRecords {
+			ans.MX = ans.MX[:maxMXRecords]
+		}
+	}
+	switch {
+	case len(ans.MX)+len(ans.Addrs)+len(ans.Names) > 0:
+		ans.Kind = Found
+	case r.Rcode == dns.RcodeNameError:
+		ans.Kind = NXDomain
+	case owner != qname && !answersFor(r, owner):
+		// The chain points outside what this server answered: ask for its end.
+		mergeTTL(ans, minTTL, haveTTL)
+		return owner, false, nil
+	default:
+		ans.Kind = NoData
+	}
+	if ans.Kind != Found {
+		for _, rr := range r.Ns {
+			if soa, ok := rr.(*dns.SOA); ok {
+				noteTTL(min(soa.Minttl, soa.Hdr.Ttl)) // RFC 2308 §5
+			}
+		}
+	}
+	mergeTTL(ans, minTTL, haveTTL)
+	return "", true, nil
+}
+
+// answersFor reports whether the response speaks for name: it has records
+// owned by it, or a negative answer whose authority covers it.
+func answersFor(r *dns.Msg, name string) bool {
+	for _, rr := range r.Answer {
+		if strings.EqualFold(rr.Header().Name, name) {
+			return true
+		}
+	}
+	for _, rr := range r.Ns {
+		if _, ok := rr.(*dns.SOA); ok && dns.IsSubDomain(strings.ToLower(rr.Header().Name), name) {
+			return true
+		}
+	}
+	return false
+}
+
+func mergeTTL(ans *Answer, ttl uint32, have bool) {
+	if !have {
+		return
+	}
+	d := time.Duration(ttl) * time.Second
+	if ans.TTL == 0 || d < ans.TTL {
+		ans.TTL = d
+	}
+}
+
+// reverseName returns the in-addr.arpa / ip6.arpa name for ip.
+func reverseName(ip netip.Addr) string {
+	name, _ := dns.ReverseAddr(ip.Unmap().String())
+	return name
+}

@@ -1,0 +1,106 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Status is the outcome of one check.
+type Status uint8
+
+// The statuses, weakest first.
+const (
+	StatusPass Status = iota
+	StatusSkip
+	StatusWarn
+	StatusTempError
+	StatusFail
+)
+
+var statusNames = [...]string{
+	StatusPass:      "pass",
+	StatusSkip:      "skip",
+	StatusWarn:      "warn",
+	StatusTempError: "temperror",
+	StatusFail:      "fail",
+}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("status(%d)", s)
+}
+
+// MarshalText encodes the status by its SPEC name.
+func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText decodes a SPEC status name.
+func (s *Status) UnmarshalText(b []byte) error {
+	for i, n := range statusNames {
+		if n == string(b) {
+			*s = Status(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown status %q", b)
+}
+
+// CheckID names a check; the IDs are a public interface (headers, JSON, config keys).
+type CheckID string
+
+// The checks, in the order of the SPEC table.
+const (
+	DomainSyntax   CheckID = "domain.syntax"
+	MXRecords      CheckID = "mx.records"
+	MXTargets      CheckID = "mx.targets"
+	MXPort25       CheckID = "mx.port25"
+	MXOutboundIP   CheckID = "mx.outbound-ip"
+	HELOSyntax     CheckID = "helo.syntax"
+	ClientPTR      CheckID = "client.ptr"
+	ClientFCrDNS   CheckID = "client.fcrdns"
+	HELOMatchesPTR CheckID = "helo.matches-ptr"
+)
+
+// CheckIDs lists every check in report order.
+func CheckIDs() []CheckID {
+	ids := make([]CheckID, len(checks))
+	for i, c := range checks {
+		ids[i] = c.id
+	}
+	return ids
+}
+
+// Known reports whether id names a check.
+func (id CheckID) Known() bool {
+	_, ok := checkIndex[id]
+	return ok
+}
+
+// AboutDomain reports whether the check is about the sender domain (as opposed
+// to the sending host); allow-lists pick their checks by this.
+func (id CheckID) AboutDomain() bool {
+	i, ok := checkIndex[id]
+	return ok && checks[i].aboutDomain
+}
+
+// Result is what one check found.
+type Result struct {
+	ID     CheckID    `json:"id"`
+	Status Status     `json:"status"`
+	Detail string     `json:"detail"`
+	Host   string     `json:"host"`
+	IP     netip.Addr `json:"ip"`
+	// Enhanced is the RFC 3463 subject.detail for a reply caused by this
+	// result ("7.27" null MX, "7.25" reverse DNS); empty means "7.1".
+	Enhanced string `json:"-"`
+}
+
+// Fix says, for a warn or fail, what the owner of the domain or host should change.
+func (r Result) Fix() string {
+	i, ok := checkIndex[r.ID]
+	if !ok || (r.Status != StatusFail && r.Status != StatusWarn) {
+		return ""
+	}
+	return checks[i].fix
+}

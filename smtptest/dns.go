@@ -1,0 +1,346 @@
+package smtptest
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// DefaultTTL is the TTL of records added by the Zone helpers.
+const DefaultTTL = 300
+
+// Zone is an authoritative zone built in Go: every name the sandbox DNS
+// server is asked about is answered from it (NXDOMAIN for names it lacks).
+// A Zone is safe for concurrent use; tests may change it while it is served.
+type Zone struct {
+	mu      sync.RWMutex
+	records map[string][]dns.RR // by lowercase owner FQDN
+	exists  map[string]bool     // owners and their ancestors (empty non-terminals exist)
+	faults  map[string]Fault
+	// NegativeTTL is the SOA minimum sent with NXDOMAIN and NODATA answers.
+	negativeTTL uint32
+}
+
+// NewZone returns an empty zone whose negative answers carry a 60 s SOA minimum.
+func NewZone() *Zone {
+	return &Zone{
+		records:     map[string][]dns.RR{},
+		exists:      map[string]bool{},
+		faults:      map[string]Fault{},
+		negativeTTL: 60,
+	}
+}
+
+// Add adds records in zone-file syntax, e.g.
+// "example.test. 300 IN MX 10 mx.example.test.". A missing TTL means DefaultTTL.
+func (z *Zone) Add(records ...string) error {
+	var rrs []dns.RR
+	for _, s := range records {
+		zp := dns.NewZoneParser(strings.NewReader(s), ".", "")
+		zp.SetDefaultTTL(DefaultTTL)
+		n := 0
+		for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+			rrs = append(rrs, rr)
+			n++
+		}
+		if err := zp.Err(); err != nil {
+			return fmt.Errorf("smtptest: record %q: %w", s, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("smtptest: record %q is empty", s)
+		}
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for _, rr := range rrs {
+		owner := strings.ToLower(rr.Header().Name)
+		z.records[owner] = append(z.records[owner], rr)
+		for name := owner; ; {
+			z.exists[name] = true
+			i := strings.IndexByte(name, '.')
+			if name == "." || i < 0 || i == len(name)-1 {
+				break
+			}
+			name = name[i+1:]
+		}
+	}
+	return nil
+}
+
+// MustAdd is Add for records known to be well-formed; it panics on a typo.
+func (z *Zone) MustAdd(records ...string) *Zone {
+	if err := z.Add(records...); err != nil {
+		panic(err)
+	}
+	return z
+}
+
+// MX adds an MX record; host "." makes a null MX (RFC 7505).
+func (z *Zone) MX(domain string, pref uint16, host string) *Zone {
+	return z.MustAdd(fmt.Sprintf("%s %d IN MX %d %s", fqdn(domain), DefaultTTL, pref, fqdn(host)))
+}
+
+// A adds A or AAAA records, by the family of each address.
+func (z *Zone) A(name string, ips ...string) *Zone {
+	for _, s := range ips {
+		ip := netip.MustParseAddr(s)
+		t := "A"
+		if ip.Is6() {
+			t = "AAAA"
+		}
+		z.MustAdd(fmt.Sprintf("%s %d IN %s %s", fqdn(name), DefaultTTL, t, ip))
+	}
+	return z
+}
+
+// CNAME makes name an alias of target.
+func (z *Zone) CNAME(name, target string) *Zone {
+	return z.MustAdd(fmt.Sprintf("%s %d IN CNAME %s", fqdn(name), DefaultTTL, fqdn(target)))
+}
+
+// PTR adds a reverse record for ip (in-addr.arpa or ip6.arpa).
+func (z *Zone) PTR(ip string, names ...string) *Zone {
+	rev, err := dns.ReverseAddr(netip.MustParseAddr(ip).String())
+	if err != nil {
+		panic(err)
+	}
+	for _, n := range names {
+		z.MustAdd(fmt.Sprintf("%s %d IN PTR %s", rev, DefaultTTL, fqdn(n)))
+	}
+	return z
+}
+
+// TXT adds a TXT record.
+func (z *Zone) TXT(name, text string) *Zone {
+	return z.MustAdd(fmt.Sprintf("%s %d IN TXT %q", fqdn(name), DefaultTTL, text))
+}
+
+// Fault makes the server misbehave for every query of one name.
+type Fault struct {
+	kind  faultKind
+	delay time.Duration
+}
+
+type faultKind uint8
+
+const (
+	faultNone faultKind = iota
+	faultServFail
+	faultRefused
+	faultDrop
+	faultTruncate
+	faultWrongID
+	faultDelay
+)
+
+// The faults a name can have.
+var (
+	ServFail = Fault{kind: faultServFail} // answer SERVFAIL
+	Refused  = Fault{kind: faultRefused}  // answer REFUSED
+	Drop     = Fault{kind: faultDrop}     // never answer (the client times out)
+	Truncate = Fault{kind: faultTruncate} // set TC over UDP; answer in full over TCP
+	WrongID  = Fault{kind: faultWrongID}  // answer with a mismatched message ID
+)
+
+// Delay answers correctly, but only after d.
+func Delay(d time.Duration) Fault { return Fault{kind: faultDelay, delay: d} }
+
+// SetFault gives name a fault; Fault{} clears it.
+func (z *Zone) SetFault(name string, f Fault) *Zone {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if f.kind == faultNone {
+		delete(z.faults, fqdn(name))
+	} else {
+		z.faults[fqdn(name)] = f
+	}
+	return z
+}
+
+func fqdn(name string) string { return dns.Fqdn(strings.ToLower(name)) }
+
+// answer builds the response to q from the zone, following CNAMEs inside it.
+func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
+	q := req.Question[0]
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	name := strings.ToLower(q.Name)
+	fault := z.faults[name]
+	seen := map[string]bool{}
+	for !seen[name] {
+		seen[name] = true
+		var cname *dns.CNAME
+		found := false
+		for _, rr := range z.records[name] {
+			switch {
+			case rr.Header().Rrtype == q.Qtype:
+				m.Answer = append(m.Answer, dns.Copy(rr))
+				found = true
+			case rr.Header().Rrtype == dns.TypeCNAME:
+				cname = rr.(*dns.CNAME)
+			}
+		}
+		if found || cname == nil {
+			if !found && !z.exists[name] {
+				m.Rcode = dns.RcodeNameError
+			}
+			break
+		}
+		m.Answer = append(m.Answer, dns.Copy(cname))
+		name = strings.ToLower(cname.Target) // a loop ends at a name already seen
+	}
+	if len(m.Answer) == 0 || m.Rcode == dns.RcodeNameError {
+		m.Ns = append(m.Ns, &dns.SOA{
+			Hdr:     dns.RR_Header{Name: ".", Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: z.negativeTTL},
+			Ns:      "ns.sandbox.test.",
+			Mbox:    "hostmaster.sandbox.test.",
+			Serial:  1,
+			Refresh: 3600, Retry: 600, Expire: 86400,
+			Minttl: z.negativeTTL,
+		})
+	}
+	return m, fault
+}
+
+// SetNegativeTTL sets the SOA minimum of negative answers.
+func (z *Zone) SetNegativeTTL(seconds uint32) *Zone {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.negativeTTL = seconds
+	return z
+}
+
+// DNSServer serves a Zone over UDP and TCP on one loopback port and counts
+// the queries it gets.
+type DNSServer struct {
+	// Addr is the host:port to give resolvers, e.g. "127.0.0.1:40053".
+	Addr string
+	zone *Zone
+	udp  *dns.Server
+	tcp  *dns.Server
+
+	total  atomic.Int64
+	mu     sync.Mutex
+	counts map[queryKey]int
+}
+
+type queryKey struct {
+	name  string
+	qtype uint16
+}
+
+// StartDNS serves zone on 127.0.0.1 at a free port.
+func StartDNS(zone *Zone) (*DNSServer, error) {
+	return StartDNSAt("127.0.0.1:0", zone)
+}
+
+// StartDNSAt serves zone at addr (UDP and TCP on the same port; port 0 picks one).
+func StartDNSAt(addr string, zone *Zone) (*DNSServer, error) {
+	s := &DNSServer{zone: zone, counts: map[queryKey]int{}}
+	var pc net.PacketConn
+	var l net.Listener
+	var err error
+	for try := 0; try < 20; try++ { // the UDP port may be taken for TCP: pick another
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, fmt.Errorf("smtptest: DNS on %s: %w", addr, err)
+		}
+		if l, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
+		pc.Close()
+		if !strings.HasSuffix(addr, ":0") {
+			return nil, fmt.Errorf("smtptest: DNS on %s: %w", addr, err)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("smtptest: DNS: %w", err)
+	}
+	s.Addr = pc.LocalAddr().String()
+	handler := dns.HandlerFunc(s.serve)
+	s.udp = &dns.Server{PacketConn: pc, Handler: handler}
+	s.tcp = &dns.Server{Listener: l, Handler: handler}
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe()
+		<-started
+	}
+	return s, nil
+}
+
+func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
+	if len(req.Question) != 1 {
+		m := new(dns.Msg)
+		w.WriteMsg(m.SetRcode(req, dns.RcodeFormatError))
+		return
+	}
+	q := req.Question[0]
+	s.total.Add(1)
+	s.mu.Lock()
+	s.counts[queryKey{strings.ToLower(q.Name), q.Qtype}]++
+	s.mu.Unlock()
+
+	m, fault := s.zone.answer(req)
+	_, udp := w.RemoteAddr().(*net.UDPAddr)
+	switch fault.kind {
+	case faultDrop:
+		return
+	case faultServFail:
+		m = new(dns.Msg).SetRcode(req, dns.RcodeServerFailure)
+	case faultRefused:
+		m = new(dns.Msg).SetRcode(req, dns.RcodeRefused)
+	case faultWrongID:
+		m.Id++
+	case faultDelay:
+		time.Sleep(fault.delay)
+	case faultTruncate:
+		if udp {
+			m.Answer, m.Ns = nil, nil
+			m.Truncated = true
+		}
+	}
+	if udp { // the server does not truncate by itself
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil {
+			size = int(opt.UDPSize())
+		}
+		m.Truncate(size)
+	}
+	w.WriteMsg(m)
+}
+
+// Queries is the number of queries answered (or dropped) so far.
+func (s *DNSServer) Queries() int { return int(s.total.Load()) }
+
+// QueryCount is the number of queries for one name and type ("example.test", dns.TypeMX).
+func (s *DNSServer) QueryCount(name string, qtype uint16) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counts[queryKey{fqdn(name), qtype}]
+}
+
+// ResetCounts sets every query counter to zero.
+func (s *DNSServer) ResetCounts() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total.Store(0)
+	clear(s.counts)
+}
+
+// Close stops the server.
+func (s *DNSServer) Close() error {
+	err := s.udp.Shutdown()
+	if err2 := s.tcp.Shutdown(); err == nil {
+		err = err2
+	}
+	return err
+}
