@@ -99,12 +99,12 @@ func (ev *evaluation) lookupBoth(ctx context.Context, name string) (a, aaaa look
 
 // mxFacts is the sender domain's mail exchanger set (RFC 5321 §5.1).
 type mxFacts struct {
-	answer   lookupResult // the MX lookup
-	implicit bool         // no MX: the domain itself, via its A/AAAA
-	implicitErr error     // the A/AAAA lookup failed
-	nullMX   bool
-	hosts    []MX // targets to examine, most preferred first, capped
-	total    int  // targets before the cap
+	answer      lookupResult // the MX lookup
+	implicit    bool         // no MX: the domain itself, via its A/AAAA
+	implicitErr error        // the A/AAAA lookup failed
+	nullMX      bool
+	hosts       []MX // targets to examine, most preferred first, capped
+	total       int  // targets before the cap
 }
 
 func (ev *evaluation) mxSet(ctx context.Context) mxFacts {
@@ -170,7 +170,9 @@ type target struct {
 	excluded []string     // special-purpose addresses left out, with why
 }
 
-func (t target) usable() bool { return t.problem == "" && t.temp == nil && (len(t.addrs) > 0 || t.allowed) }
+func (t target) usable() bool {
+	return t.problem == "" && t.temp == nil && (len(t.addrs) > 0 || t.allowed)
+}
 
 func (ev *evaluation) mxTargets(ctx context.Context) []target {
 	return ev.targets.get(func() []target {

@@ -74,11 +74,11 @@ type DNSErrorKind uint8
 
 // Kinds of DNS failure; all of them are temporary as far as checks go.
 const (
-	ErrServFail DNSErrorKind = iota // SERVFAIL, REFUSED or another error rcode
-	ErrTimeout                      // no answer within the deadline
-	ErrBadResponse                  // malformed, mismatched or truncated beyond repair
-	ErrCNAMELoop                    // CNAME loop or chain too long
-	ErrNetwork                      // the resolver could not be reached
+	ErrServFail    DNSErrorKind = iota // SERVFAIL, REFUSED or another error rcode
+	ErrTimeout                         // no answer within the deadline
+	ErrBadResponse                     // malformed, mismatched or truncated beyond repair
+	ErrCNAMELoop                       // CNAME loop or chain too long
+	ErrNetwork                         // the resolver could not be reached
 )
 
 // DNSError is a lookup that produced no answer.
