@@ -98,6 +98,9 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 	ch := c.flight.DoChan(fmt.Sprintf("%s/%d", key.name, qtype), func() (any, error) {
 		// The shared lookup runs on its own deadline: a caller that gives up
 		// must not fail the other waiters, and the answer still lands in the cache.
+		if a, ok := c.lru.get(key); ok { // filled by a flight that ended after our miss
+			return a, nil
+		}
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
 		defer cancel()
 		a, err := c.next.Lookup(lctx, key.name, qtype)
@@ -148,6 +151,9 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	}
 	c.counter.miss()
 	ch := c.flight.DoChan(ip.String(), func() (any, error) {
+		if r, ok := c.lru.get(ip); ok { // filled by a flight that ended after our miss
+			return r, nil
+		}
 		r := c.next.Probe(context.WithoutCancel(ctx), ip) // bounded by the prober's own timeouts
 		c.lru.add(ip, r, c.ttlFor(r.Outcome))
 		return r, nil

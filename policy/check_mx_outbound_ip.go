@@ -13,10 +13,7 @@ import (
 const fixMXOutboundIP = "Do not list outbound-only sending IPs as MX hosts: point the MX records at hosts that receive mail, or make that IP accept SMTP on port 25."
 
 func checkMXOutboundIP(ctx context.Context, ev *evaluation) Result {
-	if reason := ev.domainSkip(); reason != "" {
-		return skip(reason)
-	}
-	if reason := ev.mxSet(ctx).unusableReason(); reason != "" {
+	if reason := ev.probeSkip(ctx); reason != "" {
 		return skip(reason)
 	}
 	results := ev.probeResults(ctx)

@@ -51,10 +51,7 @@ func (h hostProbes) worst() (netip.Addr, ProbeResult) {
 }
 
 func checkMXPort25(ctx context.Context, ev *evaluation) Result {
-	if reason := ev.domainSkip(); reason != "" {
-		return skip(reason)
-	}
-	if reason := ev.mxSet(ctx).unusableReason(); reason != "" {
+	if reason := ev.probeSkip(ctx); reason != "" {
 		return skip(reason)
 	}
 	results := ev.probeResults(ctx)
@@ -78,10 +75,7 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 		hosts = append(hosts, h)
 	}
 	if len(hosts) == 0 {
-		if allowed > 0 {
-			return Result{Status: StatusPass, Detail: "every usable MX host is allow-listed (policy.allow_mx_hosts)"}
-		}
-		return skip("no usable MX target to probe")
+		return Result{Status: StatusPass, Detail: "every usable MX host is allow-listed (policy.allow_mx_hosts)"}
 	}
 	port := ev.e.cfg.Probe.Port
 	var speaking, refusing, unsure []hostProbes

@@ -147,7 +147,23 @@ func answerAddrs(r lookupResult) []netip.Addr {
 	return r.ans.Addrs
 }
 
-// mxUsable says why there are no MX targets to examine ("" when there are).
+// probeSkip says why there is nothing to probe ("" when there is).
+func (ev *evaluation) probeSkip(ctx context.Context) string {
+	if reason := ev.domainSkip(); reason != "" {
+		return reason
+	}
+	if reason := ev.mxSet(ctx).unusableReason(); reason != "" {
+		return reason
+	}
+	for _, t := range ev.mxTargets(ctx) {
+		if t.usable() {
+			return ""
+		}
+	}
+	return "no usable MX target to probe"
+}
+
+// unusableReason says why there are no MX targets to examine ("" when there are).
 func (f mxFacts) unusableReason() string {
 	switch {
 	case f.answer.err != nil || f.implicitErr != nil:
