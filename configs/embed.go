@@ -1,0 +1,10 @@
+// Package configs holds the documented default configuration, embedded in
+// the mxguard binary: `mxguard serve` without --config runs with it.
+package configs
+
+import _ "embed"
+
+// Default is configs/mxguard.yaml.
+//
+//go:embed mxguard.yaml
+var Default []byte

@@ -1,0 +1,322 @@
+// Package config loads mxguard's YAML configuration strictly: unknown keys,
+// duplicate keys and bad values are errors that name the file and line.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/mxguard/mxguard/configs"
+	"github.com/mxguard/mxguard/policy"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Milter          Milter   `yaml:"milter"`
+	Metrics         Metrics  `yaml:"metrics"`
+	DecisionTimeout Duration `yaml:"decision_timeout"`
+	Header          Header   `yaml:"header"`
+	Checks          Checks   `yaml:"checks"`
+	Resolver        Resolver `yaml:"resolver"`
+	Probe           Probe    `yaml:"probe"`
+	Cache           Cache    `yaml:"cache"`
+	Outbound        Outbound `yaml:"outbound"`
+	Identity        Identity `yaml:"identity"`
+	Policy          Policy   `yaml:"policy"`
+	Log             Log      `yaml:"log"`
+
+	// Source is the file the configuration came from.
+	Source string `yaml:"-"`
+	lines  map[string]int
+}
+
+// Milter is the milter listener.
+type Milter struct {
+	Listen      Socket   `yaml:"listen"`
+	SocketMode  FileMode `yaml:"socket_mode"`
+	MaxSessions int      `yaml:"max_sessions"`
+}
+
+// Metrics is the HTTP listener for /metrics and /healthz.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Header names the header added to messages.
+type Header struct {
+	Name string `yaml:"name"`
+}
+
+// Checks switches optional subjects on.
+type Checks struct {
+	HeaderFrom bool `yaml:"header_from"`
+}
+
+// Resolver configures the DNS client.
+type Resolver struct {
+	Servers       []string `yaml:"servers"`
+	Timeout       Duration `yaml:"timeout"`
+	Attempts      int      `yaml:"attempts"`
+	MaxCNAMEDepth int      `yaml:"max_cname_depth"`
+	EDNSUDPSize   uint16   `yaml:"edns_udp_size"`
+}
+
+// Probe configures the port-25 prober.
+type Probe struct {
+	Port            uint16   `yaml:"port"`
+	ConnectTimeout  Duration `yaml:"connect_timeout"`
+	GreetingTimeout Duration `yaml:"greeting_timeout"`
+	Concurrency     int      `yaml:"concurrency"`
+	MaxHosts        int      `yaml:"max_hosts"`
+	MaxAddrsPerHost int      `yaml:"max_addrs_per_host"`
+	AllowNetworks   []Prefix `yaml:"allow_networks"`
+	BlockedAfter    int      `yaml:"blocked_after"`
+}
+
+// Cache sizes and lifetimes.
+type Cache struct {
+	DNSEntries      int      `yaml:"dns_entries"`
+	ProbeEntries    int      `yaml:"probe_entries"`
+	MinTTL          Duration `yaml:"min_ttl"`
+	MaxTTL          Duration `yaml:"max_ttl"`
+	NegativeTTL     Duration `yaml:"negative_ttl"`
+	NegativeMaxTTL  Duration `yaml:"negative_max_ttl"`
+	ProbeAcceptTTL  Duration `yaml:"probe_accept_ttl"`
+	ProbeRefusedTTL Duration `yaml:"probe_refused_ttl"`
+	ProbeTimeoutTTL Duration `yaml:"probe_timeout_ttl"`
+}
+
+// Outbound lists the relay's own egress addresses.
+type Outbound struct {
+	IPs []Prefix `yaml:"ips"`
+}
+
+// Identity configures the sending-host checks.
+type Identity struct {
+	SkipNetworks []Prefix `yaml:"skip_networks"`
+	MaxPTRNames  int      `yaml:"max_ptr_names"`
+}
+
+// Policy maps check results to actions.
+type Policy struct {
+	Actions       Actions     `yaml:"actions"`
+	OnTempError   OnTempError `yaml:"on_temperror"`
+	AllowDomains  []Domain    `yaml:"allow_domains"`
+	AllowNetworks []Prefix    `yaml:"allow_networks"`
+	AllowMXHosts  []Domain    `yaml:"allow_mx_hosts"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	Level  LogLevel  `yaml:"level"`
+	Format LogFormat `yaml:"format"`
+}
+
+// Default returns the embedded configs/mxguard.yaml.
+func Default() *Config {
+	c, err := parseOnto(&Config{}, "(built-in default)", configs.Default)
+	if err != nil {
+		panic("the embedded default configuration is invalid: " + err.Error())
+	}
+	return c
+}
+
+// Load reads a configuration file; keys it leaves out keep their defaults.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse parses configuration text named name (for error messages).
+func Parse(name string, data []byte) (*Config, error) {
+	return parseOnto(Default(), name, data)
+}
+
+func parseOnto(c *Config, name string, data []byte) (*Config, error) {
+	c.Source = name
+	c.lines = map[string]int{}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if len(doc.Content) > 0 {
+		d := decoder{file: name, lines: c.lines}
+		if err := d.decode(doc.Content[0], c, ""); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// errorAt formats an error for a key, with the line it was set on when the
+// file set it.
+func (c *Config) errorAt(key, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if line, ok := c.lines[key]; ok {
+		return fmt.Errorf("%s:%d: %s: %s", c.Source, line, key, msg)
+	}
+	return fmt.Errorf("%s: %s: %s", c.Source, key, msg)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	positive := func(key string, v int) {
+		if v <= 0 {
+			errs = append(errs, c.errorAt(key, "must be a positive number, got %d", v))
+		}
+	}
+	nonZero := func(key string, d Duration) {
+		if d.D <= 0 {
+			errs = append(errs, c.errorAt(key, "must be a positive duration"))
+		}
+	}
+	positive("milter.max_sessions", c.Milter.MaxSessions)
+	nonZero("decision_timeout", c.DecisionTimeout)
+	if !validHeaderName(c.Header.Name) {
+		errs = append(errs, c.errorAt("header.name", "%q is not a valid header field name", c.Header.Name))
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			errs = append(errs, c.errorAt("metrics.listen", "want HOST:PORT: %v", err))
+		}
+	}
+	for _, s := range c.Resolver.Servers {
+		if !validServer(s) {
+			errs = append(errs, c.errorAt("resolver.servers", "%q is not an IP address or IP:port", s))
+		}
+	}
+	nonZero("resolver.timeout", c.Resolver.Timeout)
+	positive("resolver.attempts", c.Resolver.Attempts)
+	positive("resolver.max_cname_depth", c.Resolver.MaxCNAMEDepth)
+	if c.Resolver.EDNSUDPSize < 512 {
+		errs = append(errs, c.errorAt("resolver.edns_udp_size", "must be at least 512"))
+	}
+	if c.Probe.Port == 0 {
+		errs = append(errs, c.errorAt("probe.port", "must be 1-65535"))
+	}
+	nonZero("probe.connect_timeout", c.Probe.ConnectTimeout)
+	nonZero("probe.greeting_timeout", c.Probe.GreetingTimeout)
+	positive("probe.concurrency", c.Probe.Concurrency)
+	positive("probe.max_hosts", c.Probe.MaxHosts)
+	positive("probe.max_addrs_per_host", c.Probe.MaxAddrsPerHost)
+	positive("probe.blocked_after", c.Probe.BlockedAfter)
+	positive("cache.dns_entries", c.Cache.DNSEntries)
+	positive("cache.probe_entries", c.Cache.ProbeEntries)
+	for key, d := range map[string]Duration{
+		"cache.min_ttl": c.Cache.MinTTL, "cache.max_ttl": c.Cache.MaxTTL,
+		"cache.negative_ttl": c.Cache.NegativeTTL, "cache.negative_max_ttl": c.Cache.NegativeMaxTTL,
+		"cache.probe_accept_ttl": c.Cache.ProbeAcceptTTL, "cache.probe_refused_ttl": c.Cache.ProbeRefusedTTL,
+		"cache.probe_timeout_ttl": c.Cache.ProbeTimeoutTTL,
+	} {
+		nonZero(key, d)
+	}
+	if c.Cache.MaxTTL.D < c.Cache.MinTTL.D {
+		errs = append(errs, c.errorAt("cache.max_ttl", "is below cache.min_ttl"))
+	}
+	if c.Cache.NegativeMaxTTL.D < c.Cache.MinTTL.D {
+		errs = append(errs, c.errorAt("cache.negative_max_ttl", "is below cache.min_ttl"))
+	}
+	positive("identity.max_ptr_names", c.Identity.MaxPTRNames)
+	return errors.Join(errs...)
+}
+
+func validServer(s string) bool {
+	host := s
+	if h, port, err := net.SplitHostPort(s); err == nil {
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return false
+		}
+		host = h
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ { // RFC 5322 §3.6.8: printable ASCII except ':'
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// Engine returns the policy engine's part of the configuration.
+func (c *Config) Engine() policy.Config {
+	actions := policy.DefaultActions()
+	for id, v := range c.Policy.Actions {
+		actions[id] = v
+	}
+	return policy.Config{
+		Resolver: policy.ResolverConfig{
+			Servers:       c.Resolver.Servers,
+			Timeout:       c.Resolver.Timeout.D,
+			Attempts:      c.Resolver.Attempts,
+			MaxCNAMEDepth: c.Resolver.MaxCNAMEDepth,
+			UDPSize:       c.Resolver.EDNSUDPSize,
+		},
+		Probe: policy.ProbeConfig{
+			Port:            c.Probe.Port,
+			ConnectTimeout:  c.Probe.ConnectTimeout.D,
+			GreetingTimeout: c.Probe.GreetingTimeout.D,
+			AllowNetworks:   prefixes(c.Probe.AllowNetworks),
+			Concurrency:     c.Probe.Concurrency,
+			MaxHosts:        c.Probe.MaxHosts,
+			MaxAddrsPerHost: c.Probe.MaxAddrsPerHost,
+			BlockedAfter:    c.Probe.BlockedAfter,
+		},
+		Cache: policy.CacheConfig{
+			DNSEntries:      c.Cache.DNSEntries,
+			ProbeEntries:    c.Cache.ProbeEntries,
+			MinTTL:          c.Cache.MinTTL.D,
+			MaxTTL:          c.Cache.MaxTTL.D,
+			NegativeTTL:     c.Cache.NegativeTTL.D,
+			NegativeMaxTTL:  c.Cache.NegativeMaxTTL.D,
+			ProbeAcceptTTL:  c.Cache.ProbeAcceptTTL.D,
+			ProbeRefusedTTL: c.Cache.ProbeRefusedTTL.D,
+			ProbeTimeoutTTL: c.Cache.ProbeTimeoutTTL.D,
+		},
+		OutboundIPs:          prefixes(c.Outbound.IPs),
+		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),
+		Policy: policy.Policy{
+			Actions:       actions,
+			OnTempError:   c.Policy.OnTempError.V,
+			AllowDomains:  domains(c.Policy.AllowDomains),
+			AllowNetworks: prefixes(c.Policy.AllowNetworks),
+			AllowMXHosts:  domains(c.Policy.AllowMXHosts),
+		},
+		MaxPTRNames: c.Identity.MaxPTRNames,
+	}
+}
+
+func prefixes(ps []Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = p.P
+	}
+	return out
+}
+
+func domains(ds []Domain) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = string(d)
+	}
+	return out
+}
