@@ -10,124 +10,10 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mxguard/mxguard/internal/spectest"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
-
-// Sandbox addresses: every MX behaviour on its own loopback address.
-const (
-	ipAccept    = "127.0.1.1"
-	ip554       = "127.0.1.2"
-	ipRefused   = "127.0.1.3"
-	ipSilent    = "127.0.1.4"
-	ipNotSMTP   = "127.0.1.5"
-	ipBlackhole = "127.0.1.6"
-	ipSlow      = "127.0.1.7"
-	ipMultiLine = "127.0.1.8"
-	ipAccept6   = "::1"
-	ipOutDual   = "127.0.2.1" // outbound IP that also accepts SMTP
-	ipOutOnly   = "127.0.2.2" // outbound IP that does not
-)
-
-const (
-	connectTimeout  = 300 * time.Millisecond
-	greetingTimeout = 600 * time.Millisecond
-)
-
-// sandbox builds the zone behind the SPEC table: one domain (or client) per row.
-func sandbox(t testing.TB) *smtptest.Sandbox {
-	t.Helper()
-	sb, err := smtptest.NewSandbox()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sb.Close() })
-	for ip, b := range map[string]smtptest.Behavior{
-		ipAccept:    smtptest.Accept,
-		ip554:       smtptest.Greet554,
-		ipSilent:    smtptest.Silent,
-		ipNotSMTP:   smtptest.NotSMTP,
-		ipBlackhole: smtptest.Blackhole,
-		ipSlow:      smtptest.SlowGreeting(greetingTimeout / 3),
-		ipMultiLine: smtptest.Banner("220-multi.sandbox.test ESMTP\r\n220-policy text\r\n220 ready\r\n", 0),
-		ipAccept6:   smtptest.Accept,
-		ipOutDual:   smtptest.Accept,
-	} {
-		if _, err := sb.Serve(ip, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, ip := range []string{ipRefused, ipOutOnly} {
-		if err := sb.Closed(ip); err != nil {
-			t.Fatal(err)
-		}
-	}
-	z := sb.Zone
-	z.A("mx.accept.test", ipAccept).A("mx.554.test", ip554).A("mx.refused.test", ipRefused).
-		A("mx.silent.test", ipSilent).A("mx.notsmtp.test", ipNotSMTP).A("mx.blackhole.test", ipBlackhole).
-		A("mx.slow.test", ipSlow).A("mx.multiline.test", ipMultiLine).A("mx6.accept.test", ipAccept6).
-		A("mx.dual.test", ipOutDual).A("mx.outonly.test", ipOutOnly)
-
-	z.MX("ok.test", 10, "mx.accept.test").MX("ok.test", 20, "mx6.accept.test")
-	z.MX("v6only.test", 10, "mx6.accept.test")
-	z.MX("v4.test", 10, "mx.accept.test")
-	z.CNAME("alias-domain.test", "ok.test")
-	z.MX("nullmx.test", 0, ".")
-	z.MX("mixednull.test", 0, ".").MX("mixednull.test", 10, "mx.accept.test")
-	z.A("implicit.test", ipAccept)
-	z.TXT("nomail.test", "v=spf1 -all")
-	z.MX("servfail.test", 10, "mx.accept.test").A("servfail.test", ipAccept).SetFault("servfail.test", smtptest.ServFail)
-	z.MX("cname-mx.test", 10, "alias.cname-mx.test").CNAME("alias.cname-mx.test", "mx.accept.test")
-	z.MX("literal-mx.test", 10, ipAccept+".")
-	z.MX("private-mx.test", 10, "mx.private-mx.test").A("mx.private-mx.test", "10.1.2.3", "169.254.169.254", "fd00::25")
-	z.MX("ghost-mx.test", 10, "mx.ghost-mx.test")
-	z.MX("noaddr-mx.test", 10, "mx.noaddr-mx.test").TXT("mx.noaddr-mx.test", "no address here")
-	z.MX("mixed-targets.test", 10, "mx.accept.test").MX("mixed-targets.test", 20, "mx.ghost-mx.test")
-	z.MX("target-servfail.test", 10, "mx.target-servfail.test").A("mx.target-servfail.test", ipAccept).
-		SetFault("mx.target-servfail.test", smtptest.ServFail)
-	z.MX("refused.test", 10, "mx.refused.test")
-	z.MX("notsmtp.test", 10, "mx.notsmtp.test")
-	z.MX("some-refused.test", 10, "mx.accept.test").MX("some-refused.test", 20, "mx.refused.test")
-	z.MX("554.test", 10, "mx.554.test")
-	z.MX("silent.test", 10, "mx.silent.test")
-	z.MX("blackhole.test", 10, "mx.blackhole.test")
-	z.MX("refused-and-silent.test", 10, "mx.refused.test").MX("refused-and-silent.test", 20, "mx.silent.test")
-	z.MX("slow.test", 10, "mx.slow.test")
-	z.MX("multiline.test", 10, "mx.multiline.test")
-	z.MX("dual.test", 10, "mx.dual.test")
-	z.MX("outonly.test", 10, "mx.outonly.test").MX("outonly.test", 20, "mx.accept.test")
-	for i := 0; i < 8; i++ {
-		z.MX("many.test", uint16(10+i), "mx.accept.test")
-	}
-	z.MX("many.test", 100, "mx.refused.test") // beyond probe.max_hosts: never examined
-
-	// Sending hosts.
-	z.PTR("127.0.3.1", "mail.good.test").A("mail.good.test", "127.0.3.1")
-	z.PTR("127.0.3.3", "nofwd.good.test")
-	z.PTR("127.0.3.4", "wrong.good.test", "right.good.test").A("wrong.good.test", "127.0.9.9").A("right.good.test", "127.0.3.4")
-	z.PTR("127.0.3.5", "x.good.test").SetFault(reverse("127.0.3.5"), smtptest.ServFail)
-	z.PTR("127.0.3.6", "sf.good.test").A("sf.good.test", "127.0.3.6").SetFault("sf.good.test", smtptest.ServFail)
-	z.PTR("::1", "v6.good.test").A("v6.good.test", "::1")
-	return sb
-}
-
-func reverse(ip string) string {
-	r, _ := dns.ReverseAddr(ip)
-	return r
-}
-
-func sandboxConfig(sb *smtptest.Sandbox) policy.Config {
-	cfg := policy.DefaultConfig()
-	cfg.Resolver.Servers = []string{sb.DNS.Addr}
-	cfg.Resolver.Timeout = 500 * time.Millisecond
-	cfg.Probe.Port = sb.Port
-	cfg.Probe.AllowNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	cfg.Probe.ConnectTimeout = connectTimeout
-	cfg.Probe.GreetingTimeout = greetingTimeout
-	cfg.OutboundIPs = []netip.Prefix{netip.MustParsePrefix(ipOutDual + "/32"), netip.MustParsePrefix(ipOutOnly + "/32")}
-	cfg.SkipIdentityNetworks = nil // the sandbox clients are all loopback
-	return cfg
-}
 
 func newEngine(t testing.TB, cfg policy.Config) *policy.Engine {
 	t.Helper()
@@ -138,117 +24,31 @@ func newEngine(t testing.TB, cfg policy.Config) *policy.Engine {
 	return e
 }
 
-// statuses is the expected status of every check, in SPEC order, e.g.
-// "pass pass pass pass pass / skip skip skip skip".
-func statuses(t testing.TB, r *policy.Report) string {
-	t.Helper()
-	var parts []string
-	for i, c := range r.Checks {
-		if i == 5 {
-			parts = append(parts, "/")
-		}
-		parts = append(parts, c.Status.String())
-	}
-	return strings.Join(parts, " ")
-}
-
-const (
-	domainPass = "pass pass pass pass pass"
-	noIdentity = "skip skip skip skip"
-	goodHost   = "pass pass pass pass"
-)
-
 func TestEngineSPECTable(t *testing.T) {
-	sb := sandbox(t)
-	e := newEngine(t, sandboxConfig(sb))
-	good := func(sender string) policy.Request {
-		return policy.Request{Sender: sender, ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "mail.good.test"}
-	}
-	host := func(ip, helo string) policy.Request {
-		return policy.Request{Sender: "a@v4.test", ClientIP: netip.MustParseAddr(ip), HELO: helo}
-	}
-	cases := []struct {
-		name    string
-		req     policy.Request
-		want    string
-		verdict policy.Verdict
-		reply   string // expected reply prefix for defer/reject
-		detail  string // a fragment the cause's (or first non-pass) detail must contain
-	}{
-		{"all pass", good("user@ok.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"bare domain, IDN-free, trailing dot, case", good("OK.Test."), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"domain is a CNAME", good("a@alias-domain.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"IPv6-only MX", good("a@v6only.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"null sender", good("<>"), "skip skip skip skip skip / " + goodHost, policy.Pass, "", ""},
-		{"address literal domain", good("a@[127.0.0.1]"), "fail skip skip skip skip / " + goodHost, policy.Reject, "550 5.7.1", "address literal"},
-		{"bad domain syntax", good("a@bad_domain.test"), "fail skip skip skip skip / " + goodHost, policy.Reject, "550 5.7.1", "bad_domain"},
-		{"NXDOMAIN", good("a@nx.test"), "pass fail skip skip skip / " + goodHost, policy.Defer, "451 4.7.1", "NXDOMAIN"},
-		{"null MX", good("a@nullmx.test"), "pass fail skip skip skip / " + goodHost, policy.Defer, "451 4.7.27", "null MX"},
-		{"null MX mixed", good("a@mixednull.test"), "pass fail skip skip skip / " + goodHost, policy.Defer, "451 4.7.27", "mixes a null MX"},
-		{"implicit MX", good("a@implicit.test"), "pass warn pass pass pass / " + goodHost, policy.Flag, "", "implicit MX"},
-		{"no MX, no address", good("a@nomail.test"), "pass fail skip skip skip / " + goodHost, policy.Defer, "451 4.7.1", "no MX records and no A/AAAA"},
-		{"MX SERVFAIL is not implicit MX", good("a@servfail.test"), "pass temperror skip skip skip / " + goodHost, policy.Pass, "", "SERVFAIL"},
-		{"MX target is a CNAME", good("a@cname-mx.test"), "pass pass fail skip skip / " + goodHost, policy.Defer, "451 4.7.1", "CNAME"},
-		{"MX target is an IP literal", good("a@literal-mx.test"), "pass pass fail skip skip / " + goodHost, policy.Defer, "451 4.7.1", "IP address"},
-		{"MX target special-purpose", good("a@private-mx.test"), "pass pass fail skip skip / " + goodHost, policy.Defer, "451 4.7.1", "169.254.169.254 (link-local"},
-		{"MX target does not exist", good("a@ghost-mx.test"), "pass pass fail skip skip / " + goodHost, policy.Defer, "451 4.7.1", "NXDOMAIN"},
-		{"MX target has no address", good("a@noaddr-mx.test"), "pass pass fail skip skip / " + goodHost, policy.Defer, "451 4.7.1", "no A or AAAA"},
-		{"some MX targets unusable", good("a@mixed-targets.test"), "pass pass warn pass pass / " + goodHost, policy.Flag, "", "1 of 2 MX targets unusable"},
-		{"MX target SERVFAIL", good("a@target-servfail.test"), "pass pass temperror skip skip / " + goodHost, policy.Pass, "", "SERVFAIL"},
-		{"MX refuses port 25", good("a@refused.test"), "pass pass pass fail pass / " + goodHost, policy.Defer, "451 4.7.1", "connection refused"},
-		{"MX is not SMTP", good("a@notsmtp.test"), "pass pass pass fail pass / " + goodHost, policy.Defer, "451 4.7.1", "not an SMTP greeting"},
-		{"some MX refuse", good("a@some-refused.test"), "pass pass pass warn pass / " + goodHost, policy.Flag, "", "connection refused"},
-		{"554 greeting is SMTP", good("a@554.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"silent MX is inconclusive", good("a@silent.test"), "pass pass pass temperror pass / " + goodHost, policy.Pass, "", "no greeting"},
-		{"blackholed MX is inconclusive", good("a@blackhole.test"), "pass pass pass temperror pass / " + goodHost, policy.Pass, "", "no answer to the TCP"},
-		{"refused plus timeout is inconclusive", good("a@refused-and-silent.test"), "pass pass pass temperror pass / " + goodHost, policy.Pass, "", "refused"},
-		{"slow greeting within timeout", good("a@slow.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"multi-line greeting", good("a@multiline.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"outbound IP accepts (dual role)", good("a@dual.test"), "pass pass pass pass warn / " + goodHost, policy.Flag, "", "dual role"},
-		{"outbound-only IP as MX", good("a@outonly.test"), "pass pass pass warn fail / " + goodHost, policy.Defer, "451 4.7.1", "outbound IP"},
-		{"MX cap", good("a@many.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-
-		{"no client IP", policy.Request{Sender: "a@ok.test", HELO: "mail.good.test"}, domainPass + " / " + noIdentity, policy.Pass, "", ""},
-		{"no HELO", host("127.0.3.1", ""), domainPass + " / skip pass pass skip", policy.Pass, "", ""},
-		{"HELO does not match PTR", host("127.0.3.1", "other.good.test"), domainPass + " / pass pass pass warn", policy.Flag, "", "is not the forward-confirmed PTR name mail.good.test"},
-		{"HELO case and trailing dot", host("127.0.3.1", "MAIL.Good.Test."), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"HELO single label", host("127.0.3.1", "localhost"), domainPass + " / fail pass pass skip", policy.Flag, "", "single label"},
-		{"HELO bare IP", host("127.0.3.1", "127.0.3.1"), domainPass + " / fail pass pass skip", policy.Flag, "", "bare IP"},
-		{"HELO bad syntax", host("127.0.3.1", "mail_host.good.test"), domainPass + " / fail pass pass skip", policy.Flag, "", "mail_host"},
-		{"HELO literal of client", host("127.0.3.1", "[127.0.3.1]"), domainPass + " / pass pass pass warn", policy.Flag, "", "address literal"},
-		{"HELO literal not client", host("127.0.3.1", "[127.0.0.9]"), domainPass + " / fail pass pass warn", policy.Flag, "", "not the client address"},
-		{"no PTR", host("127.0.3.2", "mail.good.test"), domainPass + " / pass fail skip skip", policy.Flag, "", "no PTR"},
-		{"PTR without forward", host("127.0.3.3", "nofwd.good.test"), domainPass + " / pass pass fail skip", policy.Flag, "", "resolves back"},
-		{"second PTR name confirms", host("127.0.3.4", "right.good.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"PTR SERVFAIL", host("127.0.3.5", "x.good.test"), domainPass + " / pass temperror skip skip", policy.Pass, "", "SERVFAIL"},
-		{"forward SERVFAIL", host("127.0.3.6", "sf.good.test"), domainPass + " / pass pass temperror skip", policy.Pass, "", "SERVFAIL"},
-		{"IPv6 client FCrDNS over AAAA", host("::1", "v6.good.test"), domainPass + " / " + goodHost, policy.Pass, "", ""},
-		{"IPv6 address literal HELO", host("::1", "[IPv6:::1]"), domainPass + " / pass pass pass warn", policy.Flag, "", "address literal"},
-		{"MTA-confirmed client name", policy.Request{Sender: "a@ok.test", ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "relay.good.test", ClientName: "relay.good.test"},
-			domainPass + " / " + goodHost, policy.Pass, "", ""},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
+	for _, c := range spectest.Cases {
+		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
-			r := e.Evaluate(context.Background(), c.req)
-			if got := statuses(t, r); got != c.want {
-				t.Errorf("statuses\n got %s\nwant %s", got, c.want)
+			r := e.Evaluate(context.Background(), c.Request())
+			if got := spectest.Statuses(r.Checks); got != c.Want {
+				t.Errorf("statuses\n got %s\nwant %s", got, c.Want)
 				for _, ch := range r.Checks {
 					t.Logf("  %-18s %-9s %s", ch.ID, ch.Status, ch.Detail)
 				}
 			}
-			if r.Verdict() != c.verdict {
-				t.Errorf("verdict %s, want %s", r.Verdict(), c.verdict)
+			if r.Verdict().String() != c.Verdict {
+				t.Errorf("verdict %s, want %s", r.Verdict(), c.Verdict)
 			}
 			reply, ok := r.Reply()
-			if c.reply != "" && (!ok || !strings.HasPrefix(reply.String(), c.reply)) {
-				t.Errorf("reply %q (%v), want prefix %q", reply, ok, c.reply)
+			if c.Reply != "" && (!ok || !strings.HasPrefix(reply.String(), c.Reply)) {
+				t.Errorf("reply %q (%v), want prefix %q", reply, ok, c.Reply)
 			}
-			if c.reply == "" && ok {
+			if c.Reply == "" && ok {
 				t.Errorf("unexpected reply %q", reply)
 			}
-			if c.detail != "" && !strings.Contains(firstFinding(r).Detail, c.detail) {
-				t.Errorf("detail %q does not mention %q", firstFinding(r).Detail, c.detail)
+			if c.Detail != "" && !strings.Contains(firstFinding(r).Detail, c.Detail) {
+				t.Errorf("detail %q does not mention %q", firstFinding(r).Detail, c.Detail)
 			}
 		})
 	}
@@ -268,14 +68,14 @@ func firstFinding(r *policy.Report) policy.Result {
 }
 
 func TestReplyNamesDomainCheckHostAndFix(t *testing.T) {
-	sb := sandbox(t)
-	e := newEngine(t, sandboxConfig(sb))
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "bounce@refused.test"})
 	reply, ok := r.Reply()
 	if !ok {
 		t.Fatal("no reply for a deferred sender")
 	}
-	for _, want := range []string{"451 4.7.1 refused.test", "mx.port25", "mx.refused.test", ipRefused, "Fix: "} {
+	for _, want := range []string{"451 4.7.1 refused.test", "mx.port25", "mx.refused.test", spectest.IPRefused, "Fix: "} {
 		if !strings.Contains(reply.String(), want) {
 			t.Errorf("reply %q lacks %q", reply, want)
 		}
@@ -286,8 +86,8 @@ func TestReplyNamesDomainCheckHostAndFix(t *testing.T) {
 }
 
 func TestHeaderListsFindings(t *testing.T) {
-	sb := sandbox(t)
-	e := newEngine(t, sandboxConfig(sb))
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@some-refused.test",
 		ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "other.good.test"})
 	want := "flag; domain=some-refused.test; ip=127.0.3.1; mx.port25=warn; helo.matches-ptr=warn"
@@ -297,8 +97,8 @@ func TestHeaderListsFindings(t *testing.T) {
 }
 
 func TestPolicyOverridesInEngine(t *testing.T) {
-	sb := sandbox(t)
-	cfg := sandboxConfig(sb)
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
 	cfg.Policy.Actions[policy.MXPort25] = policy.Hold
 	cfg.Policy.OnTempError = policy.Defer
 	cfg.Policy.AllowDomains = []string{"outonly.test"}
@@ -314,17 +114,17 @@ func TestPolicyOverridesInEngine(t *testing.T) {
 	}
 	r = e.Evaluate(ctx, policy.Request{Sender: "a@outonly.test"})
 	if r.Verdict() != policy.Pass || r.Checks[1].Status != policy.StatusSkip {
-		t.Errorf("allow-listed domain: %s, %s", r.Verdict(), statuses(t, r))
+		t.Errorf("allow-listed domain: %s, %s", r.Verdict(), spectest.Statuses(r.Checks))
 	}
 }
 
 func TestSkipIdentityNetworks(t *testing.T) {
-	sb := sandbox(t)
-	cfg := sandboxConfig(sb)
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
 	cfg.SkipIdentityNetworks = policy.DefaultConfig().SkipIdentityNetworks
 	e := newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@ok.test", ClientIP: netip.MustParseAddr("127.0.3.2"), HELO: "localhost"})
-	if got := statuses(t, r); got != domainPass+" / "+noIdentity {
+	if got := spectest.Statuses(r.Checks); got != "pass pass pass pass pass / skip skip skip skip" {
 		t.Errorf("loopback client: %s", got)
 	}
 	if !strings.Contains(r.Checks[5].Detail, "identity.skip_networks") {
@@ -333,8 +133,8 @@ func TestSkipIdentityNetworks(t *testing.T) {
 }
 
 func TestWarmCacheMakesNoNetworkCalls(t *testing.T) {
-	sb := sandbox(t)
-	e := newEngine(t, sandboxConfig(sb))
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
 	servers := map[string]*smtptest.SMTPServer{}
 	for _, ip := range []string{"127.0.4.1", "127.0.4.2"} {
 		srv, err := sb.Serve(ip, smtptest.Accept)
@@ -349,7 +149,7 @@ func TestWarmCacheMakesNoNetworkCalls(t *testing.T) {
 	req := policy.Request{Sender: "a@warm.test", ClientIP: netip.MustParseAddr("127.0.4.9"), HELO: "out.warm.test"}
 	first := e.Evaluate(context.Background(), req)
 	if first.Verdict() != policy.Pass {
-		t.Fatalf("cold evaluation: %s %s", first.Verdict(), statuses(t, first))
+		t.Fatalf("cold evaluation: %s %s", first.Verdict(), spectest.Statuses(first.Checks))
 	}
 	queries, conns := sb.DNS.Queries(), servers["127.0.4.1"].Connections()+servers["127.0.4.2"].Connections()
 	if queries == 0 || conns != 2 {
@@ -362,14 +162,14 @@ func TestWarmCacheMakesNoNetworkCalls(t *testing.T) {
 	if got := servers["127.0.4.1"].Connections() + servers["127.0.4.2"].Connections() - conns; got != 0 {
 		t.Errorf("warm evaluation made %d SMTP connections", got)
 	}
-	if statuses(t, second) != statuses(t, first) || second.Verdict() != first.Verdict() {
-		t.Errorf("warm result differs: %s vs %s", statuses(t, second), statuses(t, first))
+	if spectest.Statuses(second.Checks) != spectest.Statuses(first.Checks) || second.Verdict() != first.Verdict() {
+		t.Errorf("warm result differs: %s vs %s", spectest.Statuses(second.Checks), spectest.Statuses(first.Checks))
 	}
 }
 
 func TestConcurrentMissesCollapse(t *testing.T) {
-	sb := sandbox(t)
-	e := newEngine(t, sandboxConfig(sb))
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
 	srv, err := sb.Serve("127.0.5.1", smtptest.Accept)
 	if err != nil {
 		t.Fatal(err)
@@ -401,8 +201,8 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 }
 
 func TestCacheHonoursTTLs(t *testing.T) {
-	sb := sandbox(t)
-	cfg := sandboxConfig(sb)
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
 	var mu sync.Mutex
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cfg.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -442,8 +242,8 @@ func TestCacheHonoursTTLs(t *testing.T) {
 }
 
 func TestProbeTTLPerOutcome(t *testing.T) {
-	sb := sandbox(t)
-	cfg := sandboxConfig(sb)
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
 	var mu sync.Mutex
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cfg.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -474,13 +274,13 @@ func TestProbeTTLPerOutcome(t *testing.T) {
 }
 
 func TestDeadResolverIsTempError(t *testing.T) {
-	sb := sandbox(t)
-	cfg := sandboxConfig(sb)
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
 	cfg.Resolver.Servers = []string{"127.0.0.1:1"} // nothing listens there
 	cfg.Resolver.Timeout = 200 * time.Millisecond
 	e := newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@ok.test", ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "mail.good.test"})
-	if got, want := statuses(t, r), "pass temperror skip skip skip / pass temperror skip skip"; got != want {
+	if got, want := spectest.Statuses(r.Checks), "pass temperror skip skip skip / pass temperror skip skip"; got != want {
 		t.Errorf("statuses %s, want %s", got, want)
 	}
 	if r.Verdict() != policy.Pass || !r.Decision.TempError {
@@ -489,20 +289,20 @@ func TestDeadResolverIsTempError(t *testing.T) {
 }
 
 func TestDecisionDeadline(t *testing.T) {
-	sb := sandbox(t)
-	e := newEngine(t, sandboxConfig(sb))
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	began := time.Now()
 	r := e.Evaluate(ctx, policy.Request{Sender: "a@silent.test"}) // the probe needs the whole greeting timeout
-	if took := time.Since(began); took > greetingTimeout {
+	if took := time.Since(began); took > spectest.GreetingTimeout {
 		t.Errorf("evaluation took %v past its deadline", took)
 	}
 	if r.Checks[3].Status != policy.StatusTempError {
 		t.Errorf("mx.port25 %s: %s", r.Checks[3].Status, r.Checks[3].Detail)
 	}
 	// The probe finishes in the background and lands in the cache.
-	time.Sleep(greetingTimeout + 200*time.Millisecond)
+	time.Sleep(spectest.GreetingTimeout + 200*time.Millisecond)
 	before := e.ProbeCacheStats().Hits
 	e.Evaluate(context.Background(), policy.Request{Sender: "a@silent.test"})
 	if e.ProbeCacheStats().Hits == before {

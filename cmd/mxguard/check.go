@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/policy"
+)
+
+const checkUsage = `Usage: mxguard check [flags] DOMAIN|ADDRESS...
+       mxguard check [flags] --file FILE   (one domain or address per line; "-" reads stdin)
+
+Runs the same checks as the milter and prints one report per domain.
+Exit status: 0 pass, 1 flag/hold, 2 defer/reject, 3 only temporary errors
+(the checks could not finish), 64 usage or configuration error; with several
+domains, the worst of them.
+
+Flags:
+`
+
+// checkOptions are the parsed flags of `mxguard check`.
+type checkOptions struct {
+	configFile  string
+	resolvers   listFlag
+	probePort   uint
+	allowNets   listFlag
+	outbound    listFlag
+	clientIP    string
+	helo        string
+	jsonOut     bool
+	file        string
+	concurrency int
+}
+
+func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o checkOptions
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, checkUsage); fs.PrintDefaults() }
+	fs.StringVar(&o.configFile, "config", "", "configuration `FILE` (default: the built-in configs/mxguard.yaml)")
+	fs.Var(&o.resolvers, "resolver", "recursive resolver `HOST:PORT` to use instead of resolver.servers (repeatable)")
+	fs.UintVar(&o.probePort, "probe-port", 0, "probe MX hosts on port `N` instead of probe.port (test sandboxes)")
+	fs.Var(&o.allowNets, "allow-net", "also probe special-purpose addresses in `CIDR` (repeatable; e.g. 127.0.0.0/8 for a sandbox)")
+	fs.Var(&o.outbound, "outbound-ip", "an outbound IP or `CIDR` of the relay, added to outbound.ips (repeatable)")
+	fs.StringVar(&o.clientIP, "client-ip", "", "check the sending host at `IP` (PTR, FCrDNS; always checked, even if in identity.skip_networks)")
+	fs.StringVar(&o.helo, "helo", "", "the HELO/EHLO `NAME` the sending host uses")
+	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object per domain per line")
+	fs.StringVar(&o.file, "file", "", "read domains or addresses from `FILE`, one per line (\"-\": stdin)")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "domains checked at once with --file")
+	targets, err := parseInterspersed(fs, args)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	if (len(targets) == 0) == (o.file == "") {
+		fmt.Fprint(stderr, "mxguard check: name domains or addresses, or --file, but not both\n\n")
+		fs.Usage()
+		return exitUsage
+	}
+	if o.concurrency < 1 {
+		return usageError(stderr, errors.New("--concurrency must be at least 1"))
+	}
+	cfg, client, err := o.engineConfig()
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	engine, err := policy.New(cfg)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	base := policy.Request{ClientIP: client, HELO: o.helo}
+	out := newPrinter(stdout, o.jsonOut)
+	if o.file == "" {
+		worst := exitPass
+		for _, t := range targets {
+			req := base
+			req.Sender = t
+			worst = worse(worst, out.print(engine, engine.Evaluate(ctx, req)))
+		}
+		return worst
+	}
+	in := stdin
+	if o.file != "-" {
+		f, err := os.Open(o.file)
+		if err != nil {
+			return usageError(stderr, err)
+		}
+		defer f.Close()
+		in = f
+	}
+	var progress io.Writer
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		progress = stderr
+	}
+	code, err := runBatch(ctx, engine, base, in, out, o.concurrency, progress)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard check: %v\n", err)
+		return exitUsage
+	}
+	return code
+}
+
+// engineConfig loads the configuration and applies the flags to it.
+func (o *checkOptions) engineConfig() (policy.Config, netip.Addr, error) {
+	c := config.Default()
+	if o.configFile != "" {
+		var err error
+		if c, err = config.Load(o.configFile); err != nil {
+			return policy.Config{}, netip.Addr{}, err
+		}
+	}
+	cfg := c.Engine()
+	if len(o.resolvers) > 0 {
+		cfg.Resolver.Servers = o.resolvers
+	}
+	if o.probePort != 0 {
+		if o.probePort > 65535 {
+			return cfg, netip.Addr{}, fmt.Errorf("--probe-port %d: want 1-65535", o.probePort)
+		}
+		cfg.Probe.Port = uint16(o.probePort)
+	}
+	for _, s := range o.allowNets {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return cfg, netip.Addr{}, fmt.Errorf("--allow-net: %w", err)
+		}
+		cfg.Probe.AllowNetworks = append(cfg.Probe.AllowNetworks, p)
+	}
+	for _, s := range o.outbound {
+		p, err := parsePrefix(s)
+		if err != nil {
+			return cfg, netip.Addr{}, fmt.Errorf("--outbound-ip: %w", err)
+		}
+		cfg.OutboundIPs = append(cfg.OutboundIPs, p)
+	}
+	var client netip.Addr
+	if o.clientIP != "" {
+		var err error
+		if client, err = netip.ParseAddr(o.clientIP); err != nil {
+			return cfg, client, fmt.Errorf("--client-ip %q is not an IP address", o.clientIP)
+		}
+		cfg.SkipIdentityNetworks = nil // a client named on the command line is the point of the run
+	}
+	return cfg, client, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return netip.PrefixFrom(ip, ip.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	return p.Masked(), err
+}
+
+// runBatch checks every line of in with up to n workers and prints the
+// reports in input order. A repeated domain is answered from the cache.
+func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, in io.Reader, out *printer, n int, progress io.Writer) (int, error) {
+	type job struct {
+		req  policy.Request
+		done chan *policy.Report
+	}
+	jobs := make(chan job)
+	queue := make(chan job, n) // in input order, for the printer
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				j.done <- engine.Evaluate(ctx, j.req)
+			}
+		}()
+	}
+	var readErr error
+	go func() {
+		defer close(queue)
+		defer close(jobs)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 4096), 1<<20)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			j := job{req: base, done: make(chan *policy.Report, 1)}
+			j.req.Sender = line
+			select {
+			case queue <- j:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case jobs <- j:
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr = sc.Err()
+	}()
+	worst := exitPass
+	began, count := time.Now(), 0
+	lastProgress := began
+	for j := range queue {
+		select {
+		case r := <-j.done:
+			worst = worse(worst, out.print(engine, r))
+		case <-ctx.Done():
+		}
+		count++
+		if progress != nil && time.Since(lastProgress) > 200*time.Millisecond {
+			lastProgress = time.Now()
+			fmt.Fprintf(progress, "\r%d domains checked, %.1f/s ", count, float64(count)/time.Since(began).Seconds())
+		}
+	}
+	wg.Wait()
+	if progress != nil {
+		fmt.Fprintf(progress, "\r%d domains checked in %s\n", count, time.Since(began).Round(time.Millisecond))
+	}
+	if ctx.Err() != nil {
+		return worst, ctx.Err()
+	}
+	return worst, readErr
+}
+
+// exitCode maps a report to the SPEC's exit status. Temporary errors alone
+// give 3, whatever on_temperror made of them.
+func exitCode(engine *policy.Engine, r *policy.Report) int {
+	findings := make([]policy.Result, len(r.Checks))
+	for i, c := range r.Checks {
+		if c.Status == policy.StatusTempError {
+			c.Status = policy.StatusSkip
+		}
+		findings[i] = c
+	}
+	p := engine.Config().Policy
+	switch v := p.Decide(r.Domain, r.ClientIP, findings).Verdict; {
+	case v >= policy.Defer:
+		return exitDefer
+	case v >= policy.Flag:
+		return exitFlag
+	case r.Decision.TempError:
+		return exitTempError
+	}
+	return exitPass
+}
+
+// worse returns the more severe exit code: 2 > 1 > 3 > 0.
+func worse(a, b int) int {
+	rank := map[int]int{exitPass: 0, exitTempError: 1, exitFlag: 2, exitDefer: 3}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+// printer writes reports as text tables or JSON lines.
+type printer struct {
+	w    io.Writer
+	json bool
+	enc  *json.Encoder
+	n    int
+}
+
+func newPrinter(w io.Writer, asJSON bool) *printer {
+	return &printer{w: w, json: asJSON, enc: json.NewEncoder(w)}
+}
+
+// jsonReport is the SPEC's JSON line.
+type jsonReport struct {
+	Domain    string          `json:"domain"`
+	Verdict   policy.Verdict  `json:"verdict"`
+	Checks    []policy.Result `json:"checks"`
+	ElapsedMS int64           `json:"elapsed_ms"`
+}
+
+// print writes one report and returns its exit code.
+func (p *printer) print(engine *policy.Engine, r *policy.Report) int {
+	defer func() { p.n++ }()
+	if p.json {
+		p.enc.Encode(jsonReport{Domain: r.Domain, Verdict: r.Verdict(), Checks: r.Checks, ElapsedMS: r.Elapsed.Milliseconds()})
+	} else {
+		if p.n > 0 {
+			fmt.Fprintln(p.w)
+		}
+		writeHuman(p.w, r)
+	}
+	return exitCode(engine, r)
+}

@@ -1,0 +1,91 @@
+// Command mxguard is a milter for Postfix and Sendmail that checks the DNS
+// hygiene of sender domains and sending hosts before mail leaves a relay.
+//
+//	mxguard serve    [--config FILE]           run the milter
+//	mxguard check    [flags] DOMAIN|ADDRESS... audit domains from the command line
+//	mxguard validate [--config FILE]           check a configuration file
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit codes (SPEC): 0 pass, 1 flag/hold, 2 defer/reject, 3 temperror only,
+// 64 usage or configuration error (sysexits EX_USAGE).
+const (
+	exitPass      = 0
+	exitFlag      = 1
+	exitDefer     = 2
+	exitTempError = 3
+	exitUsage     = 64
+)
+
+const usage = `mxguard checks, before mail leaves a relay, that each sender domain's MX
+hosts accept SMTP on port 25 and that the sending host's PTR, forward-confirmed
+reverse DNS and HELO name agree.
+
+Usage:
+  mxguard check [flags] DOMAIN|ADDRESS...   audit domains (see mxguard check -h)
+  mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
+  mxguard help                              this text
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+		return runCheck(args[1:], stdin, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitPass
+	}
+	fmt.Fprintf(stderr, "mxguard: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
+
+// parseInterspersed parses flags that may come before, between or after
+// the positional arguments ("mxguard check example.com --json").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+// usageError reports a usage error the way flag does, and returns 64.
+func usageError(stderr io.Writer, err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitPass
+	}
+	fmt.Fprintf(stderr, "mxguard: %v\n", err)
+	return exitUsage
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return fmt.Sprint(*l) }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
