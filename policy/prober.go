@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -114,9 +115,11 @@ const (
 
 // SMTPProber connects to port probe.port, reads the greeting, says QUIT.
 type SMTPProber struct {
-	cfg    ProbeConfig
-	slots  chan struct{}
-	egress *egressTracker
+	cfg      ProbeConfig
+	slots    chan struct{}
+	egress   *egressTracker
+	inFlight atomic.Int64
+	peak     atomic.Int64
 }
 
 // NewSMTPProber returns a prober for cfg.
@@ -141,6 +144,12 @@ func (c ProbeConfig) withDefaults() ProbeConfig {
 	return c
 }
 
+// InFlight is the number of probes connected or connecting now, and the
+// most there have been at once.
+func (p *SMTPProber) InFlight() (now, peak int) {
+	return int(p.inFlight.Load()), int(p.peak.Load())
+}
+
 // Allowed reports whether ip may be probed: an ordinary global address, or a
 // special-purpose one inside probe.allow_networks.
 func (p *SMTPProber) Allowed(ip netip.Addr) bool {
@@ -160,6 +169,10 @@ func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "no probe slot before the deadline"}
 	}
 	defer func() { <-p.slots }()
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for old := p.peak.Load(); n > old && !p.peak.CompareAndSwap(old, n); old = p.peak.Load() {
+	}
 	began := time.Now()
 	r := p.probe(ctx, ip)
 	r.Took = time.Since(began)
@@ -239,8 +252,10 @@ func greetingReadError(err error, first string) ProbeResult {
 func classifyDialError(err error) ProbeResult {
 	var ne net.Error
 	switch {
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, syscall.ECONNREFUSED):
 		return ProbeResult{Outcome: OutcomeRefused, Detail: "connection refused"}
+	case errors.Is(err, syscall.ECONNRESET): // the handshake completed, then a reset
+		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
 		return ProbeResult{Outcome: OutcomeBlockedLocally, Detail: "connection forbidden by this host's firewall"}
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):

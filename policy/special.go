@@ -34,6 +34,7 @@ var specialBlocks = func() []specialBlock {
 		{"::1/128", "loopback (RFC 4291)"},
 		{"::/128", "unspecified (RFC 4291)"},
 		{"::ffff:0:0/96", "IPv4-mapped (RFC 4291)"},
+		{"64:ff9b::/96", "NAT64 well-known prefix (RFC 6052)"},
 		{"64:ff9b:1::/48", "NAT64 local-use (RFC 8215)"},
 		{"100::/64", "discard-only (RFC 6666)"},
 		{"2001::/23", "IETF protocol assignments (RFC 2928)"},

@@ -17,7 +17,7 @@ import (
 // Behavior is how a sandbox SMTP server treats a connection.
 type Behavior struct {
 	kind   behaviorKind
-	delay  time.Duration
+	delay  time.Duration // before the banner; with Drip, between bytes
 	banner string
 }
 
@@ -28,6 +28,8 @@ const (
 	behaviorGreet
 	behaviorSilent
 	behaviorBlackhole
+	behaviorDrip
+	behaviorReset
 )
 
 // The behaviors of a sandbox mail server.
@@ -45,6 +47,8 @@ var (
 	// Blackhole never completes the TCP handshake: connects time out, as
 	// with a firewall that drops packets.
 	Blackhole = Behavior{kind: behaviorBlackhole}
+	// Reset accepts the TCP connection and resets it at once.
+	Reset = Behavior{kind: behaviorReset}
 )
 
 // SlowGreeting greets 220 like Accept, but only after d (postscreen-style).
@@ -56,6 +60,11 @@ func SlowGreeting(d time.Duration) Behavior {
 // multi-line, malformed or hostile greetings.
 func Banner(raw string, d time.Duration) Behavior {
 	return Behavior{kind: behaviorGreet, delay: d, banner: raw}
+}
+
+// Drip sends raw one byte at a time, every interval: a tarpit.
+func Drip(raw string, interval time.Duration) Behavior {
+	return Behavior{kind: behaviorDrip, delay: interval, banner: raw}
 }
 
 // Message is one message an Accept server received.
@@ -74,12 +83,16 @@ type SMTPServer struct {
 	smtp     *smtp.Server
 	fd       int // the blackhole socket
 	conns    atomic.Int64
+	active   atomic.Int64
+	peak     atomic.Int64
+	quits    atomic.Int64
 	wg       sync.WaitGroup
 	closed   chan struct{}
 
-	mu       sync.Mutex
-	open     map[net.Conn]struct{}
-	messages []Message
+	closeOnce sync.Once
+	mu        sync.Mutex
+	open      map[net.Conn]struct{}
+	messages  []Message
 }
 
 // StartSMTP starts a server with behavior b on addr ("127.0.0.5:2525").
@@ -93,7 +106,7 @@ func StartSMTP(addr string, b Behavior) (*SMTPServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtptest: SMTP on %s: %w", addr, err)
 	}
-	s.listener = countingListener{l, &s.conns}
+	s.listener = countingListener{l, s}
 	s.Addr = l.Addr().String()
 	if b.kind == behaviorAccept {
 		s.smtp = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
@@ -131,17 +144,31 @@ func (s *SMTPServer) serveRaw(b Behavior) {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			if b.kind == behaviorSilent {
+			switch b.kind {
+			case behaviorSilent:
 				io.Copy(io.Discard, c) // until the client gives up
 				return
-			}
-			select {
-			case <-time.After(b.delay):
-			case <-s.closed:
+			case behaviorReset:
+				if tc, ok := c.(interface{ SetLinger(int) error }); ok {
+					tc.SetLinger(0) // close sends RST
+				}
 				return
-			}
-			if _, err := io.WriteString(c, b.banner); err != nil {
-				return
+			case behaviorDrip:
+				for i := 0; i < len(b.banner); i++ {
+					if !s.sleep(b.delay) {
+						return
+					}
+					if _, err := c.Write([]byte{b.banner[i]}); err != nil {
+						return
+					}
+				}
+			default:
+				if !s.sleep(b.delay) {
+					return
+				}
+				if _, err := io.WriteString(c, b.banner); err != nil {
+					return
+				}
 			}
 			buf := make([]byte, 512)
 			for {
@@ -150,6 +177,7 @@ func (s *SMTPServer) serveRaw(b Behavior) {
 					return
 				}
 				if strings.Contains(strings.ToUpper(string(buf[:n])), "QUIT") {
+					s.quits.Add(1)
 					io.WriteString(c, "221 2.0.0 Bye\r\n")
 					return
 				}
@@ -199,9 +227,26 @@ func (s *SMTPServer) startBlackhole(addr string) error {
 	return nil
 }
 
+// sleep waits d unless the server closes first.
+func (s *SMTPServer) sleep(d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case <-s.closed:
+		return false
+	}
+}
+
 // Connections is the number of TCP connections accepted so far (always 0
 // for a blackhole).
 func (s *SMTPServer) Connections() int { return int(s.conns.Load()) }
+
+// PeakConnections is the most connections that were open at once.
+func (s *SMTPServer) PeakConnections() int { return int(s.peak.Load()) }
+
+// Quits is the number of QUIT commands a hand-written greeting server got
+// (Greet554, NotSMTP, SlowGreeting, Banner, Drip).
+func (s *SMTPServer) Quits() int { return int(s.quits.Load()) }
 
 // Messages returns what an Accept server has received.
 func (s *SMTPServer) Messages() []Message {
@@ -210,8 +255,14 @@ func (s *SMTPServer) Messages() []Message {
 	return append([]Message(nil), s.messages...)
 }
 
-// Close stops the server and drops its connections.
+// Close stops the server and drops its connections. Closing twice is harmless.
 func (s *SMTPServer) Close() error {
+	var err error
+	s.closeOnce.Do(func() { err = s.close() })
+	return err
+}
+
+func (s *SMTPServer) close() error {
 	close(s.closed)
 	var err error
 	if s.smtp != nil {
@@ -234,17 +285,33 @@ func (s *SMTPServer) Close() error {
 	return err
 }
 
+// countingListener counts connections, and how many are open at once.
 type countingListener struct {
 	net.Listener
-	n *atomic.Int64
+	s *SMTPServer
 }
 
 func (l countingListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	l.s.conns.Add(1)
+	n := l.s.active.Add(1)
+	for p := l.s.peak.Load(); n > p && !l.s.peak.CompareAndSwap(p, n); p = l.s.peak.Load() {
+	}
+	return &countedConn{Conn: c, active: &l.s.active}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	active *atomic.Int64
+	once   sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.active.Add(-1) })
+	return c.Conn.Close()
 }
 
 // session keeps each message for Messages.
@@ -282,3 +349,11 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
 func (discardLogger) Println(...any)        {}
+
+// SetLinger reaches the TCP connection, so that Reset can send an RST.
+func (c *countedConn) SetLinger(sec int) error {
+	if tc, ok := c.Conn.(*net.TCPConn); ok {
+		return tc.SetLinger(sec)
+	}
+	return nil
+}
