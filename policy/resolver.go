@@ -302,9 +302,9 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 		}
 		switch v := rr.(type) {
 		case *dns.MX:
-			if len(ans.MX) < maxMXRecords*4 { // sorted and trimmed below
-				ans.MX = append(ans.MX, MX{Pref: v.Preference, Host: canonicalName(v.Mx)})
-			}
+			// All of them (a message holds a bounded number): the most
+			// preferred are kept after sorting, below.
+			ans.MX = append(ans.MX, MX{Pref: v.Preference, Host: canonicalName(v.Mx)})
 		case *dns.A:
 			if ip, ok := netip.AddrFromSlice(v.A.To4()); ok && len(ans.Addrs) < maxAddrRecords {
 				ans.Addrs = append(ans.Addrs, ip)
@@ -331,7 +331,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 		})
 		ans.MX = slices.Compact(ans.MX)
 		if len(ans.MX) > maxMXRecords {
-			ans.MX = ans.MX[:maxMXRecords]
+			ans.MX = slices.Clone(ans.MX[:maxMXRecords]) // let the rest be freed
 		}
 	}
 	switch {
