@@ -309,3 +309,18 @@ func TestDecisionDeadline(t *testing.T) {
 		t.Error("the abandoned probe did not reach the cache")
 	}
 }
+
+func TestBlockedEgressSkipsInsteadOfDeferring(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
+	cfg.Probe.BlockedAfter = 1
+	cfg.Policy.OnTempError = policy.Defer
+	e := newEngine(t, cfg)
+	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@blackhole.test"})
+	if c := r.Checks[3]; c.Status != policy.StatusSkip || !strings.Contains(c.Detail, "outbound port 25 looks blocked") {
+		t.Errorf("mx.port25 %s: %s", c.Status, c.Detail)
+	}
+	if r.Verdict() != policy.Pass {
+		t.Errorf("verdict %s: a blocked port 25 here must not defer mail", r.Verdict())
+	}
+}
