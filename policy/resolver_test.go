@@ -178,7 +178,7 @@ func TestLookupFaults(t *testing.T) {
 func TestLookupFailsOverToTheNextServer(t *testing.T) {
 	sb := newTestSandbox(t)
 	sb.Zone.A("x.test", "192.0.2.1")
-	dead := "127.0.0.1:1" // nothing listens: ICMP port unreachable
+	dead := "127.0.0.1:1"     // nothing listens: ICMP port unreachable
 	for i := 0; i < 10; i++ { // whichever server a query starts with, it gets an answer
 		a, err := testClient(t, dead, sb.DNS.Addr).Lookup(context.Background(), "x.test", dns.TypeA)
 		if err != nil || len(a.Addrs) != 1 {
