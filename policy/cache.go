@@ -178,7 +178,19 @@ func (c *cachedProber) ttlFor(o Outcome) time.Duration {
 	return c.cfg.ProbeTimeoutTTL
 }
 
-type hitCounter struct{ hits, misses atomic.Uint64 }
+// hitCounter counts cache traffic and tells the observer.
+type hitCounter struct {
+	hits, misses atomic.Uint64
+	observer     Observer
+	cache        string
+}
 
-func (h *hitCounter) hit()  { h.hits.Add(1) }
-func (h *hitCounter) miss() { h.misses.Add(1) }
+func (h *hitCounter) hit() {
+	h.hits.Add(1)
+	h.observer.CacheLookup(h.cache, true)
+}
+
+func (h *hitCounter) miss() {
+	h.misses.Add(1)
+	h.observer.CacheLookup(h.cache, false)
+}

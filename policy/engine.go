@@ -24,6 +24,12 @@ type Config struct {
 	Policy               Policy
 	// MaxPTRNames caps the PTR names tried for forward confirmation.
 	MaxPTRNames int
+	// CheckAuthenticated also identity-checks SMTP AUTH clients; by default
+	// they are left out: they are the relay's own users, often on dynamic
+	// addresses without reverse DNS.
+	CheckAuthenticated bool
+	// Observer, when set, is told about every DNS query, probe and cache lookup.
+	Observer Observer
 	// Clock replaces time.Now in the caches, for tests.
 	Clock func() time.Time
 }
@@ -39,6 +45,8 @@ type Request struct {
 	// ClientName is the MTA's forward-confirmed client name (Postfix
 	// {client_name}), "unknown" or empty when it has none.
 	ClientName string
+	// AuthUser is the SMTP AUTH login of the client ({auth_authen}), if any.
+	AuthUser string
 }
 
 // Report is the result of one evaluation.
@@ -49,6 +57,9 @@ type Report struct {
 	Checks   []Result
 	Decision Decision
 	Elapsed  time.Duration
+	// Incomplete is set when the deadline ended the evaluation before every
+	// check finished; the unfinished ones say temperror.
+	Incomplete bool
 }
 
 // Verdict is the decision's verdict.
@@ -127,6 +138,9 @@ func (c Config) withDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	return c
 }
 
@@ -146,14 +160,16 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probe %w", err)
 	}
+	client.observer = cfg.Observer
 	raw := NewSMTPProber(cfg.Probe)
+	raw.observer = cfg.Observer
 	// A shared lookup gets room for all its attempts plus one follow-up query
 	// at the end of a CNAME chain.
 	budget := client.cfg.Timeout * time.Duration(client.cfg.Attempts+1)
 	return &Engine{
 		cfg:      cfg,
-		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{}},
-		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{}},
+		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
+		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:      raw,
 	}, nil
 }
@@ -207,17 +223,20 @@ wait:
 		}
 		break
 	}
+	incomplete := false
 	for i, c := range checks {
 		if !finished[i] {
 			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: "not finished before the decision deadline"}
+			incomplete = true
 		}
 	}
 	rep := &Report{
-		Domain:   ev.sender.Domain,
-		Null:     ev.sender.Null,
-		ClientIP: ev.client,
-		Checks:   results,
-		Elapsed:  time.Since(began),
+		Domain:     ev.sender.Domain,
+		Null:       ev.sender.Null,
+		ClientIP:   ev.client,
+		Checks:     results,
+		Elapsed:    time.Since(began),
+		Incomplete: incomplete,
 	}
 	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
 	return rep

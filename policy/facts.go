@@ -56,6 +56,8 @@ func newEvaluation(e *Engine, req Request) *evaluation {
 		ev.identitySkip = fmt.Sprintf("client %s is in identity.skip_networks", ev.client)
 	case e.cfg.Policy.ClientAllowed(ev.client):
 		ev.identitySkip = fmt.Sprintf("client %s is allow-listed (policy.allow_networks)", ev.client)
+	case req.AuthUser != "" && !e.cfg.CheckAuthenticated:
+		ev.identitySkip = "the client authenticated (SMTP AUTH); see identity.check_authenticated"
 	}
 	return ev
 }

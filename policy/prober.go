@@ -118,6 +118,7 @@ type SMTPProber struct {
 	cfg      ProbeConfig
 	slots    chan struct{}
 	egress   *egressTracker
+	observer Observer
 	inFlight atomic.Int64
 	peak     atomic.Int64
 }
@@ -126,9 +127,10 @@ type SMTPProber struct {
 func NewSMTPProber(cfg ProbeConfig) *SMTPProber {
 	cfg = cfg.withDefaults()
 	return &SMTPProber{
-		cfg:    cfg,
-		slots:  make(chan struct{}, cfg.Concurrency),
-		egress: &egressTracker{threshold: cfg.BlockedAfter},
+		cfg:      cfg,
+		slots:    make(chan struct{}, cfg.Concurrency),
+		egress:   &egressTracker{threshold: cfg.BlockedAfter},
+		observer: nopObserver{},
 	}
 }
 
@@ -177,6 +179,7 @@ func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	r := p.probe(ctx, ip)
 	r.Took = time.Since(began)
 	p.egress.record(r.Outcome)
+	p.observer.Probe(r.Outcome, r.Took)
 	return r
 }
 

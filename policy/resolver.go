@@ -119,9 +119,10 @@ type ResolverConfig struct {
 // It is used instead of net.Resolver, which hides TTLs, CNAMEs and IP-literal
 // MX targets, and which /etc/hosts can override.
 type DNSClient struct {
-	cfg ResolverConfig
-	udp *dns.Client
-	tcp *dns.Client
+	cfg      ResolverConfig
+	udp      *dns.Client
+	tcp      *dns.Client
+	observer Observer
 }
 
 // NewDNSClient returns a client for cfg, reading /etc/resolv.conf when cfg
@@ -142,9 +143,10 @@ func NewDNSClient(cfg ResolverConfig) (*DNSClient, error) {
 	}
 	cfg = cfg.withDefaults()
 	return &DNSClient{
-		cfg: cfg,
-		udp: &dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: cfg.UDPSize},
-		tcp: &dns.Client{Net: "tcp", Timeout: cfg.Timeout},
+		cfg:      cfg,
+		udp:      &dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: cfg.UDPSize},
+		tcp:      &dns.Client{Net: "tcp", Timeout: cfg.Timeout},
+		observer: nopObserver{},
 	}, nil
 }
 
@@ -211,10 +213,12 @@ func (c *DNSClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 			break
 		}
 		server := c.cfg.Servers[(start+attempt)%len(c.cfg.Servers)]
+		began := time.Now()
 		r, err := c.exchangeOnce(ctx, q, server)
 		if err == nil && r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
 			err = &DNSError{Kind: ErrServFail, Type: qtype, Server: server, Err: errors.New(dns.RcodeToString[r.Rcode])}
 		}
+		c.observer.DNSQuery(qtype, queryOutcome(r, err), time.Since(began))
 		if err == nil {
 			return r, server, nil
 		}
@@ -244,6 +248,21 @@ func (c *DNSClient) exchangeOnce(ctx context.Context, q *dns.Msg, server string)
 			Err: errors.New("answer does not match the question")}
 	}
 	return r, nil
+}
+
+// queryOutcome names an attempt's result for metrics.
+func queryOutcome(r *dns.Msg, err *DNSError) string {
+	switch {
+	case err == nil:
+		return strings.ToLower(dns.RcodeToString[r.Rcode])
+	case err.Kind == ErrServFail:
+		return strings.ToLower(err.Err.Error())
+	case err.Kind == ErrTimeout:
+		return "timeout"
+	case err.Kind == ErrBadResponse:
+		return "bad-response"
+	}
+	return "network-error"
 }
 
 func classifyNetError(err error, qtype uint16, server string) *DNSError {

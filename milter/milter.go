@@ -1,0 +1,262 @@
+// Package milter adapts the policy engine to the milter protocol (Postfix,
+// Sendmail) on top of github.com/emersion/go-milter: MTA macros and commands
+// in, headers, quarantine and SMTP replies out. The decisions themselves are
+// the engine's.
+package milter
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/mxguard/mxguard/policy"
+)
+
+// Stage is where a defer or reject is answered.
+type Stage uint8
+
+// MAIL FROM or the first RCPT TO. At RCPT the evaluation, started at MAIL
+// FROM, overlaps the client's round trip, and clients handle RCPT refusals
+// best.
+const (
+	StageRcpt Stage = iota
+	StageMail
+)
+
+// Config is what sessions need. Reload swaps it; a message keeps the Config
+// it started with.
+type Config struct {
+	Engine          Evaluator
+	HeaderName      string
+	DecisionTimeout time.Duration
+	// HeaderFrom also checks the RFC5322.From domain. Changing it needs a
+	// restart: whether the MTA sends headers is agreed per connection.
+	HeaderFrom bool
+	ReplyAt    Stage
+}
+
+// Evaluator decides; *policy.Engine is the one mxguard uses.
+type Evaluator interface {
+	Evaluate(ctx context.Context, req policy.Request) *policy.Report
+}
+
+// Recorder counts sessions and decisions (Prometheus in mxguard serve).
+type Recorder interface {
+	SessionOpened()
+	SessionClosed()
+	// Decision is one verdict: outcome is the verdict, or "temperror" when
+	// mxguard failed open.
+	Decision(r *policy.Report, outcome string)
+}
+
+// Options are the settings fixed for the life of a Milter.
+type Options struct {
+	// MaxSessions caps concurrent MTA connections; more wait to be accepted.
+	MaxSessions int
+	// IdleTimeout drops a connection whose MTA sends nothing for this long.
+	IdleTimeout time.Duration
+	Log         *slog.Logger
+	Recorder    Recorder
+}
+
+// Milter serves the milter protocol.
+type Milter struct {
+	cfg         atomic.Pointer[Config]
+	opts        Options
+	log         *slog.Logger
+	rec         Recorder
+	slots       chan struct{}
+	evaluations sync.WaitGroup // background evaluations, for tests and shutdown
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[*trackedConn]struct{}
+	closing  bool
+	sessions sync.WaitGroup
+}
+
+// New returns a Milter for cfg.
+func New(cfg *Config, opts Options) *Milter {
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 1024
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Recorder == nil {
+		opts.Recorder = nopRecorder{}
+	}
+	m := &Milter{
+		opts:  opts,
+		log:   opts.Log,
+		rec:   opts.Recorder,
+		slots: make(chan struct{}, opts.MaxSessions),
+		conns: map[*trackedConn]struct{}{},
+	}
+	m.cfg.Store(cfg)
+	return m
+}
+
+func (m *Milter) config() *Config { return m.cfg.Load() }
+
+// Reload makes new messages use cfg; messages in flight finish with the old one.
+func (m *Milter) Reload(cfg *Config) { m.cfg.Store(cfg) }
+
+// The actions mxguard needs: add its header, quarantine on hold, and name
+// the macros it wants.
+const actions = gomilter.OptAddHeader | gomilter.OptQuarantine | gomilter.OptSetSymList
+
+// protocol skips the steps mxguard does not use. go-milter has no handler
+// for SMFIC_UNKNOWN and would drop the connection, so unknown commands are
+// switched off too.
+func protocol(headerFrom bool) gomilter.OptProtocol {
+	p := gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData
+	if !headerFrom {
+		p |= gomilter.OptNoHeaders | gomilter.OptNoEOH
+	}
+	return p
+}
+
+// symbols are the macros asked for per stage. Postfix sends nothing for a
+// stage not named, and resends the client at MAIL FROM (go-milter keeps
+// only the latest macro packet); "s" is Sendmail's HELO name.
+var symbols = map[gomilter.Stage][]string{
+	gomilter.StageConnect:  {"j", "{daemon_name}", "{client_addr}", "{client_name}"},
+	gomilter.StageHelo:     {"{client_addr}"},
+	gomilter.StageMailFrom: {"i", "{client_addr}", "{client_name}", "{auth_authen}", "{daemon_name}", "s"},
+	gomilter.StageRcptTo:   {"i"},
+	gomilter.StageEOH:      {"i"},
+	gomilter.StageEOM:      {"i"},
+}
+
+// Serve answers MTA connections on ln until Shutdown.
+func (m *Milter) Serve(ln net.Listener) error {
+	srv := &gomilter.Server{
+		NewMilter: func() gomilter.Milter { return &session{m: m} },
+		Actions:   actions,
+		Protocol:  protocol(m.config().HeaderFrom),
+		SymList:   symbols,
+	}
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		ln.Close()
+		return gomilter.ErrServerClosed
+	}
+	m.listeners = append(m.listeners, ln)
+	m.mu.Unlock()
+	err := srv.Serve(&trackingListener{Listener: ln, m: m})
+	if m.isClosing() {
+		return gomilter.ErrServerClosed
+	}
+	return err
+}
+
+func (m *Milter) isClosing() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closing
+}
+
+// Shutdown stops accepting connections and waits for open sessions to end;
+// when ctx ends first, it closes them (the MTA then applies its
+// milter_default_action to what follows).
+func (m *Milter) Shutdown(ctx context.Context) error {
+	m.mu.Lock()
+	m.closing = true
+	listeners := m.listeners
+	m.mu.Unlock()
+	var err error
+	for _, ln := range listeners { // not Server.Close: it sets a flag Serve reads unguarded
+		if cerr := ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			err = errors.Join(err, cerr)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		m.sessions.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		m.mu.Lock()
+		for c := range m.conns {
+			c.Conn.Close()
+		}
+		m.mu.Unlock()
+		<-done
+		err = errors.Join(err, ctx.Err())
+	}
+	return err
+}
+
+// ActiveSessions is the number of open MTA connections.
+func (m *Milter) ActiveSessions() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.conns)
+}
+
+// trackingListener caps, tracks and times out the connections go-milter serves.
+type trackingListener struct {
+	net.Listener
+	m *Milter
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	m := l.m
+	m.slots <- struct{}{} // at MaxSessions, wait here: the MTA's connect timeout applies
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-m.slots
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, m: m}
+	m.mu.Lock()
+	m.conns[tc] = struct{}{}
+	m.mu.Unlock()
+	m.sessions.Add(1)
+	m.rec.SessionOpened()
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	m    *Milter
+	once sync.Once
+}
+
+// Read refreshes the idle deadline: go-milter sets none.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if t := c.m.opts.IdleTimeout; t > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(t))
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		m := c.m
+		m.mu.Lock()
+		delete(m.conns, c)
+		m.mu.Unlock()
+		<-m.slots
+		m.rec.SessionClosed()
+		m.sessions.Done()
+	})
+	return err
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) SessionOpened()                   {}
+func (nopRecorder) SessionClosed()                   {}
+func (nopRecorder) Decision(*policy.Report, string) {}

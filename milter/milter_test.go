@@ -1,0 +1,394 @@
+package milter_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/milter"
+	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// harness is a milter on loopback in front of the SPEC sandbox.
+type harness struct {
+	sb     *smtptest.Sandbox
+	engine *policy.Engine
+	m      *milter.Milter
+	addr   string
+	rec    *recorder
+}
+
+func newHarness(t *testing.T, tune func(*policy.Config, *milter.Config, *milter.Options)) *harness {
+	t.Helper()
+	sb := spectest.Sandbox(t)
+	pcfg := spectest.Config(sb)
+	mcfg := &milter.Config{HeaderName: "X-MXGuard", DecisionTimeout: 5 * time.Second}
+	rec := &recorder{}
+	opts := milter.Options{Recorder: rec}
+	if tune != nil {
+		tune(&pcfg, mcfg, &opts)
+	}
+	engine, err := policy.New(pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mcfg.Engine == nil {
+		mcfg.Engine = engine
+	}
+	m := milter.New(mcfg, opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- m.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := m.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, gomilter.ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return &harness{sb: sb, engine: engine, m: m, addr: ln.Addr().String(), rec: rec}
+}
+
+// goodConn is a sending host whose PTR, FCrDNS and HELO all pass.
+func goodConn(msgs ...smtptest.MilterMessage) smtptest.MilterConn {
+	return smtptest.MilterConn{ClientIP: "127.0.3.1", ClientName: "mail.good.test", HELO: "mail.good.test",
+		Macros: map[string]string{"j": "mta.lab.test", "{daemon_name}": "smtpd"}, Messages: msgs}
+}
+
+func message(from string) smtptest.MilterMessage {
+	return smtptest.MilterMessage{From: from, To: []string{"rcpt@example.net"}, QueueID: "4ABC123",
+		Headers: [][2]string{{"From", "Sender <" + from + ">"}, {"Subject", "hello"}}, Body: "hello\r\n"}
+}
+
+func (h *harness) play(t *testing.T, conn smtptest.MilterConn) []smtptest.MilterResult {
+	t.Helper()
+	res, err := smtptest.PlayMilter("tcp", h.addr, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(conn.Messages) {
+		t.Fatalf("%d results for %d messages", len(res), len(conn.Messages))
+	}
+	return res
+}
+
+func TestVerdictsAndActions(t *testing.T) {
+	h := newHarness(t, func(p *policy.Config, _ *milter.Config, _ *milter.Options) {
+		p.Policy.Actions[policy.MXTargets] = policy.Hold
+	})
+	cases := []struct {
+		from, header, quarantine, reply, stage string
+	}{
+		{"a@ok.test", "pass; domain=ok.test; ip=127.0.3.1", "", "", "eom"},
+		{"a@some-refused.test", "flag; domain=some-refused.test; ip=127.0.3.1; mx.port25=warn", "", "", "eom"},
+		{"a@cname-mx.test", "hold; domain=cname-mx.test; ip=127.0.3.1; mx.targets=fail", "mxguard: cname-mx.test: mx.targets fail", "", "eom"},
+		{"a@refused.test", "", "", "451 4.7.1 refused.test: mx.port25 fail: no MX host accepts SMTP", "rcpt"},
+		{"a@nullmx.test", "", "", "451 4.7.27 nullmx.test: mx.records fail", "rcpt"},
+		{"a@[127.0.0.1]", "", "", "550 5.7.1 [127.0.0.1]: domain.syntax fail", "rcpt"},
+		{"", "pass; domain=<>; ip=127.0.3.1", "", "", "eom"},
+		{"a@servfail.test", "pass; domain=servfail.test; ip=127.0.3.1; mx.records=temperror", "", "", "eom"},
+	}
+	for _, c := range cases {
+		t.Run(c.from, func(t *testing.T) {
+			r := h.play(t, goodConn(message(c.from)))[0]
+			if r.Stage != c.stage {
+				t.Errorf("ended at %s (%c %q), want %s", r.Stage, r.Action, r.Reply, c.stage)
+			}
+			if c.reply != "" && (r.Action != gomilter.ActReplyCode || !strings.HasPrefix(r.Reply, c.reply)) {
+				t.Errorf("reply %c %q, want %q", r.Action, r.Reply, c.reply)
+			}
+			if c.reply != "" && !strings.Contains(r.Reply, "Fix: ") {
+				t.Errorf("reply %q does not say what to fix", r.Reply)
+			}
+			if got, _ := r.Header("X-MXGuard"); got != c.header {
+				t.Errorf("header %q, want %q", got, c.header)
+			}
+			if c.header != "" && len(r.Headers) != 1 {
+				t.Errorf("%d headers added: %v", len(r.Headers), r.Headers)
+			}
+			if !strings.HasPrefix(r.Quarantine, c.quarantine) || (c.quarantine == "") != (r.Quarantine == "") {
+				t.Errorf("quarantine %q, want %q", r.Quarantine, c.quarantine)
+			}
+		})
+	}
+}
+
+func TestReplyAtMailFrom(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.ReplyAt = milter.StageMail })
+	r := h.play(t, goodConn(message("a@refused.test")))[0]
+	if r.Stage != "mail" || !strings.HasPrefix(r.Reply, "451 4.7.1 ") {
+		t.Errorf("%s %q", r.Stage, r.Reply)
+	}
+}
+
+func TestOnTempErrorDefer(t *testing.T) {
+	h := newHarness(t, func(p *policy.Config, _ *milter.Config, _ *milter.Options) { p.Policy.OnTempError = policy.Defer })
+	r := h.play(t, goodConn(message("a@servfail.test")))[0]
+	if r.Stage != "rcpt" || !strings.HasPrefix(r.Reply, "451 4.4.3 ") {
+		t.Errorf("%s %q", r.Stage, r.Reply)
+	}
+}
+
+// The HELO name and client survive from message to message, aborts and
+// refusals included (go-milter would forget them after an accept or reject).
+func TestSeveralMessagesPerConnection(t *testing.T) {
+	h := newHarness(t, nil)
+	conn := goodConn(message("a@ok.test"), message("a@refused.test"), message("a@ok.test"))
+	conn.HELO = "other.good.test" // a HELO/PTR mismatch: flagged on every message
+	aborted := message("a@ok.test")
+	aborted.AbortAfterRcpt = true
+	conn.Messages = append(conn.Messages[:2], aborted, conn.Messages[2], message("a@v4.test"))
+	res := h.play(t, conn)
+	want := []string{
+		"flag; domain=ok.test; ip=127.0.3.1; helo.matches-ptr=warn",
+		"",
+		"",
+		"flag; domain=ok.test; ip=127.0.3.1; helo.matches-ptr=warn",
+		"flag; domain=v4.test; ip=127.0.3.1; helo.matches-ptr=warn",
+	}
+	for i, r := range res {
+		if got, _ := r.Header("X-MXGuard"); got != want[i] {
+			t.Errorf("message %d: header %q, want %q (stage %s %q)", i, got, want[i], r.Stage, r.Reply)
+		}
+	}
+	if res[1].Stage != "rcpt" || res[2].Stage != "aborted" {
+		t.Errorf("stages %s, %s", res[1].Stage, res[2].Stage)
+	}
+}
+
+func TestDecisionTimeoutFailsOpen(t *testing.T) {
+	h := newHarness(t, func(p *policy.Config, m *milter.Config, _ *milter.Options) {
+		p.Probe.GreetingTimeout = 2 * time.Second
+		m.DecisionTimeout = 300 * time.Millisecond
+	})
+	began := time.Now()
+	r := h.play(t, goodConn(message("a@silent.test")))[0]
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("the session was held %v; decision_timeout is 300ms", took)
+	}
+	got, _ := r.Header("X-MXGuard")
+	if !r.Accepted() || !strings.HasPrefix(got, "temperror; domain=silent.test; ip=127.0.3.1") {
+		t.Errorf("accepted %v, header %q", r.Accepted(), got)
+	}
+	// The probe finishes in the background; the next message is decided from the cache.
+	time.Sleep(2500 * time.Millisecond)
+	r = h.play(t, goodConn(message("a@silent.test")))[0]
+	if got, _ := r.Header("X-MXGuard"); got != "pass; domain=silent.test; ip=127.0.3.1; mx.port25=temperror" {
+		t.Errorf("after the background probe: %q", got)
+	}
+	if n := h.rec.count("temperror"); n != 1 {
+		t.Errorf("%d temperror decisions recorded", n)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) Evaluate(context.Context, policy.Request) *policy.Report { panic("boom") }
+
+func TestInternalErrorFailsOpen(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.Engine = panicky{} })
+	res := h.play(t, goodConn(message("a@refused.test"), message("a@ok.test")))
+	for i, r := range res {
+		got, _ := r.Header("X-MXGuard")
+		if !r.Accepted() || !strings.HasPrefix(got, "temperror; domain=") {
+			t.Errorf("message %d: accepted %v, header %q", i, r.Accepted(), got)
+		}
+	}
+}
+
+func TestHeaderFrom(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.HeaderFrom = true })
+	msg := message("a@ok.test")
+	msg.Headers[0][1] = `"Someone" <someone@refused.test>`
+	r := h.play(t, goodConn(msg))[0]
+	if r.Stage != "eom" || !strings.HasPrefix(r.Reply, "451 4.7.1 refused.test: mx.port25 fail") {
+		t.Errorf("From refused.test: %s %c %q", r.Stage, r.Action, r.Reply)
+	}
+	msg.Headers[0][1] = "x@implicit.test"
+	r = h.play(t, goodConn(msg))[0]
+	if got, _ := r.Header("X-MXGuard"); got != "flag; domain=implicit.test; ip=127.0.3.1; mx.records=warn" {
+		t.Errorf("From implicit.test: %q", got)
+	}
+	msg.Headers[0][1] = "garbled <<<"
+	r = h.play(t, goodConn(msg))[0]
+	if got, _ := r.Header("X-MXGuard"); got != "pass; domain=ok.test; ip=127.0.3.1" {
+		t.Errorf("garbled From: %q", got)
+	}
+}
+
+func TestAuthenticatedClientsSkipIdentity(t *testing.T) {
+	h := newHarness(t, nil)
+	conn := goodConn(message("a@ok.test"))
+	conn.ClientIP, conn.HELO = "127.0.3.2", "localhost" // no PTR, bad HELO
+	conn.Messages[0].AuthUser = "alice"
+	r := h.play(t, conn)[0]
+	if got, _ := r.Header("X-MXGuard"); got != "pass; domain=ok.test; ip=127.0.3.2" {
+		t.Errorf("authenticated: %q", got)
+	}
+	conn.Messages[0].AuthUser = ""
+	r = h.play(t, conn)[0]
+	if got, _ := r.Header("X-MXGuard"); got != "flag; domain=ok.test; ip=127.0.3.2; helo.syntax=fail; client.ptr=fail" {
+		t.Errorf("unauthenticated: %q", got)
+	}
+}
+
+func TestIPv6ClientAndUnknownFamily(t *testing.T) {
+	h := newHarness(t, nil)
+	conn := goodConn(message("a@v4.test"))
+	conn.ClientIP, conn.ClientName, conn.HELO = "::1", "v6.good.test", "v6.good.test"
+	if got, _ := h.play(t, conn)[0].Header("X-MXGuard"); got != "pass; domain=v4.test; ip=::1" {
+		t.Errorf("IPv6 client: %q", got)
+	}
+	local := smtptest.MilterConn{ClientName: "localhost", Messages: []smtptest.MilterMessage{message("a@ok.test")}}
+	if got, _ := h.play(t, local)[0].Header("X-MXGuard"); got != "pass; domain=ok.test" {
+		t.Errorf("local submission: %q", got)
+	}
+}
+
+func TestConcurrentSessions(t *testing.T) {
+	h := newHarness(t, nil)
+	senders := []string{"a@ok.test", "a@refused.test", "a@implicit.test", "a@554.test", "a@nx.test"}
+	want := map[string]string{
+		"a@ok.test": "pass", "a@refused.test": "451", "a@implicit.test": "flag", "a@554.test": "pass", "a@nx.test": "451",
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var msgs []smtptest.MilterMessage
+			for j := 0; j < 3; j++ {
+				msgs = append(msgs, message(senders[(i+j)%len(senders)]))
+			}
+			res, err := smtptest.PlayMilter("tcp", h.addr, goodConn(msgs...))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for j, r := range res {
+				from := msgs[j].From
+				hdr, _ := r.Header("X-MXGuard")
+				if got := strings.SplitN(hdr+r.Reply, ";", 2)[0]; !strings.HasPrefix(got, want[from]) {
+					t.Errorf("%s: %q", from, got)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestShutdownDrainsSessions(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.DecisionTimeout = 2 * time.Second })
+	done := make(chan []smtptest.MilterResult)
+	go func() {
+		res, err := smtptest.PlayMilter("tcp", h.addr, goodConn(message("a@silent.test"))) // takes ~greeting timeout
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	for h.m.ActiveSessions() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.m.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if len(res) != 1 || !res[0].Accepted() {
+		t.Errorf("in-flight message: %+v", res)
+	}
+	if _, err := net.DialTimeout("tcp", h.addr, time.Second); err == nil {
+		t.Error("still accepting after shutdown")
+	}
+}
+
+func TestShutdownDeadlineClosesSessions(t *testing.T) {
+	h := newHarness(t, nil)
+	c, err := net.Dial("tcp", h.addr) // an MTA that connects and says nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for h.m.ActiveSessions() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := h.m.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("shutdown: %v", err)
+	}
+	if n := h.m.ActiveSessions(); n != 0 {
+		t.Errorf("%d sessions left", n)
+	}
+}
+
+func TestIdleTimeoutAndSessionCap(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
+		o.IdleTimeout = 300 * time.Millisecond
+		o.MaxSessions = 2
+	})
+	var idle []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	// Both slots are taken: a third MTA connection waits until the idle ones time out.
+	began := time.Now()
+	res, err := smtptest.PlayMilter("tcp", h.addr, goodConn(message("a@ok.test")))
+	if err != nil || !res[0].Accepted() {
+		t.Fatalf("%v %+v", err, res)
+	}
+	if waited := time.Since(began); waited < 250*time.Millisecond {
+		t.Errorf("served after %v, while both session slots were taken", waited)
+	}
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("an idle connection was not closed")
+		}
+	}
+}
+
+// recorder counts decisions by outcome.
+type recorder struct {
+	mu       sync.Mutex
+	outcomes map[string]int
+}
+
+func (r *recorder) SessionOpened() {}
+func (r *recorder) SessionClosed() {}
+func (r *recorder) Decision(_ *policy.Report, outcome string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.outcomes == nil {
+		r.outcomes = map[string]int{}
+	}
+	r.outcomes[outcome]++
+}
+
+func (r *recorder) count(outcome string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.outcomes[outcome]
+}
+

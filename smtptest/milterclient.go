@@ -1,0 +1,236 @@
+package smtptest
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-milter"
+)
+
+// MilterConn describes one SMTP connection the way an MTA shows it to a
+// milter: the client, its HELO name, macros, and the messages sent on it.
+type MilterConn struct {
+	ClientIP   string // "" for a connection of unknown family (local submission)
+	ClientName string // the MTA's verified client host name; "unknown" if none
+	HELO       string
+	// Macros are sent before every command, as Postfix does with its
+	// milter_*_macros settings (e.g. "j", "{daemon_name}"). {client_addr} and
+	// {client_name} are added from ClientIP and ClientName.
+	Macros   map[string]string
+	Messages []MilterMessage
+}
+
+// MilterMessage is one transaction on a MilterConn.
+type MilterMessage struct {
+	From     string // without angle brackets; "" is the null sender
+	To       []string
+	Headers  [][2]string // name, value; in order
+	Body     string
+	QueueID  string // the "i" macro, sent from MAIL FROM on
+	AuthUser string // {auth_authen}
+	// AbortAfterRcpt ends the transaction with RSET after the recipients.
+	AbortAfterRcpt bool
+}
+
+// MilterResult is what the milter did with one message.
+type MilterResult struct {
+	// Stage is where the milter's answer ended the transaction ("mail",
+	// "rcpt", "eoh", "eom"), or "aborted".
+	Stage string
+	// Action is the milter's final answer: milter.ActContinue or
+	// ActAccept (accepted), ActReplyCode, ActTempFail, ActReject, ActDiscard.
+	Action milter.ActionCode
+	// Reply is the SMTP reply of an ActReplyCode answer, e.g. "451 4.7.1 ...".
+	Reply string
+	// Headers lists the headers the milter added: name, value.
+	Headers [][2]string
+	// Quarantine is the hold reason, if the milter quarantined the message.
+	Quarantine string
+}
+
+// Accepted reports whether the MTA would accept the message.
+func (r MilterResult) Accepted() bool {
+	return r.Stage == "eom" && (r.Action == milter.ActContinue || r.Action == milter.ActAccept)
+}
+
+// Header returns the value of the first added header called name.
+func (r MilterResult) Header(name string) (string, bool) {
+	for _, h := range r.Headers {
+		if h[0] == name {
+			return h[1], true
+		}
+	}
+	return "", false
+}
+
+// PlayMilter connects to the milter at network/address ("tcp",
+// "127.0.0.1:8891" or "unix", "/path"), plays conn, and returns one result
+// per message. It speaks milter protocol 6 with go-milter's client, in the
+// order Postfix uses: connect, HELO, then per message MAIL, RCPT..., headers,
+// end of headers, body, end of message, abort; QUIT at the end.
+func PlayMilter(network, address string, conn MilterConn) ([]MilterResult, error) {
+	client := milter.NewClientWithOptions(network, address, milter.ClientOptions{
+		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
+		ReadTimeout:  time.Minute,
+		WriteTimeout: 10 * time.Second,
+		// go-milter's server answers as protocol version 2: stay within its
+		// masks so that the client accepts the downgrade.
+		ActionMask:   milter.OptAddHeader | milter.OptQuarantine | milter.OptChangeHeader | milter.OptAddRcpt | milter.OptRemoveRcpt | milter.OptChangeBody,
+		ProtocolMask: 0,
+	})
+	s, err := client.Session()
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+
+	macros := func(code milter.Code, extra ...string) error {
+		kv := []string{}
+		for k, v := range conn.Macros {
+			kv = append(kv, k, v)
+		}
+		if conn.ClientIP != "" {
+			kv = append(kv, "{client_addr}", conn.ClientIP)
+		}
+		if conn.ClientName != "" {
+			kv = append(kv, "{client_name}", conn.ClientName)
+		}
+		return s.Macros(code, append(kv, extra...)...)
+	}
+	family, port := milter.FamilyUnknown, uint16(0)
+	if conn.ClientIP != "" {
+		ip, err := netip.ParseAddr(conn.ClientIP)
+		if err != nil {
+			return nil, fmt.Errorf("smtptest: client IP: %w", err)
+		}
+		family, port = milter.FamilyInet, 40000
+		if ip.Is6() {
+			family = milter.FamilyInet6
+		}
+	}
+	if err := macros(milter.CodeConn); err != nil {
+		return nil, err
+	}
+	if act, err := s.Conn(conn.ClientName, family, port, conn.ClientIP); err != nil || act.Code != milter.ActContinue {
+		return nil, connectionEnded("connect", act, err)
+	}
+	if conn.HELO != "" {
+		if err := macros(milter.CodeHelo); err != nil {
+			return nil, err
+		}
+		if act, err := s.Helo(conn.HELO); err != nil || act.Code != milter.ActContinue {
+			return nil, connectionEnded("helo", act, err)
+		}
+	}
+	var results []MilterResult
+	for _, msg := range conn.Messages {
+		r, err := playMessage(s, msg, macros)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+		if err := s.Abort(); err != nil { // Postfix resets the milter after every message
+			return results, err
+		}
+	}
+	return results, nil
+}
+
+func connectionEnded(stage string, act *milter.Action, err error) error {
+	if err != nil {
+		return fmt.Errorf("smtptest: %s: %w", stage, err)
+	}
+	return fmt.Errorf("smtptest: the milter ended the connection at %s with %q", stage, act.Code)
+}
+
+func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.Code, ...string) error) (MilterResult, error) {
+	var extra []string
+	if msg.QueueID != "" {
+		extra = append(extra, "i", msg.QueueID)
+	}
+	if msg.AuthUser != "" {
+		extra = append(extra, "{auth_authen}", msg.AuthUser)
+	}
+	ended := func(stage string, act *milter.Action) MilterResult {
+		return MilterResult{Stage: stage, Action: act.Code, Reply: reply(act)}
+	}
+	if err := macros(milter.CodeMail, extra...); err != nil {
+		return MilterResult{}, err
+	}
+	act, err := s.Mail(msg.From, nil)
+	if err != nil {
+		return MilterResult{}, err
+	}
+	if act.Code != milter.ActContinue {
+		return ended("mail", act), nil
+	}
+	for _, rcpt := range msg.To {
+		if err := macros(milter.CodeRcpt, extra...); err != nil {
+			return MilterResult{}, err
+		}
+		if act, err = s.Rcpt(rcpt, nil); err != nil {
+			return MilterResult{}, err
+		}
+		if act.Code != milter.ActContinue {
+			return ended("rcpt", act), nil
+		}
+	}
+	if msg.AbortAfterRcpt {
+		return MilterResult{Stage: "aborted", Action: milter.ActContinue}, nil
+	}
+	for _, h := range msg.Headers {
+		if err := macros(milter.CodeHeader, extra...); err != nil {
+			return MilterResult{}, err
+		}
+		if act, err = s.HeaderField(h[0], h[1]); err != nil {
+			return MilterResult{}, err
+		}
+		if act.Code != milter.ActContinue {
+			return ended("header", act), nil
+		}
+	}
+	if err := macros(milter.CodeEOH, extra...); err != nil {
+		return MilterResult{}, err
+	}
+	if act, err = s.HeaderEnd(); err != nil {
+		return MilterResult{}, err
+	}
+	if act.Code != milter.ActContinue {
+		return ended("eoh", act), nil
+	}
+	if msg.Body != "" && !s.ProtocolOption(milter.OptNoBody) {
+		if act, err = s.BodyChunk([]byte(msg.Body)); err != nil {
+			return MilterResult{}, err
+		}
+		if act.Code != milter.ActContinue && act.Code != milter.ActSkip {
+			return ended("body", act), nil
+		}
+	}
+	if err := macros(milter.CodeEOB, extra...); err != nil {
+		return MilterResult{}, err
+	}
+	mods, act, err := s.End()
+	if err != nil {
+		return MilterResult{}, err
+	}
+	r := ended("eom", act)
+	for _, m := range mods {
+		switch m.Code {
+		case milter.ActAddHeader, milter.ActInsertHeader:
+			r.Headers = append(r.Headers, [2]string{m.HeaderName, m.HeaderValue})
+		case milter.ActQuarantine:
+			r.Quarantine = m.Reason
+		}
+	}
+	return r, nil
+}
+
+func reply(act *milter.Action) string {
+	if act.Code != milter.ActReplyCode {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", act.SMTPCode, strings.ReplaceAll(act.SMTPText, "%%", "%"))
+}
