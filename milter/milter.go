@@ -77,8 +77,8 @@ type Milter struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[*trackedConn]struct{}
-	closing  bool
-	sessions sync.WaitGroup
+	closing   bool
+	sessions  sync.WaitGroup
 }
 
 // New returns a Milter for cfg.
@@ -257,6 +257,6 @@ func (c *trackedConn) Close() error {
 
 type nopRecorder struct{}
 
-func (nopRecorder) SessionOpened()                   {}
-func (nopRecorder) SessionClosed()                   {}
+func (nopRecorder) SessionOpened()                  {}
+func (nopRecorder) SessionClosed()                  {}
 func (nopRecorder) Decision(*policy.Report, string) {}

@@ -391,4 +391,3 @@ func (r *recorder) count(outcome string) int {
 	defer r.mu.Unlock()
 	return r.outcomes[outcome]
 }
-
