@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -77,6 +78,7 @@ func (r *Report) Cause() (Result, bool) {
 // shared by all evaluations.
 type Engine struct {
 	cfg      Config
+	servers  []string // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
 	raw      *SMTPProber // behind prober; holds the egress state
@@ -168,11 +170,15 @@ func New(cfg Config) (*Engine, error) {
 	budget := client.cfg.Timeout * time.Duration(client.cfg.Attempts+1)
 	return &Engine{
 		cfg:      cfg,
+		servers:  client.Servers(),
 		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
 		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:      raw,
 	}, nil
 }
+
+// Resolvers returns the DNS servers the engine asks.
+func (e *Engine) Resolvers() []string { return slices.Clone(e.servers) }
 
 // Config returns the configuration the engine runs with.
 func (e *Engine) Config() Config { return e.cfg }
@@ -186,6 +192,10 @@ func (e *Engine) DNSCacheStats() CacheStats {
 func (e *Engine) ProbeCacheStats() CacheStats {
 	return CacheStats{e.prober.counter.hits.Load(), e.prober.counter.misses.Load(), e.prober.lru.lru.Len()}
 }
+
+// ProbesInFlight is the number of probes connected or connecting now, and
+// the most there have been at once.
+func (e *Engine) ProbesInFlight() (now, peak int) { return e.raw.InFlight() }
 
 // Evaluate runs every check for req. When ctx ends first, the checks not yet
 // done report temperror; their lookups and probes go on in the background
@@ -240,4 +250,24 @@ wait:
 	}
 	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
 	return rep
+}
+
+// Reconfigure returns an engine for cfg that keeps prev's caches where they
+// still hold: the DNS cache when its size is unchanged, the probe cache when
+// its size, port and timeouts are. A configuration reload then does not
+// start cold.
+func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
+	e, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if e.cfg.Cache.DNSEntries == prev.cfg.Cache.DNSEntries {
+		e.resolver.lru = prev.resolver.lru
+	}
+	p, q := e.cfg.Probe, prev.cfg.Probe
+	if e.cfg.Cache.ProbeEntries == prev.cfg.Cache.ProbeEntries &&
+		p.Port == q.Port && p.ConnectTimeout == q.ConnectTimeout && p.GreetingTimeout == q.GreetingTimeout {
+		e.prober.lru = prev.prober.lru
+	}
+	return e, nil
 }

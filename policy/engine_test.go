@@ -324,3 +324,31 @@ func TestBlockedEgressSkipsInsteadOfDeferring(t *testing.T) {
 		t.Errorf("verdict %s: a blocked port 25 here must not defer mail", r.Verdict())
 	}
 }
+
+func TestReconfigureKeepsCaches(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
+	e := newEngine(t, cfg)
+	req := policy.Request{Sender: "a@ok.test"}
+	e.Evaluate(context.Background(), req)
+	queries := sb.DNS.Queries()
+
+	cfg.Policy.Actions[policy.MXPort25] = policy.Reject
+	e2, err := policy.Reconfigure(e, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2.Evaluate(context.Background(), req)
+	if sb.DNS.Queries() != queries {
+		t.Errorf("the reconfigured engine asked DNS again (%d queries)", sb.DNS.Queries()-queries)
+	}
+	cfg.Cache.DNSEntries = 10
+	e3, err := policy.Reconfigure(e2, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e3.Evaluate(context.Background(), req)
+	if sb.DNS.Queries() == queries {
+		t.Error("a resized cache kept its old entries")
+	}
+}

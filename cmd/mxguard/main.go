@@ -29,6 +29,8 @@ hosts accept SMTP on port 25 and that the sending host's PTR, forward-confirmed
 reverse DNS and HELO name agree.
 
 Usage:
+  mxguard serve [--config FILE]             run the milter (see mxguard serve -h)
+  mxguard validate [--config FILE]          check a configuration file and exit
   mxguard check [flags] DOMAIN|ADDRESS...   audit domains (see mxguard check -h)
   mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
   mxguard help                              this text
@@ -45,6 +47,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	switch args[0] {
+	case "serve":
+		return runServe(args[1:], stderr)
+	case "validate":
+		return runValidate(args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -39,9 +39,12 @@ type Config struct {
 
 // Milter is the milter listener.
 type Milter struct {
-	Listen      Socket   `yaml:"listen"`
-	SocketMode  FileMode `yaml:"socket_mode"`
-	MaxSessions int      `yaml:"max_sessions"`
+	Listen       Socket   `yaml:"listen"`
+	SocketMode   FileMode `yaml:"socket_mode"`
+	MaxSessions  int      `yaml:"max_sessions"`
+	IdleTimeout  Duration `yaml:"idle_timeout"`
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	ReplyAt      ReplyAt  `yaml:"reply_at"`
 }
 
 // Metrics is the HTTP listener for /metrics and /healthz.
@@ -100,8 +103,9 @@ type Outbound struct {
 
 // Identity configures the sending-host checks.
 type Identity struct {
-	SkipNetworks []Prefix `yaml:"skip_networks"`
-	MaxPTRNames  int      `yaml:"max_ptr_names"`
+	SkipNetworks       []Prefix `yaml:"skip_networks"`
+	MaxPTRNames        int      `yaml:"max_ptr_names"`
+	CheckAuthenticated bool     `yaml:"check_authenticated"`
 }
 
 // Policy maps check results to actions.
@@ -184,6 +188,8 @@ func (c *Config) validate() error {
 		}
 	}
 	positive("milter.max_sessions", c.Milter.MaxSessions)
+	nonZero("milter.idle_timeout", c.Milter.IdleTimeout)
+	nonZero("milter.drain_timeout", c.Milter.DrainTimeout)
 	nonZero("decision_timeout", c.DecisionTimeout)
 	if !validHeaderName(c.Header.Name) {
 		errs = append(errs, c.errorAt("header.name", "%q is not a valid header field name", c.Header.Name))
@@ -301,7 +307,8 @@ func (c *Config) Engine() policy.Config {
 			AllowNetworks: prefixes(c.Policy.AllowNetworks),
 			AllowMXHosts:  domains(c.Policy.AllowMXHosts),
 		},
-		MaxPTRNames: c.Identity.MaxPTRNames,
+		MaxPTRNames:        c.Identity.MaxPTRNames,
+		CheckAuthenticated: c.Identity.CheckAuthenticated,
 	}
 }
 

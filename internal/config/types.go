@@ -253,6 +253,14 @@ func (m *FileMode) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// ReplyAt is where the milter answers a defer or reject: "rcpt" or "mail".
+type ReplyAt string
+
+// UnmarshalYAML checks the stage name.
+func (r *ReplyAt) UnmarshalYAML(n *yaml.Node) error {
+	return oneOf(n, (*string)(r), "rcpt", "mail")
+}
+
 // LogLevel is debug, info, warn or error.
 type LogLevel string
 

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/milter"
+	"github.com/mxguard/mxguard/policy"
+)
+
+const serveUsage = `Usage: mxguard serve [--config FILE]
+
+Runs the milter. Without --config it uses the built-in configuration
+(configs/mxguard.yaml): inet:127.0.0.1:8891, metrics on 127.0.0.1:9891, the
+resolvers of /etc/resolv.conf. SIGHUP reloads the file (a bad file keeps the
+running configuration); SIGTERM drains open sessions and exits.
+
+Flags:
+`
+
+// daemon is a running `mxguard serve`.
+type daemon struct {
+	path    string // config file; "" for the built-in one
+	cfg     *config.Config
+	log     *slog.Logger
+	level   *slog.LevelVar
+	metrics *metrics.Metrics
+	engine  atomic.Pointer[policy.Engine]
+	milter  *milter.Milter
+	serving atomic.Bool
+}
+
+func runServe(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, serveUsage); fs.PrintDefaults() }
+	path := fs.String("config", "", "configuration `FILE` (default: the built-in configs/mxguard.yaml)")
+	if err := fs.Parse(args); err != nil {
+		return usageError(stderr, err)
+	}
+	if fs.NArg() > 0 {
+		return usageError(stderr, fmt.Errorf("serve takes no arguments, got %q", fs.Args()))
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	d := &daemon{path: *path, cfg: cfg, level: new(slog.LevelVar)}
+	d.log = newLogger(cfg.Log, d.level, stderr)
+	log.SetOutput(slogWriter{d.log}) // go-milter logs through the standard logger
+	log.SetFlags(0)
+	if err := d.run(); err != nil {
+		d.log.Error("mxguard stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	setLevel(level, c.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func setLevel(v *slog.LevelVar, name config.LogLevel) {
+	var l slog.Level
+	l.UnmarshalText([]byte(name)) // validated by the config loader
+	v.Set(l)
+}
+
+func (d *daemon) run() error {
+	d.metrics = metrics.New(d.engine.Load)
+	engine, err := d.newEngine(d.cfg, nil)
+	if err != nil {
+		return err
+	}
+	d.engine.Store(engine)
+	d.milter = milter.New(d.milterConfig(d.cfg, engine), milter.Options{
+		MaxSessions: d.cfg.Milter.MaxSessions,
+		IdleTimeout: d.cfg.Milter.IdleTimeout.D,
+		Log:         d.log,
+		Recorder:    d.metrics,
+	})
+	ln, err := listen(d.cfg.Milter.Listen, d.cfg.Milter.SocketMode.M)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.milter.Serve(ln) }()
+	d.serving.Store(true)
+
+	var httpSrv *http.Server
+	if addr := d.cfg.Metrics.Listen; addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			d.milter.Shutdown(context.Background())
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		httpSrv = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go httpSrv.Serve(mln)
+	}
+	d.log.Info("mxguard serving", "milter", d.cfg.Milter.Listen.Spec, "metrics", d.cfg.Metrics.Listen,
+		"config", d.source(), "resolvers", engine.Resolvers())
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("milter listener: %w", err)
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			return d.shutdown(sig, served, httpSrv)
+		}
+	}
+}
+
+func (d *daemon) source() string {
+	if d.path == "" {
+		return "built-in"
+	}
+	return d.path
+}
+
+func (d *daemon) newEngine(c *config.Config, prev *policy.Engine) (*policy.Engine, error) {
+	pc := c.Engine()
+	pc.Observer = d.metrics
+	if prev == nil {
+		return policy.New(pc)
+	}
+	return policy.Reconfigure(prev, pc)
+}
+
+func (d *daemon) milterConfig(c *config.Config, engine *policy.Engine) *milter.Config {
+	replyAt := milter.StageRcpt
+	if c.Milter.ReplyAt == "mail" {
+		replyAt = milter.StageMail
+	}
+	return &milter.Config{
+		Engine:          engine,
+		HeaderName:      c.Header.Name,
+		DecisionTimeout: c.DecisionTimeout.D,
+		HeaderFrom:      c.Checks.HeaderFrom,
+		ReplyAt:         replyAt,
+	}
+}
+
+// reload applies the configuration file again; a file that does not load
+// leaves everything as it was.
+func (d *daemon) reload() {
+	cfg, err := loadConfig(d.path)
+	if err == nil {
+		var engine *policy.Engine
+		if engine, err = d.newEngine(cfg, d.engine.Load()); err == nil {
+			d.warnRestartOnly(cfg)
+			d.engine.Store(engine)
+			d.milter.Reload(d.milterConfig(cfg, engine))
+			setLevel(d.level, cfg.Log.Level)
+			d.cfg = cfg
+			d.metrics.Reload(true)
+			d.log.Info("configuration reloaded", "config", d.source())
+			return
+		}
+	}
+	d.metrics.Reload(false)
+	d.log.Error("configuration reload failed; still running the previous configuration", "error", err)
+}
+
+// warnRestartOnly names the changed settings that only a restart applies.
+func (d *daemon) warnRestartOnly(next *config.Config) {
+	old := d.cfg
+	for key, changed := range map[string]bool{
+		"milter.listen":       old.Milter.Listen != next.Milter.Listen,
+		"milter.socket_mode":  old.Milter.SocketMode != next.Milter.SocketMode,
+		"milter.max_sessions": old.Milter.MaxSessions != next.Milter.MaxSessions,
+		"milter.idle_timeout": old.Milter.IdleTimeout != next.Milter.IdleTimeout,
+		"metrics.listen":      old.Metrics.Listen != next.Metrics.Listen,
+		"checks.header_from":  old.Checks.HeaderFrom != next.Checks.HeaderFrom,
+		"log.format":          old.Log.Format != next.Log.Format,
+	} {
+		if changed {
+			d.log.Warn("this setting changes only on restart", "key", key)
+		}
+	}
+}
+
+func (d *daemon) shutdown(sig os.Signal, served <-chan error, httpSrv *http.Server) error {
+	d.serving.Store(false)
+	drain := d.cfg.Milter.DrainTimeout.D
+	d.log.Info("draining sessions", "signal", sig.String(), "sessions", d.milter.ActiveSessions(), "timeout", drain)
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	err := d.milter.Shutdown(ctx)
+	<-served
+	if httpSrv != nil {
+		httpSrv.Shutdown(context.Background())
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		d.log.Warn("drain timeout: closed the sessions still open")
+		err = nil
+	}
+	d.log.Info("mxguard stopped")
+	return err
+}
+
+func (d *daemon) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", d.metrics.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.serving.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+// listen opens the milter socket. A stale unix socket left by a crash is
+// removed; a live one (another mxguard) is an error.
+func listen(s config.Socket, mode os.FileMode) (net.Listener, error) {
+	if s.Network != "unix" {
+		ln, err := net.Listen(s.Network, s.Address)
+		if err != nil {
+			return nil, fmt.Errorf("milter.listen %s: %w", s.Spec, err)
+		}
+		return ln, nil
+	}
+	if fi, err := os.Lstat(s.Address); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("milter.listen %s: the path exists and is not a socket", s.Spec)
+		}
+		if c, err := net.DialTimeout("unix", s.Address, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("milter.listen %s: something is already listening there", s.Spec)
+		}
+		os.Remove(s.Address)
+	}
+	old := syscall.Umask(0o777 &^ int(mode.Perm())) // no window with looser permissions
+	ln, err := net.Listen("unix", s.Address)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("milter.listen %s: %w", s.Spec, err)
+	}
+	if err := os.Chmod(s.Address, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("milter.listen %s: %w", s.Spec, err)
+	}
+	return ln, nil
+}
+
+// slogWriter sends standard-library log lines to slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(string(trimNewline(p)), "source", "go-milter")
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// runValidate checks a configuration file, like `nginx -t`.
+func runValidate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration `FILE` to check (default: the built-in one)")
+	if err := fs.Parse(args); err != nil {
+		return usageError(stderr, err)
+	}
+	if fs.NArg() == 1 && *path == "" {
+		*path = fs.Arg(0)
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "mxguard: %v\n", err)
+		return exitUsage
+	}
+	if _, err := policy.New(cfg.Engine()); err != nil {
+		fmt.Fprintf(stderr, "mxguard: %s: %v\n", cfg.Source, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK (milter %s)\n", cfg.Source, cfg.Milter.Listen.Spec)
+	return exitPass
+}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// The test binary doubles as the mxguard binary: with MXGUARD_RUN_MAIN set
+// it runs main's logic, so tests can start, signal and kill real daemons.
+func TestMain(m *testing.M) {
+	if os.Getenv("MXGUARD_RUN_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// daemon is an `mxguard serve` child process.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDaemon runs `mxguard serve --config path` and waits until it serves
+// the milter at network/address.
+func startDaemon(t *testing.T, path, network, address string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{log: &syncBuffer{}, done: make(chan error, 1)}
+	d.cmd = exec.Command(os.Args[0], "serve", "--config", path)
+	d.cmd.Env = append(os.Environ(), "MXGUARD_RUN_MAIN=1")
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+		if t.Failed() {
+			t.Logf("mxguard log:\n%s", d.log)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout(network, address, time.Second)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case err := <-d.done:
+			t.Fatalf("mxguard exited: %v\n%s", err, d.log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mxguard does not listen on %s: %v\n%s", address, err, d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemonProc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLog waits for a log line containing s.
+func (d *daemonProc) waitLog(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.log.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log:\n%s", s, d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// sandboxConfig is a daemon configuration for the SPEC sandbox.
+func sandboxConfig(sb *smtptest.Sandbox, listen string, metricsPort int, extra string) string {
+	return fmt.Sprintf(`milter:
+  listen: %s
+  socket_mode: "0600"
+metrics:
+  listen: 127.0.0.1:%d
+decision_timeout: 5s
+resolver:
+  servers: [%s]
+  timeout: 500ms
+probe:
+  port: %d
+  allow_networks: [127.0.0.0/8, "::1/128"]
+  connect_timeout: %s
+  greeting_timeout: %s
+outbound:
+  ips: [%s, %s]
+identity:
+  skip_networks: []
+%s`, listen, metricsPort, sb.DNS.Addr, sb.Port, spectest.ConnectTimeout, spectest.GreetingTimeout,
+		spectest.IPOutDual, spectest.IPOutOnly, extra)
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func header(t *testing.T, network, address, from string) string {
+	t.Helper()
+	res, err := smtptest.PlayMilter(network, address, smtptest.MilterConn{
+		ClientIP: "127.0.3.1", ClientName: "mail.good.test", HELO: "mail.good.test",
+		Messages: []smtptest.MilterMessage{{From: from, To: []string{"x@example.net"}, Body: "hi\r\n"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Reply != "" {
+		return res[0].Reply
+	}
+	var hs []string
+	for _, h := range res[0].Headers {
+		hs = append(hs, h[0]+": "+h[1])
+	}
+	return strings.Join(hs, "\n")
+}
+
+func TestServeUnixSocketMetricsReloadAndDrain(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "milter.sock")
+	metricsPort := freeTCPPort(t)
+	cfgPath := filepath.Join(dir, "mxguard.yaml")
+	good := sandboxConfig(sb, "unix:"+sock, metricsPort, "")
+	writeFile(t, cfgPath, good)
+	// A stale socket from a crash does not stop the start.
+	if l, err := net.Listen("unix", sock); err == nil {
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close()
+	}
+	d := startDaemon(t, cfgPath, "unix", sock)
+
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	if got := header(t, "unix", sock, "a@some-refused.test"); got != "X-MXGuard: flag; domain=some-refused.test; ip=127.0.3.1; mx.port25=warn" {
+		t.Errorf("header %q", got)
+	}
+	if got := header(t, "unix", sock, "a@refused.test"); !strings.HasPrefix(got, "451 4.7.1 refused.test: mx.port25 fail") {
+		t.Errorf("reply %q", got)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d", metricsPort)
+	if code, body := httpGet(t, metricsURL+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz %d %q", code, body)
+	}
+	_, body := httpGet(t, metricsURL+"/metrics")
+	for _, want := range []string{
+		`mxguard_decisions_total{verdict="flag"} 1`,
+		`mxguard_decisions_total{verdict="defer"} 1`,
+		`mxguard_check_results_total{check="mx.port25",status="fail"} 1`,
+		`mxguard_dns_queries_total{outcome="noerror",type="MX"}`,
+		`mxguard_probes_total{outcome="refused"} 1`,
+		`mxguard_cache_lookups_total{cache="dns",result="miss"}`,
+		`mxguard_cache_entries{cache="dns"}`,
+		`mxguard_decision_duration_seconds_count 2`,
+		`mxguard_active_sessions 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
+	}
+
+	// A broken file keeps the running configuration.
+	writeFile(t, cfgPath, good+"header:\n  nmae: X-Other\n")
+	d.signal(t, syscall.SIGHUP)
+	d.waitLog(t, "configuration reload failed")
+	if !strings.Contains(d.log.String(), `mxguard.yaml:`) || !strings.Contains(d.log.String(), `unknown key \"nmae\"`) {
+		t.Errorf("the reload error does not name the file and line:\n%s", d.log)
+	}
+	if got := header(t, "unix", sock, "a@ok.test"); got != "X-MXGuard: pass; domain=ok.test; ip=127.0.3.1" {
+		t.Errorf("after a bad reload: %q", got)
+	}
+	// A good file takes effect.
+	writeFile(t, cfgPath, good+"header:\n  name: X-Relay-Check\npolicy:\n  actions:\n    mx.port25: reject\n")
+	d.signal(t, syscall.SIGHUP)
+	d.waitLog(t, "configuration reloaded")
+	if got := header(t, "unix", sock, "a@ok.test"); got != "X-Relay-Check: pass; domain=ok.test; ip=127.0.3.1" {
+		t.Errorf("after a good reload: %q", got)
+	}
+	if got := header(t, "unix", sock, "a@refused.test"); !strings.HasPrefix(got, "550 5.7.1 ") {
+		t.Errorf("after a good reload: %q", got)
+	}
+	if _, body := httpGet(t, metricsURL+"/metrics"); !strings.Contains(body, `mxguard_config_reloads_total{result="error"} 1`) ||
+		!strings.Contains(body, `mxguard_config_reloads_total{result="ok"} 1`) {
+		t.Error("reloads not counted")
+	}
+
+	d.signal(t, syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	d.done <- nil // for the cleanup
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("the socket is left behind: %v", err)
+	}
+	for _, want := range []string{"draining sessions", "mxguard stopped", `msg=decision queue_id=NOQUEUE verdict=defer subject=envelope domain=refused.test client=127.0.3.1`} {
+		if !strings.Contains(d.log.String(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+}
+
+func TestServeRefusesALiveSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "milter.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, cfg, "milter:\n  listen: unix:"+sock+"\nmetrics:\n  listen: \"\"\n")
+	var stderr bytes.Buffer
+	if code := run([]string{"serve", "--config", cfg}, nil, io.Discard, &stderr); code != 1 || !strings.Contains(stderr.String(), "something is already listening") {
+		t.Errorf("exit %d: %s", code, stderr.String())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	ok, bad := filepath.Join(dir, "ok.yaml"), filepath.Join(dir, "bad.yaml")
+	writeFile(t, ok, "probe:\n  greeting_timeout: 15s\n")
+	writeFile(t, bad, "probe:\n  greeting_timeout: 15\n")
+	code, out, _ := runCLI(t, "", "validate", "--config", ok)
+	if code != 0 || !strings.Contains(out, "configuration OK") {
+		t.Errorf("valid file: %d %q", code, out)
+	}
+	code, _, errOut := runCLI(t, "", "validate", "--config", bad)
+	if code != exitUsage || !strings.Contains(errOut, bad+`:2: probe.greeting_timeout: "15" is not a duration`) {
+		t.Errorf("invalid file: %d %q", code, errOut)
+	}
+	if code, _, _ := runCLI(t, "", "validate"); code != 0 {
+		t.Errorf("the built-in configuration does not validate: %d", code)
+	}
+}

@@ -1,0 +1,157 @@
+// Package metrics exposes mxguard's Prometheus metrics. It implements the
+// engine's Observer and the milter's Recorder.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mxguard/mxguard/policy"
+)
+
+// Metrics holds the collectors in their own registry.
+type Metrics struct {
+	reg            *prometheus.Registry
+	decisions      *prometheus.CounterVec
+	checkResults   *prometheus.CounterVec
+	decisionTime   prometheus.Histogram
+	dnsQueries     *prometheus.CounterVec
+	dnsTime        *prometheus.HistogramVec
+	probes         *prometheus.CounterVec
+	probeTime      prometheus.Histogram
+	cacheLookups   *prometheus.CounterVec
+	activeSessions prometheus.Gauge
+	reloads        *prometheus.CounterVec
+}
+
+// Engine gives the metrics the engine serving now (it changes on reload).
+type Engine func() *policy.Engine
+
+// New registers every metric. engine feeds the cache size and probe gauges.
+func New(engine Engine) *Metrics {
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_decisions_total", Help: "Decisions by verdict (temperror: failed open).",
+		}, []string{"verdict"}),
+		checkResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_check_results_total", Help: "Check results by check ID and status.",
+		}, []string{"check", "status"}),
+		decisionTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mxguard_decision_duration_seconds", Help: "Time to evaluate one sender and client.", Buckets: latency,
+		}),
+		dnsQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_dns_queries_total", Help: "DNS query attempts sent upstream, by type and outcome.",
+		}, []string{"type", "outcome"}),
+		dnsTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "mxguard_dns_query_duration_seconds", Help: "Upstream DNS query latency.", Buckets: latency,
+		}, []string{"type"}),
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_probes_total", Help: "Port-25 probes by outcome.",
+		}, []string{"outcome"}),
+		probeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "mxguard_probe_duration_seconds", Help: "Port-25 probe duration.", Buckets: latency,
+		}),
+		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_cache_lookups_total", Help: "Cache lookups by cache (dns, probe) and result (hit, miss).",
+		}, []string{"cache", "result"}),
+		activeSessions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mxguard_active_sessions", Help: "Open MTA connections.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_config_reloads_total", Help: "Configuration reloads by result (ok, error).",
+		}, []string{"result"}),
+	}
+	cacheEntries := func(which string) func() float64 {
+		return func() float64 {
+			if which == "dns" {
+				return float64(engine().DNSCacheStats().Entries)
+			}
+			return float64(engine().ProbeCacheStats().Entries)
+		}
+	}
+	m.reg.MustRegister(
+		m.decisions, m.checkResults, m.decisionTime, m.dnsQueries, m.dnsTime, m.probes, m.probeTime,
+		m.cacheLookups, m.activeSessions, m.reloads,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxguard_cache_entries", Help: "Entries in the cache.", ConstLabels: prometheus.Labels{"cache": "dns"},
+		}, cacheEntries("dns")),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxguard_cache_entries", Help: "Entries in the cache.", ConstLabels: prometheus.Labels{"cache": "probe"},
+		}, cacheEntries("probe")),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxguard_probes_in_flight", Help: "Port-25 probes connected or connecting now.",
+		}, func() float64 { n, _ := engine().ProbesInFlight(); return float64(n) }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	for _, id := range policy.CheckIDs() { // every series exists from the start
+		for _, st := range []policy.Status{policy.StatusPass, policy.StatusWarn, policy.StatusFail, policy.StatusTempError, policy.StatusSkip} {
+			m.checkResults.WithLabelValues(string(id), st.String())
+		}
+	}
+	for _, v := range []string{"pass", "flag", "hold", "defer", "reject", "temperror"} {
+		m.decisions.WithLabelValues(v)
+	}
+	return m
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry is the registry the metrics live in.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// DNSQuery implements policy.Observer.
+func (m *Metrics) DNSQuery(qtype uint16, outcome string, took time.Duration) {
+	t := dns.TypeToString[qtype]
+	m.dnsQueries.WithLabelValues(t, outcome).Inc()
+	m.dnsTime.WithLabelValues(t).Observe(took.Seconds())
+}
+
+// Probe implements policy.Observer.
+func (m *Metrics) Probe(outcome policy.Outcome, took time.Duration) {
+	m.probes.WithLabelValues(outcome.String()).Inc()
+	m.probeTime.Observe(took.Seconds())
+}
+
+// CacheLookup implements policy.Observer.
+func (m *Metrics) CacheLookup(cache string, hit bool) {
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.cacheLookups.WithLabelValues(cache, result).Inc()
+}
+
+// SessionOpened implements milter.Recorder.
+func (m *Metrics) SessionOpened() { m.activeSessions.Inc() }
+
+// SessionClosed implements milter.Recorder.
+func (m *Metrics) SessionClosed() { m.activeSessions.Dec() }
+
+// Decision implements milter.Recorder.
+func (m *Metrics) Decision(r *policy.Report, outcome string) {
+	m.decisions.WithLabelValues(outcome).Inc()
+	for _, c := range r.Checks {
+		m.checkResults.WithLabelValues(string(c.ID), c.Status.String()).Inc()
+	}
+	m.decisionTime.Observe(r.Elapsed.Seconds())
+}
+
+// Reload counts a configuration reload.
+func (m *Metrics) Reload(ok bool) {
+	if ok {
+		m.reloads.WithLabelValues("ok").Inc()
+	} else {
+		m.reloads.WithLabelValues("error").Inc()
+	}
+}
