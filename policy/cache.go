@@ -21,6 +21,9 @@ type CacheConfig struct {
 	// NegativeTTL is used for NXDOMAIN/NODATA without an SOA; NegativeMaxTTL
 	// caps the SOA minimum of negative answers.
 	NegativeTTL, NegativeMaxTTL time.Duration
+	// ErrorTTL keeps a failed lookup (SERVFAIL, timeout) briefly (RFC 9520),
+	// so a broken domain does not cost the full retry budget per message.
+	ErrorTTL time.Duration
 	// Probe result lifetimes by outcome: accepting longest, timeouts shortest.
 	ProbeAcceptTTL, ProbeRefusedTTL, ProbeTimeoutTTL time.Duration
 }
@@ -83,48 +86,55 @@ type cachedResolver struct {
 	next    Resolver
 	cfg     CacheConfig
 	budget  time.Duration // deadline of the shared upstream lookup
-	lru     *ttlLRU[dnsKey, *Answer]
+	lru     *ttlLRU[dnsKey, dnsEntry]
 	flight  singleflight.Group
 	counter *hitCounter
 }
 
+// dnsEntry is a cached answer, or a cached failure.
+type dnsEntry struct {
+	ans *Answer
+	err error
+}
+
 func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	key := dnsKey{canonicalName(name), qtype}
-	if a, ok := c.lru.get(key); ok {
+	if e, ok := c.lru.get(key); ok {
 		c.counter.hit()
-		return a, nil
+		return e.ans, e.err
 	}
 	c.counter.miss()
 	ch := c.flight.DoChan(fmt.Sprintf("%s/%d", key.name, qtype), func() (any, error) {
+		if e, ok := c.lru.get(key); ok { // filled by a flight that ended after our miss
+			return e, nil
+		}
 		// The shared lookup runs on its own deadline: a caller that gives up
 		// must not fail the other waiters, and the answer still lands in the cache.
-		if a, ok := c.lru.get(key); ok { // filled by a flight that ended after our miss
-			return a, nil
-		}
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
 		defer cancel()
 		a, err := c.next.Lookup(lctx, key.name, qtype)
-		if err == nil {
-			c.lru.add(key, a, c.ttlFor(a))
+		e := dnsEntry{a, err}
+		if err != nil {
+			c.lru.add(key, e, c.cfg.ErrorTTL)
+		} else {
+			c.lru.add(key, e, c.ttlFor(a))
 		}
-		return a, err
+		return e, nil
 	})
 	select {
 	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*Answer), nil
+		e := r.Val.(dnsEntry)
+		return e.ans, e.err
 	case <-ctx.Done():
 		return nil, &DNSError{Kind: ErrTimeout, Name: name, Type: qtype, Err: ctx.Err()}
 	}
 }
 
 func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
-	if a.Kind == Found {
+	switch {
+	case a.Kind == Found:
 		return clamp(a.TTL, c.cfg.MinTTL, c.cfg.MaxTTL)
-	}
-	if a.TTL == 0 {
+	case !a.TTLKnown:
 		return c.cfg.NegativeTTL
 	}
 	return clamp(a.TTL, c.cfg.MinTTL, c.cfg.NegativeMaxTTL)
@@ -172,8 +182,8 @@ func (c *cachedProber) ttlFor(o Outcome) time.Duration {
 		return c.cfg.ProbeAcceptTTL
 	case OutcomeRefused, OutcomeNotSMTP:
 		return c.cfg.ProbeRefusedTTL
-	case OutcomeNotAllowed:
-		return 0 // a policy answer, not a network fact
+	case OutcomeNotAllowed, OutcomeAbandoned:
+		return 0 // a policy or load answer, not a fact about the host
 	}
 	return c.cfg.ProbeTimeoutTTL
 }

@@ -9,8 +9,8 @@ const fixDomainSyntax = "Send with an envelope sender whose domain is a register
 
 func checkDomainSyntax(_ context.Context, ev *evaluation) Result {
 	switch {
-	case ev.sender.Null:
-		return skip("null sender <>: no domain to check")
+	case ev.sender.Null || ev.sender.Unqualified:
+		return skip(ev.domainSkip())
 	case ev.sender.Err != nil:
 		return Result{Status: StatusFail, Detail: ev.sender.Err.Error(), Host: ev.sender.Domain}
 	}

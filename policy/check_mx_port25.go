@@ -57,10 +57,7 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 	results := ev.probeResults(ctx)
 	var hosts []hostProbes
 	allowed := 0
-	for _, t := range ev.mxTargets(ctx) {
-		if !t.usable() {
-			continue
-		}
+	for _, t := range ev.probedTargets(ctx) {
 		if t.allowed {
 			allowed++
 			continue
@@ -74,8 +71,12 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 		}
 		hosts = append(hosts, h)
 	}
-	if len(hosts) == 0 {
-		return Result{Status: StatusPass, Detail: "every usable MX host is allow-listed (policy.allow_mx_hosts)"}
+	var undecided *target // a target whose lookup failed: it might be the one that works
+	for _, t := range ev.mxTargets(ctx) {
+		if t.temp != nil {
+			undecided = &t
+			break
+		}
 	}
 	port := ev.e.cfg.Probe.Port
 	var speaking, refusing, unsure []hostProbes
@@ -90,19 +91,29 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 		}
 	}
 	total := len(hosts) + allowed
+	good := len(speaking) + allowed
 	switch {
-	case len(refusing)+len(unsure) == 0:
-		return Result{Status: StatusPass,
-			Detail: fmt.Sprintf("%d of %d MX hosts greet on port %d: %s", len(speaking)+allowed, total, port, describeHosts(speaking))}
-	case len(speaking)+allowed > 0:
-		bad := append(refusing, unsure...)
-		ip, _ := bad[0].worst()
-		return Result{Status: StatusWarn, Host: bad[0].host, IP: ip,
-			Detail: fmt.Sprintf("%d of %d MX hosts do not accept SMTP on port %d: %s", len(bad), total, port, describeHosts(bad))}
-	case len(unsure) == 0:
+	case good > 0 && len(refusing) > 0:
+		ip, _ := refusing[0].worst()
+		return Result{Status: StatusWarn, Host: refusing[0].host, IP: ip,
+			Detail: fmt.Sprintf("%d of %d MX hosts do not accept SMTP on port %d: %s", len(refusing), total, port, describeHosts(refusing))}
+	case good > 0:
+		detail := fmt.Sprintf("%d of %d MX hosts greet on port %d", good, total, port)
+		if len(speaking) > 0 {
+			detail += ": " + describeHosts(speaking)
+		}
+		if len(unsure) > 0 {
+			detail += "; inconclusive: " + describeHosts(unsure)
+		}
+		return Result{Status: StatusPass, Detail: detail}
+	case len(unsure) == 0 && undecided == nil:
 		ip, _ := refusing[0].worst()
 		return Result{Status: StatusFail, Host: refusing[0].host, IP: ip,
 			Detail: fmt.Sprintf("no MX host accepts SMTP on port %d: %s", port, describeHosts(refusing))}
+	case len(unsure) == 0:
+		return Result{Status: StatusTempError, Host: undecided.Host,
+			Detail: fmt.Sprintf("no probed MX host accepts SMTP on port %d (%s), and %s did not resolve: %v",
+				port, describeHosts(refusing), undecided.Host, undecided.temp)}
 	}
 	ip, _ := unsure[0].worst()
 	if blocked, why := ev.e.raw.egress.blocked(); blocked {

@@ -39,17 +39,20 @@ func checkMXRecords(ctx context.Context, ev *evaluation) Result {
 	return Result{Status: StatusPass, Host: d, Detail: describeMX(f)}
 }
 
+// mxListed is how many MX records a detail names.
+const mxListed = 5
+
 func describeMX(f mxFacts) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d MX: ", f.total)
-	for i, mx := range f.hosts {
+	fmt.Fprintf(&b, "%d MX: ", len(f.hosts))
+	for i, mx := range f.hosts[:min(len(f.hosts), mxListed)] {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		fmt.Fprintf(&b, "%d %s", mx.Pref, mx.Host)
 	}
-	if f.total > len(f.hosts) {
-		fmt.Fprintf(&b, " (+%d more, not examined: probe.max_hosts)", f.total-len(f.hosts))
+	if len(f.hosts) > mxListed {
+		fmt.Fprintf(&b, ", +%d more", len(f.hosts)-mxListed)
 	}
 	return b.String()
 }

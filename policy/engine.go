@@ -5,11 +5,11 @@
 package policy
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -37,8 +37,10 @@ type Config struct {
 
 // Request is one transaction to judge.
 type Request struct {
-	// Sender is the MAIL FROM address ("<>" for bounces) or a bare domain.
+	// Sender is the MAIL FROM address ("<>" or "" for bounces).
 	Sender string
+	// Domain, when set, is a bare domain to check instead of Sender.
+	Domain string
 	// ClientIP is the connecting client; invalid means unknown (no identity checks).
 	ClientIP netip.Addr
 	// HELO is the HELO/EHLO argument as the client sent it.
@@ -78,7 +80,8 @@ func (r *Report) Cause() (Result, bool) {
 // shared by all evaluations.
 type Engine struct {
 	cfg      Config
-	servers  []string // the resolvers in use
+	budget   time.Duration // longest an evaluation's network work can take
+	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
 	raw      *SMTPProber // behind prober; holds the egress state
@@ -94,6 +97,8 @@ func DefaultConfig() Config {
 			ConnectTimeout:  5 * time.Second,
 			GreetingTimeout: 12 * time.Second,
 			Concurrency:     64,
+			MaxQueued:       256,
+			QueueTimeout:    10 * time.Second,
 			MaxHosts:        5,
 			MaxAddrsPerHost: 2,
 			BlockedAfter:    10,
@@ -105,6 +110,7 @@ func DefaultConfig() Config {
 			MaxTTL:          time.Hour,
 			NegativeTTL:     5 * time.Minute,
 			NegativeMaxTTL:  15 * time.Minute,
+			ErrorTTL:        10 * time.Second,
 			ProbeAcceptTTL:  time.Hour,
 			ProbeRefusedTTL: 10 * time.Minute,
 			ProbeTimeoutTTL: 2 * time.Minute,
@@ -117,6 +123,14 @@ func DefaultConfig() Config {
 
 var defaults = DefaultConfig()
 
+// positive is v, or d when v is zero or negative (a nonsensical setting).
+func positive[T int | uint16 | time.Duration](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
 // withDefaults fills every zero setting from DefaultConfig. Lists stay as
 // given: an empty list is a choice.
 func (c Config) withDefaults() Config {
@@ -124,19 +138,20 @@ func (c Config) withDefaults() Config {
 	c.Resolver = c.Resolver.withDefaults()
 	c.Probe = c.Probe.withDefaults()
 	k := &c.Cache
-	k.DNSEntries = cmp.Or(k.DNSEntries, d.Cache.DNSEntries)
-	k.ProbeEntries = cmp.Or(k.ProbeEntries, d.Cache.ProbeEntries)
-	k.MinTTL = cmp.Or(k.MinTTL, d.Cache.MinTTL)
-	k.MaxTTL = cmp.Or(k.MaxTTL, d.Cache.MaxTTL)
-	k.NegativeTTL = cmp.Or(k.NegativeTTL, d.Cache.NegativeTTL)
-	k.NegativeMaxTTL = cmp.Or(k.NegativeMaxTTL, d.Cache.NegativeMaxTTL)
-	k.ProbeAcceptTTL = cmp.Or(k.ProbeAcceptTTL, d.Cache.ProbeAcceptTTL)
-	k.ProbeRefusedTTL = cmp.Or(k.ProbeRefusedTTL, d.Cache.ProbeRefusedTTL)
-	k.ProbeTimeoutTTL = cmp.Or(k.ProbeTimeoutTTL, d.Cache.ProbeTimeoutTTL)
+	k.DNSEntries = positive(k.DNSEntries, d.Cache.DNSEntries)
+	k.ProbeEntries = positive(k.ProbeEntries, d.Cache.ProbeEntries)
+	k.MinTTL = positive(k.MinTTL, d.Cache.MinTTL)
+	k.MaxTTL = positive(k.MaxTTL, d.Cache.MaxTTL)
+	k.NegativeTTL = positive(k.NegativeTTL, d.Cache.NegativeTTL)
+	k.NegativeMaxTTL = positive(k.NegativeMaxTTL, d.Cache.NegativeMaxTTL)
+	k.ErrorTTL = positive(k.ErrorTTL, d.Cache.ErrorTTL)
+	k.ProbeAcceptTTL = positive(k.ProbeAcceptTTL, d.Cache.ProbeAcceptTTL)
+	k.ProbeRefusedTTL = positive(k.ProbeRefusedTTL, d.Cache.ProbeRefusedTTL)
+	k.ProbeTimeoutTTL = positive(k.ProbeTimeoutTTL, d.Cache.ProbeTimeoutTTL)
 	if c.Policy.Actions == nil {
 		c.Policy.Actions = DefaultActions()
 	}
-	c.MaxPTRNames = cmp.Or(c.MaxPTRNames, d.MaxPTRNames)
+	c.MaxPTRNames = positive(c.MaxPTRNames, d.MaxPTRNames)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -154,7 +169,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	dnsLRU, err := newTTLLRU[dnsKey, *Answer](cfg.Cache.DNSEntries, cfg.Clock)
+	dnsLRU, err := newTTLLRU[dnsKey, dnsEntry](cfg.Cache.DNSEntries, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("DNS %w", err)
 	}
@@ -168,8 +183,13 @@ func New(cfg Config) (*Engine, error) {
 	// A shared lookup gets room for all its attempts plus one follow-up query
 	// at the end of a CNAME chain.
 	budget := client.cfg.Timeout * time.Duration(client.cfg.Attempts+1)
+	// An evaluation's work is at most two rounds of lookups (MX, then the
+	// targets' A/AAAA; or PTR, then its names) and a probe, with its wait for
+	// a slot.
+	evalBudget := 2*budget + cfg.Probe.QueueTimeout + cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout
 	return &Engine{
 		cfg:      cfg,
+		budget:   evalBudget,
 		servers:  client.Servers(),
 		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
 		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
@@ -198,21 +218,29 @@ func (e *Engine) ProbeCacheStats() CacheStats {
 func (e *Engine) ProbesInFlight() (now, peak int) { return e.raw.InFlight() }
 
 // Evaluate runs every check for req. When ctx ends first, the checks not yet
-// done report temperror; their lookups and probes go on in the background
-// and land in the cache.
+// done report temperror; their lookups and probes go on in the background,
+// within the engine's budget, and land in the cache.
 func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	began := time.Now()
 	ev := newEvaluation(e, req)
 	results := make([]Result, len(checks))
 	done := make(chan int, len(checks))
 	got := make([]Result, len(checks)) // written by each check's goroutine before it signals
+	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.budget)
+	var running sync.WaitGroup
+	running.Add(len(checks))
 	for i, c := range checks {
 		go func() {
-			got[i] = c.run(ctx, ev)
+			defer running.Done()
+			got[i] = c.run(work, ev)
 			got[i].ID = c.id
 			done <- i
 		}()
 	}
+	go func() {
+		running.Wait()
+		cancel()
+	}()
 	finished := make([]bool, len(checks))
 	take := func(i int) { results[i], finished[i] = got[i], true }
 wait:

@@ -352,3 +352,70 @@ func TestReconfigureKeepsCaches(t *testing.T) {
 		t.Error("a resized cache kept its old entries")
 	}
 }
+
+// After the decision deadline the whole chain (MX, then targets, then
+// probes) still completes in the background, so the next message finds it
+// all in the cache.
+func TestBackgroundCompletionAfterDeadline(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
+	srv, err := sb.Serve("127.0.8.1", smtptest.Accept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("late.test", 10, "mx.late.test").A("mx.late.test", "127.0.8.1").
+		SetFault("late.test", smtptest.Delay(150*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if r := e.Evaluate(ctx, policy.Request{Sender: "a@late.test"}); !r.Incomplete {
+		t.Fatalf("not cut off by the deadline: %s", spectest.Statuses(r.Checks))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Connections() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if srv.Connections() != 1 {
+		t.Fatal("the MX was never probed after the deadline")
+	}
+	time.Sleep(50 * time.Millisecond) // the probe result reaches the cache
+	queries := sb.DNS.Queries()
+	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@late.test"})
+	if r.Incomplete || r.Verdict() != policy.Pass || sb.DNS.Queries() != queries || srv.Connections() != 1 {
+		t.Errorf("second evaluation: %s, %d more queries, %d connections", spectest.Statuses(r.Checks), sb.DNS.Queries()-queries, srv.Connections())
+	}
+}
+
+func TestFailedLookupsAreCachedBriefly(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	cfg.Cache.ErrorTTL = 10 * time.Second
+	e := newEngine(t, cfg)
+	for i := 0; i < 3; i++ {
+		e.Evaluate(context.Background(), policy.Request{Sender: "a@servfail.test"})
+	}
+	first := sb.DNS.QueryCount("servfail.test", dns.TypeMX)
+	if first != cfg.Resolver.Attempts && first != policy.DefaultConfig().Resolver.Attempts {
+		t.Errorf("three evaluations made %d MX queries; one lookup's attempts expected", first)
+	}
+	mu.Lock()
+	now = now.Add(11 * time.Second)
+	mu.Unlock()
+	e.Evaluate(context.Background(), policy.Request{Sender: "a@servfail.test"})
+	if n := sb.DNS.QueryCount("servfail.test", dns.TypeMX); n != 2*first {
+		t.Errorf("after error_ttl: %d MX queries, want %d", n, 2*first)
+	}
+}
+
+func TestNonsensicalSettingsTakeDefaults(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
+	cfg.Probe.MaxHosts, cfg.Probe.MaxAddrsPerHost, cfg.MaxPTRNames, cfg.Probe.Concurrency = -1, -3, -2, -5
+	e := newEngine(t, cfg)
+	r := e.Evaluate(context.Background(), spectest.Cases[0].Request())
+	if r.Verdict() != policy.Pass {
+		t.Errorf("%s", spectest.Statuses(r.Checks))
+	}
+}

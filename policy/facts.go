@@ -42,9 +42,13 @@ func (l *once[T]) get(f func() T) T {
 }
 
 func newEvaluation(e *Engine, req Request) *evaluation {
+	sender := ParseSender(req.Sender)
+	if req.Domain != "" {
+		sender = ParseDomain(req.Domain)
+	}
 	ev := &evaluation{
 		e:          e,
-		sender:     ParseSender(req.Sender),
+		sender:     sender,
 		client:     req.ClientIP.Unmap(),
 		heloRaw:    strings.TrimSpace(req.HELO),
 		clientName: canonicalName(req.ClientName),
@@ -67,6 +71,8 @@ func (ev *evaluation) domainSkip() string {
 	switch {
 	case ev.sender.Null:
 		return "null sender <>: no domain to check"
+	case ev.sender.Unqualified:
+		return "the sender address has no domain; the MTA qualifies it with its own"
 	case ev.sender.Err != nil:
 		return "the sender domain is not a valid host name"
 	case ev.e.cfg.Policy.DomainAllowed(ev.sender.Domain):
@@ -105,8 +111,7 @@ type mxFacts struct {
 	implicit    bool         // no MX: the domain itself, via its A/AAAA
 	implicitErr error        // the A/AAAA lookup failed
 	nullMX      bool
-	hosts       []MX // targets to examine, most preferred first, capped
-	total       int  // targets before the cap
+	hosts       []MX // the targets, most preferred first (at most maxMXRecords)
 }
 
 func (ev *evaluation) mxSet(ctx context.Context) mxFacts {
@@ -119,7 +124,7 @@ func (ev *evaluation) mxSet(ctx context.Context) mxFacts {
 			a, aaaa := ev.lookupBoth(ctx, ev.sender.Domain)
 			if len(answerAddrs(a))+len(answerAddrs(aaaa)) > 0 {
 				f.implicit = true
-				f.hosts, f.total = []MX{{Host: ev.sender.Domain}}, 1
+				f.hosts = []MX{{Host: ev.sender.Domain}}
 			} else if a.err != nil {
 				f.implicitErr = a.err
 			} else if aaaa.err != nil {
@@ -133,10 +138,6 @@ func (ev *evaluation) mxSet(ctx context.Context) mxFacts {
 				continue
 			}
 			f.hosts = append(f.hosts, mx)
-		}
-		f.total = len(f.hosts)
-		if len(f.hosts) > ev.e.cfg.Probe.MaxHosts {
-			f.hosts = f.hosts[:ev.e.cfg.Probe.MaxHosts]
 		}
 		return f
 	})
@@ -246,12 +247,12 @@ func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) t
 	}
 	switch {
 	case len(t.addrs) > 0:
-	case len(t.excluded) > 0:
-		t.problem = fmt.Sprintf("%s resolves only to special-purpose addresses: %s", mx.Host, strings.Join(t.excluded, ", "))
-	case a.err != nil:
+	case a.err != nil: // the failed lookup might have given a usable address
 		t.temp = a.err
 	case aaaa.err != nil:
 		t.temp = aaaa.err
+	case len(t.excluded) > 0:
+		t.problem = fmt.Sprintf("%s resolves only to special-purpose addresses: %s", mx.Host, strings.Join(t.excluded, ", "))
 	case a.ans.Kind == NXDomain:
 		t.problem = fmt.Sprintf("%s does not exist (NXDOMAIN)", mx.Host)
 	default:
@@ -276,18 +277,37 @@ func (ev *evaluation) outbound(ip netip.Addr) bool {
 	return inPrefixes(ip, ev.e.cfg.OutboundIPs) || ev.identitySkip == "" && ip == ev.client
 }
 
-// probeResults probes, in parallel, the first probe.max_addrs_per_host usable
-// addresses of every usable target, and every usable address that is an
+// probedTargets are the targets probed: the probe.max_hosts most preferred
+// usable ones, as an MTA would try them.
+func (ev *evaluation) probedTargets(ctx context.Context) []target {
+	var ts []target
+	for _, t := range ev.mxTargets(ctx) {
+		if t.usable() && len(ts) < ev.e.cfg.Probe.MaxHosts {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// probeResults probes, in parallel, the first probe.max_addrs_per_host
+// addresses of each probed target, and every usable address that is an
 // outbound IP.
 func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]ProbeResult {
 	return ev.probes.get(func() map[netip.Addr]ProbeResult {
 		var todo []netip.Addr
 		seen := map[netip.Addr]bool{}
+		probed := map[string]bool{}
+		for _, t := range ev.probedTargets(ctx) {
+			probed[t.Host] = true
+		}
 		for _, t := range ev.mxTargets(ctx) {
 			if !t.usable() || t.allowed {
 				continue
 			}
 			for i, ip := range t.addrs {
+				if !probed[t.Host] && !ev.outbound(ip) {
+					continue
+				}
 				if (i < ev.e.cfg.Probe.MaxAddrsPerHost || ev.outbound(ip)) && !seen[ip] {
 					seen[ip] = true
 					todo = append(todo, ip)

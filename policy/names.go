@@ -16,21 +16,20 @@ type Sender struct {
 	Domain string
 	// Null marks the null reverse-path <> (bounces): no domain checks.
 	Null bool
+	// Unqualified marks an address without a domain ("<postmaster>"): the
+	// MTA qualifies it with its own domain, so there is nothing to check.
+	Unqualified bool
 	// Err says why the domain is not a valid host name.
 	Err error
 }
 
 // ParseSender parses a MAIL FROM argument such as "<user@example.com>",
-// "user@Example.COM.", "<@relay:user@example.com>" or "<>"; a string without
-// "@" is taken as a bare domain (that is how `mxguard check` names one).
+// "user@Example.COM.", "<@relay:user@example.com>", "<>" or "" (both the
+// null sender).
 func ParseSender(s string) Sender {
 	s = strings.TrimSpace(s)
 	if strings.HasPrefix(s, "<") {
-		s = strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">")
-		s = strings.TrimSpace(s)
-		if s == "" {
-			return Sender{Null: true}
-		}
+		s = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">"))
 	}
 	if strings.HasPrefix(s, "@") { // RFC 5321 §4.1.2 source route: ignore up to ':'
 		if i := strings.IndexByte(s, ':'); i >= 0 {
@@ -38,12 +37,21 @@ func ParseSender(s string) Sender {
 		}
 	}
 	if s == "" {
-		return Sender{Err: errors.New("empty address")}
+		return Sender{Null: true}
 	}
-	domain := s
-	if i := domainAt(s); i >= 0 {
-		domain = s[i+1:]
+	i := domainAt(s)
+	if i < 0 {
+		return Sender{Unqualified: true}
 	}
+	return parseDomain(s[i+1:])
+}
+
+// ParseDomain parses a bare domain, as `mxguard check` takes one.
+func ParseDomain(s string) Sender {
+	return parseDomain(strings.TrimSpace(s))
+}
+
+func parseDomain(domain string) Sender {
 	d, err := NormalizeDomain(domain)
 	if err != nil {
 		return Sender{Domain: domain, Err: err}

@@ -15,7 +15,6 @@ func TestParseSender(t *testing.T) {
 		{"<user@example.com>", "example.com", false, ""},
 		{"user@Example.COM.", "example.com", false, ""},
 		{" <USER@EXAMPLE.com> ", "example.com", false, ""},
-		{"example.com", "example.com", false, ""},
 		{"<>", "", true, ""},
 		{"< >", "", true, ""},
 		{"<@relay.example:user@example.com>", "example.com", false, ""},
@@ -29,7 +28,7 @@ func TestParseSender(t *testing.T) {
 		{"user@[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]", false, "address literal"},
 		{"user@192.0.2.1", "192.0.2.1", false, "bare IP"},
 		{"user@", "", false, "empty domain"},
-		{"", "", false, "empty address"},
+		{"", "", true, ""},
 		{"user@exa_mple.com", "exa_mple.com", false, "not a valid domain"},
 		{"user@-example.com", "-example.com", false, "not a valid domain"},
 		{"user@example..com", "example..com", false, "not a valid domain"},
@@ -45,6 +44,20 @@ func TestParseSender(t *testing.T) {
 			s.Err != nil && !strings.Contains(s.Err.Error(), c.err) {
 			t.Errorf("ParseSender(%q) = %+v, want domain %q null %v err %q", c.in, s, c.domain, c.null, c.err)
 		}
+	}
+}
+
+func TestUnqualifiedSenderAndBareDomain(t *testing.T) {
+	for _, in := range []string{"postmaster", "<postmaster>", `"a@b"`} {
+		if s := ParseSender(in); !s.Unqualified || s.Domain != "" || s.Err != nil {
+			t.Errorf("ParseSender(%q) = %+v, want unqualified", in, s)
+		}
+	}
+	if s := ParseDomain(" Example.COM. "); s.Domain != "example.com" || s.Err != nil {
+		t.Errorf("ParseDomain = %+v", s)
+	}
+	if s := ParseDomain("[192.0.2.1]"); s.Err == nil {
+		t.Errorf("ParseDomain accepted an address literal: %+v", s)
 	}
 }
 

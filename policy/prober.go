@@ -2,7 +2,6 @@ package policy
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -97,6 +96,12 @@ type ProbeConfig struct {
 	AllowNetworks []netip.Prefix
 	// Concurrency caps probes in flight across all evaluations.
 	Concurrency int
+	// MaxQueued caps the probes waiting for a slot, and QueueTimeout how
+	// long one waits: beyond either the probe is dropped (inconclusive), so
+	// that a flood of hostile domains with silent MX hosts cannot build an
+	// ever longer queue in front of real ones.
+	MaxQueued    int
+	QueueTimeout time.Duration
 	// MaxHosts caps the MX hosts examined per domain, MaxAddrsPerHost the
 	// addresses probed per host.
 	MaxHosts, MaxAddrsPerHost int
@@ -111,6 +116,7 @@ const (
 	maxGreetingBytes = 4096
 	maxGreetingLine  = 512
 	quitTimeout      = time.Second
+	quitFloor        = 50 * time.Millisecond
 )
 
 // SMTPProber connects to port probe.port, reads the greeting, says QUIT.
@@ -119,6 +125,7 @@ type SMTPProber struct {
 	slots    chan struct{}
 	egress   *egressTracker
 	observer Observer
+	waiting  atomic.Int64
 	inFlight atomic.Int64
 	peak     atomic.Int64
 }
@@ -136,13 +143,15 @@ func NewSMTPProber(cfg ProbeConfig) *SMTPProber {
 
 func (c ProbeConfig) withDefaults() ProbeConfig {
 	d := defaults.Probe
-	c.Port = cmp.Or(c.Port, d.Port)
-	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, d.ConnectTimeout)
-	c.GreetingTimeout = cmp.Or(c.GreetingTimeout, d.GreetingTimeout)
-	c.Concurrency = cmp.Or(c.Concurrency, d.Concurrency)
-	c.MaxHosts = cmp.Or(c.MaxHosts, d.MaxHosts)
-	c.MaxAddrsPerHost = cmp.Or(c.MaxAddrsPerHost, d.MaxAddrsPerHost)
-	c.BlockedAfter = cmp.Or(c.BlockedAfter, d.BlockedAfter)
+	c.Port = positive(c.Port, d.Port)
+	c.ConnectTimeout = positive(c.ConnectTimeout, d.ConnectTimeout)
+	c.GreetingTimeout = positive(c.GreetingTimeout, d.GreetingTimeout)
+	c.Concurrency = positive(c.Concurrency, d.Concurrency)
+	c.MaxQueued = positive(c.MaxQueued, d.MaxQueued)
+	c.QueueTimeout = positive(c.QueueTimeout, d.QueueTimeout)
+	c.MaxHosts = positive(c.MaxHosts, d.MaxHosts)
+	c.MaxAddrsPerHost = positive(c.MaxAddrsPerHost, d.MaxAddrsPerHost)
+	c.BlockedAfter = positive(c.BlockedAfter, d.BlockedAfter)
 	return c
 }
 
@@ -165,10 +174,8 @@ func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 		return ProbeResult{Outcome: OutcomeNotAllowed,
 			Detail: fmt.Sprintf("%s is %s; not probed (see probe.allow_networks)", ip, SpecialPurpose(ip))}
 	}
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "no probe slot before the deadline"}
+	if !p.acquire(ctx) {
+		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "no free probe slot (probe.concurrency); not probed"}
 	}
 	defer func() { <-p.slots }()
 	n := p.inFlight.Add(1)
@@ -183,6 +190,29 @@ func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	return r
 }
 
+// acquire takes a probe slot, waiting within MaxQueued and QueueTimeout.
+func (p *SMTPProber) acquire(ctx context.Context) bool {
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if p.waiting.Add(1) > int64(p.cfg.MaxQueued) {
+		p.waiting.Add(-1)
+		return false
+	}
+	defer p.waiting.Add(-1)
+	t := time.NewTimer(p.cfg.QueueTimeout)
+	defer t.Stop()
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
 func (p *SMTPProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
 	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, p.cfg.Port).String())
@@ -190,13 +220,17 @@ func (p *SMTPProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
 		return classifyDialError(err)
 	}
 	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	deadline := time.Now().Add(p.cfg.GreetingTimeout)
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) }) // after: it must win
 	defer stop()
-	conn.SetDeadline(time.Now().Add(p.cfg.GreetingTimeout))
 	br := bufio.NewReaderSize(io.LimitReader(conn, maxGreetingBytes), maxGreetingLine)
 	r := readGreeting(br)
-	if r.Outcome.SpeaksSMTP() {
-		conn.SetDeadline(time.Now().Add(quitTimeout))
+	if r.Outcome.SpeaksSMTP() && ctx.Err() == nil {
+		// QUIT within what is left of the greeting time (at least a moment
+		// to write it), so a probe stays within connect + greeting timeout.
+		left := min(time.Until(deadline), quitTimeout)
+		conn.SetDeadline(time.Now().Add(max(left, quitFloor)))
 		if _, err := io.WriteString(conn, "QUIT\r\n"); err == nil {
 			br.ReadSlice('\n') // the 221, so the server logs a clean QUIT
 		}

@@ -19,7 +19,7 @@ func testProber(t *testing.T, sb *smtptest.Sandbox) *SMTPProber {
 		ConnectTimeout:  300 * time.Millisecond,
 		GreetingTimeout: 500 * time.Millisecond,
 		AllowNetworks:   []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-		Concurrency:     4,
+		Concurrency:     32,
 		BlockedAfter:    3,
 	})
 }
@@ -153,6 +153,34 @@ func TestProbeConcurrencyCap(t *testing.T) {
 	wg.Wait()
 	if _, peak := p.InFlight(); srv.Connections() != 12 || peak != 3 {
 		t.Errorf("%d probes, %d at once; want 12 and 3", srv.Connections(), peak)
+	}
+}
+
+func TestProbeQueueIsBounded(t *testing.T) {
+	sb := newTestSandbox(t)
+	srv, err := sb.Serve("127.0.7.41", smtptest.Silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: 300 * time.Millisecond, Concurrency: 1,
+		MaxQueued: 2, QueueTimeout: 400 * time.Millisecond, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.41/32")}})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	outcomes := map[Outcome]int{}
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := p.Probe(context.Background(), netip.MustParseAddr("127.0.7.41"))
+			mu.Lock()
+			outcomes[r.Outcome]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// One probes, two queue (one gets the slot in time, one gives up), three find the queue full.
+	if outcomes[OutcomeGreetingTimeout] != 2 || outcomes[OutcomeAbandoned] != 4 || srv.Connections() != 2 {
+		t.Errorf("outcomes %v, %d connections", outcomes, srv.Connections())
 	}
 }
 

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,8 +57,9 @@ type Answer struct {
 	Addrs   []netip.Addr // A or AAAA answers
 	Names   []string     // PTR answers, lowercase, no trailing dot
 	// TTL is the smallest TTL of the records used, or for a negative answer
-	// the SOA minimum (RFC 2308); zero when the server gave none.
-	TTL time.Duration
+	// the SOA minimum (RFC 2308); TTLKnown is false when the server gave none.
+	TTL      time.Duration
+	TTLKnown bool
 }
 
 // Limits on what one answer may carry, so hostile zones cost bounded memory.
@@ -152,10 +152,10 @@ func NewDNSClient(cfg ResolverConfig) (*DNSClient, error) {
 
 func (c ResolverConfig) withDefaults() ResolverConfig {
 	d := defaults.Resolver
-	c.Timeout = cmp.Or(c.Timeout, d.Timeout)
-	c.Attempts = cmp.Or(c.Attempts, d.Attempts)
-	c.MaxCNAMEDepth = cmp.Or(c.MaxCNAMEDepth, d.MaxCNAMEDepth)
-	c.UDPSize = cmp.Or(c.UDPSize, d.UDPSize)
+	c.Timeout = positive(c.Timeout, d.Timeout)
+	c.Attempts = positive(c.Attempts, d.Attempts)
+	c.MaxCNAMEDepth = positive(c.MaxCNAMEDepth, d.MaxCNAMEDepth)
+	c.UDPSize = positive(c.UDPSize, d.UDPSize)
 	return c
 }
 
@@ -397,8 +397,8 @@ func mergeTTL(ans *Answer, ttl uint32, have bool) {
 		return
 	}
 	d := time.Duration(ttl) * time.Second
-	if ans.TTL == 0 || d < ans.TTL {
-		ans.TTL = d
+	if !ans.TTLKnown || d < ans.TTL {
+		ans.TTL, ans.TTLKnown = d, true
 	}
 }
 

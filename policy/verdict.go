@@ -116,7 +116,8 @@ func (p *Policy) Decide(domain string, client netip.Addr, results []Result) Deci
 				v, byTemp = Defer, true
 			}
 		}
-		if v > d.Verdict {
+		// On a tie a real finding beats a temperror: the reply should name it.
+		if v > d.Verdict || v == d.Verdict && v > Pass && d.ByTempError && !byTemp {
 			d.Verdict, d.Cause, d.ByTempError = v, i, byTemp
 		}
 	}

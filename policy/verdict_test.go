@@ -40,7 +40,7 @@ func TestDecide(t *testing.T) {
 		{"temperror deferred", func(p *Policy) { p.OnTempError = Defer }, map[CheckID]Status{MXRecords: StatusTempError}, Defer, MXRecords, true, true},
 		{"temperror never rejects", func(p *Policy) { p.OnTempError = Reject }, map[CheckID]Status{MXRecords: StatusTempError}, Pass, "", true, false},
 		{"a real defer beats a temperror defer", func(p *Policy) { p.OnTempError = Defer },
-			map[CheckID]Status{MXRecords: StatusTempError, ClientPTR: StatusFail, MXPort25: StatusFail}, Defer, MXRecords, true, true},
+			map[CheckID]Status{MXRecords: StatusTempError, ClientPTR: StatusFail, MXPort25: StatusFail}, Defer, MXPort25, true, false},
 		{"reject beats temperror defer", func(p *Policy) { p.OnTempError = Defer },
 			map[CheckID]Status{MXRecords: StatusTempError, DomainSyntax: StatusFail}, Reject, DomainSyntax, true, false},
 		{"allowed domain", func(p *Policy) { p.AllowDomains = []string{"example.com"} },

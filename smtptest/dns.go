@@ -22,7 +22,7 @@ type Zone struct {
 	mu      sync.RWMutex
 	records map[string][]dns.RR // by lowercase owner FQDN
 	exists  map[string]bool     // owners and their ancestors (empty non-terminals exist)
-	faults  map[string]Fault
+	faults  map[faultKey]Fault
 	// NegativeTTL is the SOA minimum sent with NXDOMAIN and NODATA answers.
 	negativeTTL uint32
 }
@@ -32,7 +32,7 @@ func NewZone() *Zone {
 	return &Zone{
 		records:     map[string][]dns.RR{},
 		exists:      map[string]bool{},
-		faults:      map[string]Fault{},
+		faults:      map[faultKey]Fault{},
 		negativeTTL: 60,
 	}
 }
@@ -151,14 +151,26 @@ var (
 // Delay answers correctly, but only after d.
 func Delay(d time.Duration) Fault { return Fault{kind: faultDelay, delay: d} }
 
-// SetFault gives name a fault; Fault{} clears it.
+type faultKey struct {
+	name  string
+	qtype uint16 // 0: every type
+}
+
+// SetFault gives every query for name a fault; Fault{} clears it.
 func (z *Zone) SetFault(name string, f Fault) *Zone {
+	return z.SetTypeFault(name, 0, f)
+}
+
+// SetTypeFault gives queries for one name and type (dns.TypeA...) a fault;
+// it takes precedence over the name's fault. Fault{} clears it.
+func (z *Zone) SetTypeFault(name string, qtype uint16, f Fault) *Zone {
 	z.mu.Lock()
 	defer z.mu.Unlock()
+	k := faultKey{fqdn(name), qtype}
 	if f.kind == faultNone {
-		delete(z.faults, fqdn(name))
+		delete(z.faults, k)
 	} else {
-		z.faults[fqdn(name)] = f
+		z.faults[k] = f
 	}
 	return z
 }
@@ -174,7 +186,10 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 	z.mu.RLock()
 	defer z.mu.RUnlock()
 	name := strings.ToLower(q.Name)
-	fault := z.faults[name]
+	fault, ok := z.faults[faultKey{name, q.Qtype}]
+	if !ok {
+		fault = z.faults[faultKey{name, 0}]
+	}
 	seen := map[string]bool{}
 	for !seen[name] {
 		seen[name] = true

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -87,27 +88,22 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stop()
 	base := policy.Request{ClientIP: client, HELO: o.helo}
 	out := newPrinter(stdout, o.jsonOut)
-	if o.file == "" {
-		worst := exitPass
-		for _, t := range targets {
-			req := base
-			req.Sender = t
-			worst = worse(worst, out.print(engine, engine.Evaluate(ctx, req)))
-		}
-		return worst
-	}
-	in := stdin
-	if o.file != "-" {
-		f, err := os.Open(o.file)
-		if err != nil {
-			return usageError(stderr, err)
-		}
-		defer f.Close()
-		in = f
-	}
+	var in io.Reader = strings.NewReader(strings.Join(targets, "\n"))
 	var progress io.Writer
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		progress = stderr
+	if o.file != "" {
+		if o.file != "-" {
+			f, err := os.Open(o.file)
+			if err != nil {
+				return usageError(stderr, err)
+			}
+			defer f.Close()
+			in = f
+		} else {
+			in = stdin
+		}
+		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			progress = stderr
+		}
 	}
 	code, err := runBatch(ctx, engine, base, in, out, o.concurrency, progress)
 	if err != nil {
@@ -127,6 +123,9 @@ func (o *checkOptions) engineConfig() (policy.Config, netip.Addr, error) {
 		}
 	}
 	cfg := c.Engine()
+	// An audit wants every answer: probes wait for a slot as long as it takes
+	// (--concurrency bounds the work instead).
+	cfg.Probe.MaxQueued, cfg.Probe.QueueTimeout = math.MaxInt32, 24*time.Hour
 	if len(o.resolvers) > 0 {
 		cfg.Resolver.Servers = o.resolvers
 	}
@@ -173,8 +172,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	return p.Masked(), err
 }
 
-// runBatch checks every line of in with up to n workers and prints the
-// reports in input order. A repeated domain is answered from the cache.
+// runBatch checks every line of in (blank lines and # comments aside) with up
+// to n workers and prints the reports in input order. A repeated domain is
+// answered from the cache.
 func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, in io.Reader, out *printer, n int, progress io.Writer) (int, error) {
 	type job struct {
 		req  policy.Request
@@ -203,8 +203,7 @@ func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, i
 			if line == "" || strings.HasPrefix(line, "#") {
 				continue
 			}
-			j := job{req: base, done: make(chan *policy.Report, 1)}
-			j.req.Sender = line
+			j := job{req: subject(base, line), done: make(chan *policy.Report, 1)}
 			select {
 			case queue <- j:
 			case <-ctx.Done():
@@ -241,6 +240,17 @@ func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, i
 		return worst, ctx.Err()
 	}
 	return worst, readErr
+}
+
+// subject fills in what a line names: an address (it has "@" or "<") is a
+// sender, anything else a bare domain.
+func subject(base policy.Request, s string) policy.Request {
+	if strings.ContainsAny(s, "@<") {
+		base.Sender = s
+	} else {
+		base.Domain = s
+	}
+	return base
 }
 
 // exitCode maps a report to the SPEC's exit status. Temporary errors alone

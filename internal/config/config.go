@@ -3,8 +3,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -77,6 +79,8 @@ type Probe struct {
 	ConnectTimeout  Duration `yaml:"connect_timeout"`
 	GreetingTimeout Duration `yaml:"greeting_timeout"`
 	Concurrency     int      `yaml:"concurrency"`
+	MaxQueued       int      `yaml:"max_queued"`
+	QueueTimeout    Duration `yaml:"queue_timeout"`
 	MaxHosts        int      `yaml:"max_hosts"`
 	MaxAddrsPerHost int      `yaml:"max_addrs_per_host"`
 	AllowNetworks   []Prefix `yaml:"allow_networks"`
@@ -91,6 +95,7 @@ type Cache struct {
 	MaxTTL          Duration `yaml:"max_ttl"`
 	NegativeTTL     Duration `yaml:"negative_ttl"`
 	NegativeMaxTTL  Duration `yaml:"negative_max_ttl"`
+	ErrorTTL        Duration `yaml:"error_ttl"`
 	ProbeAcceptTTL  Duration `yaml:"probe_accept_ttl"`
 	ProbeRefusedTTL Duration `yaml:"probe_refused_ttl"`
 	ProbeTimeoutTTL Duration `yaml:"probe_timeout_ttl"`
@@ -150,8 +155,17 @@ func parseOnto(c *Config, name string, data []byte) (*Config, error) {
 	c.Source = name
 	c.lines = map[string]int{}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := extra.Line
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		return nil, fmt.Errorf("%s:%d: a second YAML document; the configuration is one document", name, line)
 	}
 	if len(doc.Content) > 0 {
 		d := decoder{file: name, lines: c.lines}
@@ -216,6 +230,8 @@ func (c *Config) validate() error {
 	nonZero("probe.connect_timeout", c.Probe.ConnectTimeout)
 	nonZero("probe.greeting_timeout", c.Probe.GreetingTimeout)
 	positive("probe.concurrency", c.Probe.Concurrency)
+	positive("probe.max_queued", c.Probe.MaxQueued)
+	nonZero("probe.queue_timeout", c.Probe.QueueTimeout)
 	positive("probe.max_hosts", c.Probe.MaxHosts)
 	positive("probe.max_addrs_per_host", c.Probe.MaxAddrsPerHost)
 	positive("probe.blocked_after", c.Probe.BlockedAfter)
@@ -224,6 +240,7 @@ func (c *Config) validate() error {
 	for key, d := range map[string]Duration{
 		"cache.min_ttl": c.Cache.MinTTL, "cache.max_ttl": c.Cache.MaxTTL,
 		"cache.negative_ttl": c.Cache.NegativeTTL, "cache.negative_max_ttl": c.Cache.NegativeMaxTTL,
+		"cache.error_ttl":        c.Cache.ErrorTTL,
 		"cache.probe_accept_ttl": c.Cache.ProbeAcceptTTL, "cache.probe_refused_ttl": c.Cache.ProbeRefusedTTL,
 		"cache.probe_timeout_ttl": c.Cache.ProbeTimeoutTTL,
 	} {
@@ -283,6 +300,8 @@ func (c *Config) Engine() policy.Config {
 			GreetingTimeout: c.Probe.GreetingTimeout.D,
 			AllowNetworks:   prefixes(c.Probe.AllowNetworks),
 			Concurrency:     c.Probe.Concurrency,
+			MaxQueued:       c.Probe.MaxQueued,
+			QueueTimeout:    c.Probe.QueueTimeout.D,
 			MaxHosts:        c.Probe.MaxHosts,
 			MaxAddrsPerHost: c.Probe.MaxAddrsPerHost,
 			BlockedAfter:    c.Probe.BlockedAfter,
@@ -294,6 +313,7 @@ func (c *Config) Engine() policy.Config {
 			MaxTTL:          c.Cache.MaxTTL.D,
 			NegativeTTL:     c.Cache.NegativeTTL.D,
 			NegativeMaxTTL:  c.Cache.NegativeMaxTTL.D,
+			ErrorTTL:        c.Cache.ErrorTTL.D,
 			ProbeAcceptTTL:  c.Cache.ProbeAcceptTTL.D,
 			ProbeRefusedTTL: c.Cache.ProbeRefusedTTL.D,
 			ProbeTimeoutTTL: c.Cache.ProbeTimeoutTTL.D,

@@ -66,7 +66,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 }
 
 func TestOverlayKeepsDefaults(t *testing.T) {
-	c, err := Parse("t.yaml", []byte("policy:\n  actions:\n    mx.port25: flag\nprobe:\n  port: 2525\n  allow_networks: [127.0.0.0/8, 192.0.2.7]\n"))
+	c, err := Parse("t.yaml", []byte("policy:\n  actions:\n    mx.port25: flag\nprobe:\n  port: 2525\n  allow_networks: [127.0.0.0/8, 192.0.2.7, \"::ffff:10.0.0.0/104\"]\nresolver:\n  servers:\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestOverlayKeepsDefaults(t *testing.T) {
 	if e.Probe.Port != 2525 || e.Probe.GreetingTimeout != 12*time.Second {
 		t.Errorf("probe %+v", e.Probe)
 	}
-	if want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32")}; !reflect.DeepEqual(e.Probe.AllowNetworks, want) {
+	if want := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("10.0.0.0/8")}; !reflect.DeepEqual(e.Probe.AllowNetworks, want) {
 		t.Errorf("allow_networks %v", e.Probe.AllowNetworks)
 	}
 	if c.lines["probe.port"] != 5 {
@@ -110,6 +110,10 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice`},
 		{"probe: [1, 2]\n", `bad.yaml:1: probe: want a mapping`},
 		{"probe:\n  port: 25\n bad indent\n", `bad.yaml: `},
+		{"probe:\n  port: 2525\n---\nbogus: 1\n", `bad.yaml:3: a second YAML document`},
+		{"probe:\n  port:\n", `bad.yaml:2: probe.port: has no value`},
+		{"decision_timeout:\n", `bad.yaml:1: decision_timeout: has no value`},
+		{"probe:\n  allow_networks: [\"::ffff:0:0/80\"]\n", `mixes IPv4-mapped`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bad.yaml", []byte(c.yaml))

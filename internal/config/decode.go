@@ -26,7 +26,11 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) error {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	if v.Addr().Type().Implements(unmarshalerType) {
+	custom := v.Addr().Type().Implements(unmarshalerType)
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" && (custom || v.Kind() != reflect.Slice && v.Kind() != reflect.Struct) {
+		return d.errorf(n, path, "has no value") // an empty list or section is fine; an empty value is a mistake
+	}
+	if custom {
 		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
 			return d.wrap(n, path, err)
 		}

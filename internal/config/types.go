@@ -85,6 +85,12 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	if err != nil {
 		return errAt(n, "%q is not a network in CIDR notation", s)
 	}
+	if pfx.Addr().Is4In6() { // addresses are compared unmapped
+		if pfx.Bits() < 96 {
+			return errAt(n, "%q mixes IPv4-mapped and other IPv6 addresses", s)
+		}
+		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+	}
 	if pfx != pfx.Masked() {
 		return errAt(n, "%q has host bits set; did you mean %s?", s, pfx.Masked())
 	}

@@ -5,6 +5,7 @@
 package spectest
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -102,7 +103,15 @@ func Sandbox(t testing.TB) *smtptest.Sandbox {
 	for i := 0; i < 8; i++ {
 		z.MX("many.test", uint16(10+i), "mx.accept.test")
 	}
-	z.MX("many.test", 100, "mx.refused.test") // beyond probe.max_hosts: never examined
+	z.MX("many.test", 100, "mx.refused.test") // beyond probe.max_hosts: never probed
+	for i := 0; i < 5; i++ {                  // the five most preferred are broken; the sixth works
+		z.MX("capped.test", uint16(10+i), fmt.Sprintf("gone%d.capped.test", i))
+	}
+	z.MX("capped.test", 50, "mx.accept.test")
+	z.MX("sf-special.test", 10, "mx.sf-special.test").A("mx.sf-special.test", "fd00::25").
+		SetTypeFault("mx.sf-special.test", dns.TypeA, smtptest.ServFail)
+	z.MX("partial.test", 10, "mx.target-servfail.test").MX("partial.test", 20, "mx.refused.test")
+	z.MX("accept-and-silent.test", 10, "mx.accept.test").MX("accept-and-silent.test", 20, "mx.silent.test")
 
 	// Sending hosts.
 	z.PTR("127.0.3.1", "mail.good.test").A("mail.good.test", "127.0.3.1")
@@ -149,9 +158,15 @@ type Case struct {
 	Detail  string // a fragment the deciding (or first non-pass) check's detail contains
 }
 
-// Request is the engine request for the case.
+// Request is the engine request for the case: an address (with "@" or
+// "<") is a sender, anything else a bare domain, as `mxguard check` reads them.
 func (c Case) Request() policy.Request {
-	r := policy.Request{Sender: c.Sender, HELO: c.HELO, ClientName: c.ClientName}
+	r := policy.Request{HELO: c.HELO, ClientName: c.ClientName}
+	if strings.ContainsAny(c.Sender, "@<") {
+		r.Sender = c.Sender
+	} else {
+		r.Domain = c.Sender
+	}
 	if c.ClientIP != "" {
 		r.ClientIP = netip.MustParseAddr(c.ClientIP)
 	}
@@ -211,6 +226,11 @@ var Cases = []Case{
 	{"outbound IP accepts (dual role)", "a@dual.test", "127.0.3.1", "mail.good.test", "", "pass pass pass pass warn / " + goodHost, "flag", "", "dual role"},
 	{"outbound-only IP as MX", "a@outonly.test", "127.0.3.1", "mail.good.test", "", "pass pass pass warn fail / " + goodHost, "defer", "451 4.7.1", "outbound IP"},
 	{"MX cap", "a@many.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
+	{"usable MX beyond the probe cap", "a@capped.test", "127.0.3.1", "mail.good.test", "", "pass pass warn pass pass / " + goodHost, "flag", "", "5 of 6 MX targets unusable"},
+	{"A SERVFAIL beside special-purpose AAAA", "a@sf-special.test", "127.0.3.1", "mail.good.test", "", "pass pass temperror skip skip / " + goodHost, "pass", "", "SERVFAIL"},
+	{"refusal beside an unresolved target", "a@partial.test", "127.0.3.1", "mail.good.test", "", "pass pass pass temperror pass / " + goodHost, "pass", "", "did not resolve"},
+	{"timeouts beside a greeting", "a@accept-and-silent.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
+	{"unqualified sender", "<postmaster>", "127.0.3.1", "mail.good.test", "", "skip skip skip skip skip / " + goodHost, "pass", "", ""},
 
 	{"no client IP", "a@ok.test", "", "mail.good.test", "", domainPass + " / " + noIdentity, "pass", "", ""},
 	{"no HELO", "a@v4.test", "127.0.3.1", "", "", domainPass + " / skip pass pass skip", "pass", "", ""},
