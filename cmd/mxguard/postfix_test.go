@@ -1,0 +1,415 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/smtp"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// These tests run a real Postfix (Debian's package) on loopback with mxguard
+// as its milter, in front of the SPEC sandbox, relaying to a go-smtp sink.
+// CI installs Postfix (.ci/run); without it they fail under CI=true and are
+// skipped elsewhere.
+
+const postfixMainCf = `compatibility_level = 3.6
+queue_directory = {{LAB}}/spool
+data_directory = {{LAB}}/data
+myhostname = mta.lab.test
+mydomain = lab.test
+myorigin = $myhostname
+mydestination =
+local_transport = error:local delivery disabled
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{{SINK}}
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+smtpd_milters = inet:127.0.0.1:{{MILTER}}
+milter_protocol = 6
+milter_default_action = tempfail
+milter_connect_timeout = 5s
+milter_command_timeout = 15s
+milter_helo_macros = {client_addr} {client_name}
+milter_mail_macros = i {auth_type} {auth_authen} {mail_addr} {client_addr} {client_name} {daemon_name}
+milter_rcpt_macros = i {rcpt_addr}
+milter_end_of_data_macros = i {client_addr}
+milter_connect_macros = j {daemon_name} {client_addr} {client_name} {client_ptr}
+syslog_name = mxguard-test
+maillog_file = {{LAB}}/maillog
+maillog_file_prefixes = {{LAB}}
+biff = no
+`
+
+const postfixMasterCf = `127.0.0.1:{{SMTPD}} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000    0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`
+
+// requirePostfix fails under CI and skips elsewhere when Postfix cannot run.
+func requirePostfix(t *testing.T) {
+	t.Helper()
+	var why string
+	if _, err := exec.LookPath("postfix"); err != nil {
+		why = "postfix is not installed (apt-get install postfix)"
+	} else if os.Geteuid() != 0 {
+		why = "starting a Postfix instance needs root"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s; CI must provide it (.ci/run)", why)
+	}
+	t.Skip(why)
+}
+
+// postfixLab is a private Postfix instance.
+type postfixLab struct {
+	dir  string
+	smtp string // host:port of its smtpd
+}
+
+func startPostfix(t *testing.T, milterPort, sinkPort int) *postfixLab {
+	t.Helper()
+	requirePostfix(t)
+	dir, err := os.MkdirTemp("", "mxguard-postfix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755) // the postfix user walks into the queue below it
+	lab := &postfixLab{dir: dir, smtp: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
+	_, smtpdPort, _ := net.SplitHostPort(lab.smtp)
+	fill := strings.NewReplacer("{{LAB}}", dir, "{{SINK}}", fmt.Sprint(sinkPort),
+		"{{MILTER}}", fmt.Sprint(milterPort), "{{SMTPD}}", smtpdPort)
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	os.MkdirAll(filepath.Join(dir, "spool"), 0o755) // postfix check fills it in, with the right owners
+	writeFile(t, filepath.Join(etc, "main.cf"), fill.Replace(postfixMainCf))
+	writeFile(t, filepath.Join(etc, "master.cf"), fill.Replace(postfixMasterCf))
+	t.Cleanup(func() {
+		exec.Command("postfix", "-c", etc, "stop").Run()
+		if t.Failed() {
+			if log, err := os.ReadFile(filepath.Join(dir, "maillog")); err == nil {
+				t.Logf("Postfix log:\n%s", log)
+			}
+		}
+		os.RemoveAll(dir)
+	})
+	for _, args := range [][]string{{"-c", etc, "check"}, {"-c", etc, "start"}} {
+		if out, err := exec.Command("postfix", args...).CombinedOutput(); err != nil {
+			t.Fatalf("postfix %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", lab.smtp, time.Second)
+		if err == nil {
+			c.Close()
+			return lab
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix does not listen on %s: %v", lab.smtp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// held lists the queue IDs in the hold queue.
+func (l *postfixLab) held(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("postqueue", "-c", filepath.Join(l.dir, "etc"), "-j").Output()
+	if err != nil {
+		t.Fatalf("postqueue: %v", err)
+	}
+	var ids []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var e struct {
+			Queue string `json:"queue_name"`
+			ID    string `json:"queue_id"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Queue == "hold" {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
+}
+
+// mail is one message for the SMTP client.
+type mail struct {
+	from, subject string
+}
+
+// sendSession sends msgs over one SMTP connection from clientIP, greeting
+// with helo. It returns one error per message (nil: accepted).
+func sendSession(t *testing.T, addr, clientIP, helo string, msgs ...mail) []error {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}, Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	c, err := smtp.NewClient(conn, "mta.lab.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello(helo); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, len(msgs))
+	for i, m := range msgs {
+		errs[i] = sendOne(c, m)
+		if errs[i] != nil {
+			c.Reset()
+		}
+	}
+	c.Quit()
+	return errs
+}
+
+func sendOne(c *smtp.Client, m mail) error {
+	if err := c.Mail(m.from); err != nil {
+		return err
+	}
+	if err := c.Rcpt("user@remote.example"); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: <%s>\r\nTo: <user@remote.example>\r\nSubject: %s\r\nMessage-ID: <%s@lab.test>\r\n\r\nbody of %s\r\n",
+		m.from, m.subject, m.subject, m.subject)
+	return w.Close()
+}
+
+func replyCode(err error) int {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	return 0
+}
+
+// waitSink waits until the sink holds n messages.
+func waitSink(t *testing.T, sink *smtptest.SMTPServer, n int) []smtptest.Message {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for len(sink.Messages()) < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	msgs := sink.Messages()
+	if len(msgs) < n {
+		t.Fatalf("the sink got %d messages, want %d", len(msgs), n)
+	}
+	return msgs
+}
+
+func bySubject(msgs []smtptest.Message) map[string][]string {
+	m := map[string][]string{}
+	for _, msg := range msgs {
+		data := string(msg.Data)
+		i := strings.Index(data, "Subject: ")
+		if i < 0 {
+			continue
+		}
+		subject := strings.TrimSpace(strings.SplitN(data[i+len("Subject: "):], "\n", 2)[0])
+		m[subject] = append(m[subject], data)
+	}
+	return m
+}
+
+// mxguardForPostfix starts mxguard for the sandbox on a free port.
+func mxguardForPostfix(t *testing.T, sb *smtptest.Sandbox, extra string) (*daemonProc, int, string) {
+	t.Helper()
+	port := freeTCPPort(t)
+	cfg := filepath.Join(t.TempDir(), "mxguard.yaml")
+	writeFile(t, cfg, sandboxConfig(sb, fmt.Sprintf("inet:127.0.0.1:%d", port), freeTCPPort(t), extra))
+	return startDaemon(t, cfg, "tcp", fmt.Sprintf("127.0.0.1:%d", port)), port, cfg
+}
+
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	fmt.Sscan(p, &n)
+	return n
+}
+
+func TestPostfixEndToEnd(t *testing.T) {
+	requirePostfix(t)
+	sb := spectest.Sandbox(t)
+	sink, err := smtptest.StartSMTP("127.0.0.1:0", smtptest.Accept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	d, milterPort, _ := mxguardForPostfix(t, sb, "policy:\n  actions:\n    mx.targets: hold\n")
+	lab := startPostfix(t, milterPort, portOf(t, sink.Addr))
+
+	// One connection, several messages: the HELO name and client must hold
+	// for every message, refusals in between included.
+	errs := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test",
+		mail{"a@ok.test", "passing"},
+		mail{"a@some-refused.test", "flagged"},
+		mail{"a@refused.test", "deferred"},
+		mail{"a@[127.0.0.1]", "rejected"},
+		mail{"a@cname-mx.test", "held"},
+		mail{"b@ok.test", "passing-again"},
+	)
+	wantCodes := []int{0, 0, 451, 550, 0, 0}
+	for i, err := range errs {
+		if replyCode(err) != wantCodes[i] || (wantCodes[i] == 0) != (err == nil) {
+			t.Errorf("message %d: %v, want code %d", i, err, wantCodes[i])
+		}
+	}
+	if !strings.Contains(errs[2].Error(), "4.7.1 refused.test: mx.port25 fail") || !strings.Contains(errs[2].Error(), "Fix: ") {
+		t.Errorf("the deferral does not say what to fix: %v", errs[2])
+	}
+	errs = sendSession(t, lab.smtp, "127.0.3.1", "other.good.test",
+		mail{"a@ok.test", "helo-mismatch-1"}, mail{"a@ok.test", "helo-mismatch-2"})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("HELO mismatch message %d: %v", i, err)
+		}
+	}
+
+	got := bySubject(waitSink(t, sink, 5))
+	want := map[string]string{
+		"passing":         "X-MXGuard: pass; domain=ok.test; ip=127.0.3.1\r\n",
+		"flagged":         "X-MXGuard: flag; domain=some-refused.test; ip=127.0.3.1; mx.port25=warn\r\n",
+		"passing-again":   "X-MXGuard: pass; domain=ok.test; ip=127.0.3.1\r\n",
+		"helo-mismatch-1": "X-MXGuard: flag; domain=ok.test; ip=127.0.3.1; helo.matches-ptr=warn\r\n",
+		"helo-mismatch-2": "X-MXGuard: flag; domain=ok.test; ip=127.0.3.1; helo.matches-ptr=warn\r\n",
+	}
+	for subject, header := range want {
+		if len(got[subject]) != 1 {
+			t.Errorf("%s: delivered %d times", subject, len(got[subject]))
+			continue
+		}
+		data := got[subject][0]
+		if strings.Count(data, "X-MXGuard:") != 1 || !strings.Contains(data, header) {
+			t.Errorf("%s: header %q missing:\n%s", subject, header, data)
+		}
+		if !strings.HasSuffix(data, "\r\n\r\nbody of "+subject+"\r\n") || !strings.Contains(data, "Message-ID: <"+subject+"@lab.test>") {
+			t.Errorf("%s: the message was changed:\n%s", subject, data)
+		}
+	}
+	for _, subject := range []string{"deferred", "rejected", "held"} {
+		if len(got[subject]) != 0 {
+			t.Errorf("%s reached the sink", subject)
+		}
+	}
+	held := lab.held(t)
+	if len(held) != 1 {
+		t.Fatalf("hold queue: %v, want the one held message", held)
+	}
+	// One log line per decision, with Postfix's queue ID once it has one.
+	log := d.log.String()
+	for _, want := range []string{
+		"queue_id=" + held[0] + " verdict=hold subject=envelope domain=cname-mx.test",
+		"queue_id=NOQUEUE verdict=defer subject=envelope domain=refused.test",
+		"verdict=reject subject=envelope domain=[127.0.0.1]",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %q", want)
+		}
+	}
+	if n := strings.Count(log, "msg=decision"); n != 8 {
+		t.Errorf("%d decision lines for 8 messages:\n%s", n, log)
+	}
+}
+
+// Killing mxguard mid-stream loses nothing: Postfix answers 451 while it is
+// down (milter_default_action = tempfail), and the client sends again.
+func TestPostfixSurvivesMxguardKill(t *testing.T) {
+	requirePostfix(t)
+	sb := spectest.Sandbox(t)
+	sink, err := smtptest.StartSMTP("127.0.0.1:0", smtptest.Accept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	d, milterPort, cfg := mxguardForPostfix(t, sb, "")
+	lab := startPostfix(t, milterPort, portOf(t, sink.Addr))
+
+	const total = 30
+	var retry []mail
+	tempfailed := 0
+	for i := 0; i < total; i++ {
+		switch i {
+		case 10:
+			d.cmd.Process.Signal(syscall.SIGKILL)
+			<-d.done
+			d.done <- nil
+		case 20:
+			d = startDaemon(t, cfg, "tcp", fmt.Sprintf("127.0.0.1:%d", milterPort))
+		}
+		m := mail{"a@ok.test", fmt.Sprintf("stream-%02d", i)}
+		if err := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test", m)[0]; err != nil {
+			if replyCode(err) != 451 {
+				t.Fatalf("%s: %v, want a 451 while mxguard is down", m.subject, err)
+			}
+			tempfailed++
+			retry = append(retry, m)
+		}
+	}
+	if tempfailed < 10 {
+		t.Errorf("only %d messages were deferred while mxguard was down", tempfailed)
+	}
+	for _, m := range retry { // what a sending MTA does with a 451
+		if err := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test", m)[0]; err != nil {
+			t.Errorf("retry of %s: %v", m.subject, err)
+		}
+	}
+	got := bySubject(waitSink(t, sink, total))
+	for i := 0; i < total; i++ {
+		subject := fmt.Sprintf("stream-%02d", i)
+		if n := len(got[subject]); n != 1 {
+			t.Errorf("%s delivered %d times", subject, n)
+		} else if !strings.Contains(got[subject][0], "X-MXGuard: pass; domain=ok.test") {
+			t.Errorf("%s arrived without the header", subject)
+		}
+	}
+	t.Logf("sent %d, deferred while mxguard was down and delivered on retry %d, lost 0", total, tempfailed)
+}
