@@ -41,16 +41,6 @@ relayhost = [127.0.0.1]:{{SINK}}
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
-smtpd_milters = inet:127.0.0.1:{{MILTER}}
-milter_protocol = 6
-milter_default_action = tempfail
-milter_connect_timeout = 5s
-milter_command_timeout = 15s
-milter_helo_macros = {client_addr} {client_name}
-milter_mail_macros = i {auth_type} {auth_authen} {mail_addr} {client_addr} {client_name} {daemon_name}
-milter_rcpt_macros = i {rcpt_addr}
-milter_end_of_data_macros = i {client_addr}
-milter_connect_macros = j {daemon_name} {client_addr} {client_name} {client_ptr}
 syslog_name = mxguard-test
 maillog_file = {{LAB}}/maillog
 maillog_file_prefixes = {{LAB}}
@@ -80,6 +70,9 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
+
+// The milter settings are configs/postfix/main.cf, as operators use it.
+const postfixSnippet = "../../configs/postfix/main.cf"
 
 // requirePostfix fails under CI and skips elsewhere when Postfix cannot run.
 func requirePostfix(t *testing.T) {
@@ -115,12 +108,16 @@ func startPostfix(t *testing.T, milterPort, sinkPort int) *postfixLab {
 	os.Chmod(dir, 0o755) // the postfix user walks into the queue below it
 	lab := &postfixLab{dir: dir, smtp: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
 	_, smtpdPort, _ := net.SplitHostPort(lab.smtp)
-	fill := strings.NewReplacer("{{LAB}}", dir, "{{SINK}}", fmt.Sprint(sinkPort),
-		"{{MILTER}}", fmt.Sprint(milterPort), "{{SMTPD}}", smtpdPort)
+	fill := strings.NewReplacer("{{LAB}}", dir, "{{SINK}}", fmt.Sprint(sinkPort), "{{SMTPD}}", smtpdPort)
 	etc := filepath.Join(dir, "etc")
 	os.MkdirAll(etc, 0o755)
 	os.MkdirAll(filepath.Join(dir, "spool"), 0o755) // postfix check fills it in, with the right owners
-	writeFile(t, filepath.Join(etc, "main.cf"), fill.Replace(postfixMainCf))
+	snippet, err := os.ReadFile(postfixSnippet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	milterCf := strings.ReplaceAll(string(snippet), "inet:127.0.0.1:8891", fmt.Sprintf("inet:127.0.0.1:%d", milterPort))
+	writeFile(t, filepath.Join(etc, "main.cf"), fill.Replace(postfixMainCf)+milterCf)
 	writeFile(t, filepath.Join(etc, "master.cf"), fill.Replace(postfixMasterCf))
 	t.Cleanup(func() {
 		exec.Command("postfix", "-c", etc, "stop").Run()
