@@ -5,6 +5,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -35,10 +36,6 @@ type Config struct {
 	Engine          Evaluator
 	HeaderName      string
 	DecisionTimeout time.Duration
-	// HeaderFrom also checks the RFC5322.From domain. Changing it needs a
-	// restart: whether the MTA sends headers is agreed per connection.
-	HeaderFrom bool
-	ReplyAt    Stage
 }
 
 // Evaluator decides; *policy.Engine is the one mxguard uses.
@@ -55,8 +52,14 @@ type Recorder interface {
 	Decision(r *policy.Report, outcome string)
 }
 
-// Options are the settings fixed for the life of a Milter.
+// Options are the settings fixed for the life of a Milter. HeaderFrom and
+// ReplyAt decide which protocol steps the MTA sends and which it waits an
+// answer for; that is agreed when a connection opens, so they cannot change
+// on reload.
 type Options struct {
+	// HeaderFrom also checks the RFC5322.From domain.
+	HeaderFrom bool
+	ReplyAt    Stage
 	// MaxSessions caps concurrent MTA connections; more wait to be accepted.
 	MaxSessions int
 	// IdleTimeout drops a connection whose MTA sends nothing for this long.
@@ -67,12 +70,12 @@ type Options struct {
 
 // Milter serves the milter protocol.
 type Milter struct {
-	cfg         atomic.Pointer[Config]
-	opts        Options
-	log         *slog.Logger
-	rec         Recorder
-	slots       chan struct{}
-	evaluations sync.WaitGroup // background evaluations, for tests and shutdown
+	cfg   atomic.Pointer[Config]
+	opts  Options
+	proto gomilter.OptProtocol
+	log   *slog.Logger
+	rec   Recorder
+	slots chan struct{}
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -99,6 +102,7 @@ func New(cfg *Config, opts Options) *Milter {
 		slots: make(chan struct{}, opts.MaxSessions),
 		conns: map[*trackedConn]struct{}{},
 	}
+	m.proto = protocol(opts)
 	m.cfg.Store(cfg)
 	return m
 }
@@ -112,26 +116,32 @@ func (m *Milter) Reload(cfg *Config) { m.cfg.Store(cfg) }
 // the macros it wants.
 const actions = gomilter.OptAddHeader | gomilter.OptQuarantine | gomilter.OptSetSymList
 
-// protocol skips the steps mxguard does not use. go-milter has no handler
-// for SMFIC_UNKNOWN and would drop the connection, so unknown commands are
-// switched off too.
-func protocol(headerFrom bool) gomilter.OptProtocol {
-	p := gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData
-	if !headerFrom {
+// protocol asks the MTA to skip every step mxguard does not use, and to send
+// without waiting for an answer (SMFIP_NR_*) the steps it never refuses:
+// each is a round trip saved, on every message. The client comes from the
+// MAIL FROM macros, so the connect step is skipped too. go-milter has no
+// handler for SMFIC_UNKNOWN and would drop the connection: unknown commands
+// are switched off as well.
+func protocol(o Options) gomilter.OptProtocol {
+	p := gomilter.OptNoConnect | gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoHeloReply
+	if o.HeaderFrom {
+		p |= gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply
+	} else {
 		p |= gomilter.OptNoHeaders | gomilter.OptNoEOH
+	}
+	if o.ReplyAt == StageMail {
+		p |= gomilter.OptNoRcptTo // the answer is given at MAIL FROM: recipients do not matter
+	} else {
+		p |= gomilter.OptNoMailReply
 	}
 	return p
 }
 
 // symbols are the macros asked for per stage. Postfix sends nothing for a
-// stage not named, and resends the client at MAIL FROM (go-milter keeps
-// only the latest macro packet); "s" is Sendmail's HELO name.
+// stage not named; everything about the client comes with MAIL FROM (go-milter
+// keeps only the latest macro packet). "s" is Sendmail's HELO name.
 var symbols = map[gomilter.Stage][]string{
-	gomilter.StageConnect:  {"j", "{daemon_name}", "{client_addr}", "{client_name}"},
-	gomilter.StageHelo:     {"{client_addr}"},
-	gomilter.StageMailFrom: {"i", "{client_addr}", "{client_name}", "{auth_authen}", "{daemon_name}", "s"},
-	gomilter.StageRcptTo:   {"i"},
-	gomilter.StageEOH:      {"i"},
+	gomilter.StageMailFrom: {"i", "j", "{client_addr}", "{client_name}", "{auth_authen}", "{daemon_name}", "s"},
 	gomilter.StageEOM:      {"i"},
 }
 
@@ -140,7 +150,7 @@ func (m *Milter) Serve(ln net.Listener) error {
 	srv := &gomilter.Server{
 		NewMilter: func() gomilter.Milter { return &session{m: m} },
 		Actions:   actions,
-		Protocol:  protocol(m.config().HeaderFrom),
+		Protocol:  m.proto,
 		SymList:   symbols,
 	}
 	m.mu.Lock()
@@ -218,7 +228,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 		<-m.slots
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c, m: m}
+	tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
 	m.mu.Lock()
 	m.conns[tc] = struct{}{}
 	m.mu.Unlock()
@@ -229,16 +239,22 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 
 type trackedConn struct {
 	net.Conn
-	m    *Milter
-	once sync.Once
+	m        *Milter
+	in       *bufio.Reader // go-milter reads a packet in two small reads; one syscall serves several packets
+	deadline time.Time     // when the idle deadline was last moved
+	once     sync.Once
 }
 
-// Read refreshes the idle deadline: go-milter sets none.
+// Read serves go-milter from the buffer, and keeps the idle deadline (go-milter
+// sets none) moving while the MTA talks.
 func (c *trackedConn) Read(b []byte) (int, error) {
-	if t := c.m.opts.IdleTimeout; t > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(t))
+	if t := c.m.opts.IdleTimeout; t > 0 && c.in.Buffered() == 0 {
+		if now := time.Now(); now.Sub(c.deadline) > t/16 { // a timer reset per packet is waste
+			c.Conn.SetReadDeadline(now.Add(t))
+			c.deadline = now
+		}
 	}
-	return c.Conn.Read(b)
+	return c.in.Read(b)
 }
 
 func (c *trackedConn) Close() error {

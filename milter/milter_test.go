@@ -128,7 +128,7 @@ func TestVerdictsAndActions(t *testing.T) {
 }
 
 func TestReplyAtMailFrom(t *testing.T) {
-	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.ReplyAt = milter.StageMail })
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.ReplyAt = milter.StageMail })
 	r := h.play(t, goodConn(message("a@refused.test")))[0]
 	if r.Stage != "mail" || !strings.HasPrefix(r.Reply, "451 4.7.1 ") {
 		t.Errorf("%s %q", r.Stage, r.Reply)
@@ -211,7 +211,7 @@ func TestInternalErrorFailsOpen(t *testing.T) {
 }
 
 func TestHeaderFrom(t *testing.T) {
-	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.HeaderFrom = true })
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.HeaderFrom = true })
 	msg := message("a@ok.test")
 	msg.Headers[0][1] = `"Someone" <someone@refused.test>`
 	r := h.play(t, goodConn(msg))[0]

@@ -41,81 +41,62 @@ type message struct {
 	authUser   string
 	queueID    string
 	started    time.Time
-	deadline   time.Time
-	envelope   *pending // evaluation of the envelope sender
-	fromHeader string   // the RFC5322.From address, with checks.header_from
-	header     *pending // evaluation of its domain, if it differs
-	headerEnd  time.Time
-	replied    string // the reply given at MAIL or RCPT, if any
+	envelope   outcome // the envelope sender's
+	fromHeader string  // the RFC5322.From address, with checks.header_from
+	header     outcome // its domain's, when it differs
+	replied    string  // the reply given at MAIL or RCPT, if any
 }
 
-// pending is an evaluation running in the background.
-type pending struct {
-	done   chan struct{}
-	report *policy.Report
-	panic  any
+// outcome is one evaluation: a report, or why there is none to act on.
+type outcome struct {
+	report *policy.Report // may be partial (Incomplete) or nil after a panic
+	ok     bool           // complete: act on it; otherwise fail open
+	done   bool           // evaluated at all
 }
 
-func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pending {
-	p := &pending{done: make(chan struct{})}
-	s.m.evaluations.Add(1)
-	go func() {
-		defer s.m.evaluations.Done()
-		defer close(p.done)
-		defer func() {
-			if v := recover(); v != nil {
-				p.panic = v
-				s.m.log.Error("evaluation panicked; failing open", "panic", v, "stack", string(debug.Stack()))
-			}
-		}()
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
-		defer cancel()
-		p.report = cfg.Engine.Evaluate(ctx, req)
-	}()
-	return p
-}
-
-// wait returns the report, or nil when the evaluation failed or the
-// deadline passed first: the caller then fails open.
-func (p *pending) wait(deadline time.Time) *policy.Report {
-	t := time.NewTimer(time.Until(deadline) + 50*time.Millisecond) // Evaluate itself stops at the deadline
-	defer t.Stop()
-	select {
-	case <-p.done:
-		if p.panic != nil || p.report.Incomplete {
-			return nil
+// evaluate asks the engine, within the deadline. It runs in the session's
+// own goroutine: the MTA sends MAIL FROM without waiting for an answer, and
+// waits at RCPT TO anyway. A panic or the deadline makes the outcome not ok.
+func (s *session) evaluate(cfg *Config, req policy.Request, deadline time.Time) (o outcome) {
+	o.done = true
+	defer func() {
+		if v := recover(); v != nil {
+			s.m.log.Error("evaluation panicked; failing open", "panic", v, "stack", string(debug.Stack()))
+			o.ok = false
 		}
-		return p.report
-	case <-t.C:
-		return nil
-	}
+	}()
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	o.report = cfg.Engine.Evaluate(ctx, req)
+	o.ok = !o.report.Incomplete
+	return o
 }
 
-// partial is whatever the evaluation knew, for the fail-open header.
-func (p *pending) partial() *policy.Report {
-	select {
-	case <-p.done:
-		return p.report
-	default:
+// ok answers "continue", or nothing when the MTA was told not to wait for an
+// answer at this stage (an answer then would be read as the next one's).
+func (s *session) ok(noReply gomilter.OptProtocol) gomilter.Response {
+	if s.m.proto&noReply != 0 {
 		return nil
 	}
+	return gomilter.RespContinue
 }
 
+// Connect is skipped when negotiated (OptNoConnect); kept for MTAs that send it anyway.
 func (s *session) Connect(host string, family string, port uint16, addr net.IP, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "connect")
+	defer s.recoverTo(&resp, "connect", gomilter.OptNoConnReply)
 	if ip, ok := netip.AddrFromSlice(addr); ok && (family == "tcp4" || family == "tcp6") {
 		s.client = ip.Unmap()
 	}
 	s.clientName = host
 	s.takeMacros(m.Macros)
-	return gomilter.RespContinue, nil
+	return s.ok(gomilter.OptNoConnReply), nil
 }
 
 func (s *session) Helo(name string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "helo")
+	defer s.recoverTo(&resp, "helo", gomilter.OptNoHeloReply)
 	s.helo = name
 	s.takeMacros(m.Macros)
-	return gomilter.RespContinue, nil
+	return s.ok(gomilter.OptNoHeloReply), nil
 }
 
 // takeMacros copies the connection macros: go-milter replaces its macro map
@@ -149,7 +130,7 @@ func trimIPv6Tag(s string) string {
 }
 
 func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "mail")
+	defer s.recoverTo(&resp, "mail", gomilter.OptNoMailReply)
 	s.takeMacros(m.Macros)
 	cfg := s.m.config()
 	now := time.Now()
@@ -159,17 +140,16 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Res
 		authUser: m.Macros["{auth_authen}"],
 		queueID:  m.Macros["i"],
 		started:  now,
-		deadline: now.Add(cfg.DecisionTimeout),
 	}
 	if from == "" {
 		msg.sender = "<>" // go-milter strips the brackets of the null sender
 	}
 	s.msg = msg
-	msg.envelope = s.start(cfg, s.request(msg.sender, msg), msg.deadline)
-	if cfg.ReplyAt == StageMail {
+	msg.envelope = s.evaluate(cfg, s.request(msg.sender, msg), now.Add(cfg.DecisionTimeout))
+	if s.m.opts.ReplyAt == StageMail {
 		return s.envelopeReply(), nil
 	}
-	return gomilter.RespContinue, nil
+	return s.ok(gomilter.OptNoMailReply), nil
 }
 
 func (s *session) request(sender string, msg *message) policy.Request {
@@ -177,7 +157,7 @@ func (s *session) request(sender string, msg *message) policy.Request {
 }
 
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "rcpt")
+	defer s.recoverTo(&resp, "rcpt", gomilter.OptNoRcptReply)
 	if s.msg == nil {
 		return gomilter.RespContinue, nil
 	}
@@ -191,10 +171,10 @@ func (s *session) envelopeReply() gomilter.Response {
 	if msg.replied != "" {
 		return replyCode(msg.replied)
 	}
-	r := msg.envelope.wait(msg.deadline)
-	if r == nil {
+	if !msg.envelope.ok {
 		return gomilter.RespContinue // fail open; the header says temperror
 	}
+	r := msg.envelope.report
 	reply, ok := r.Reply()
 	if !ok {
 		return gomilter.RespContinue
@@ -210,11 +190,11 @@ func replyCode(reply string) gomilter.Response {
 }
 
 func (s *session) Header(name, value string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "header")
-	if s.msg != nil && s.msg.cfg.HeaderFrom && s.msg.fromHeader == "" && strings.EqualFold(name, "From") {
+	defer s.recoverTo(&resp, "header", gomilter.OptNoHeaderReply)
+	if s.msg != nil && s.m.opts.HeaderFrom && s.msg.fromHeader == "" && strings.EqualFold(name, "From") {
 		s.msg.fromHeader = headerFromAddress(value)
 	}
-	return gomilter.RespContinue, nil
+	return s.ok(gomilter.OptNoHeaderReply), nil
 }
 
 // headerFromAddress extracts the first address of a From header field, or
@@ -227,26 +207,26 @@ func headerFromAddress(value string) string {
 }
 
 func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "eoh")
+	defer s.recoverTo(&resp, "eoh", gomilter.OptNoEOHReply)
 	msg := s.msg
-	if msg == nil || !msg.cfg.HeaderFrom || msg.fromHeader == "" {
-		return gomilter.RespContinue, nil
+	if msg == nil || msg.fromHeader == "" {
+		return s.ok(gomilter.OptNoEOHReply), nil
 	}
 	if policy.ParseSender(msg.fromHeader).Domain != policy.ParseSender(msg.sender).Domain {
-		msg.headerEnd = time.Now().Add(msg.cfg.DecisionTimeout)
-		msg.header = s.start(msg.cfg, s.request(msg.fromHeader, msg), msg.headerEnd)
+		msg.header = s.evaluate(msg.cfg, s.request(msg.fromHeader, msg), time.Now().Add(msg.cfg.DecisionTimeout))
 	}
-	return gomilter.RespContinue, nil
+	return s.ok(gomilter.OptNoEOHReply), nil
 }
 
+// BodyChunk is skipped (OptNoBody); kept for MTAs that send it anyway.
 func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
-	return gomilter.RespContinue, nil
+	return s.ok(gomilter.OptNoBodyReply), nil
 }
 
 // Body is the end of the message: add the header, quarantine on hold, or
 // refuse the message when the From domain's verdict says so.
 func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "eom")
+	defer s.recoverTo(&resp, "eom", 0)
 	msg := s.msg
 	if msg == nil {
 		return gomilter.RespContinue, nil
@@ -256,20 +236,18 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		msg.queueID = id
 	}
 	name := msg.cfg.HeaderName
-	env := msg.envelope.wait(msg.deadline)
-	if env == nil {
-		s.failOpen(m, msg, msg.envelope, "envelope", msg.sender)
+	if !msg.envelope.ok {
+		s.failOpen(m, msg, msg.envelope.report, "envelope", msg.sender)
 		return gomilter.RespContinue, nil
 	}
-	final, subject := env, "envelope"
-	if msg.header != nil {
-		hdr := msg.header.wait(msg.headerEnd)
-		if hdr == nil {
-			s.failOpen(m, msg, msg.header, "header-from", msg.fromHeader)
+	final, subject := msg.envelope.report, "envelope"
+	if msg.header.done {
+		if !msg.header.ok {
+			s.failOpen(m, msg, msg.header.report, "header-from", msg.fromHeader)
 			return gomilter.RespContinue, nil
 		}
-		if hdr.Verdict() > env.Verdict() {
-			final, subject = hdr, "header-from"
+		if msg.header.report.Verdict() > final.Verdict() {
+			final, subject = msg.header.report, "header-from"
 		}
 	}
 	verdict := final.Verdict()
@@ -290,8 +268,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 
 // failOpen accepts the message with a temperror header: mxguard never
 // refuses mail because of its own trouble.
-func (s *session) failOpen(m *gomilter.Modifier, msg *message, p *pending, subject, sender string) {
-	r := p.partial()
+func (s *session) failOpen(m *gomilter.Modifier, msg *message, r *policy.Report, subject, sender string) {
 	if r == nil {
 		r = &policy.Report{Domain: policy.ParseSender(sender).Domain, ClientIP: s.client, Elapsed: time.Since(msg.started)}
 	}
@@ -311,12 +288,12 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 	return nil
 }
 
-// recoverTo turns a panic in a callback into "continue": the session goes
-// on and the message is accepted (fail open).
-func (s *session) recoverTo(resp *gomilter.Response, stage string) {
+// recoverTo turns a panic in a callback into "continue" (or no answer where
+// none is expected): the session goes on and the message is accepted.
+func (s *session) recoverTo(resp *gomilter.Response, stage string, noReply gomilter.OptProtocol) {
 	if v := recover(); v != nil {
 		s.m.log.Error("milter callback panicked; failing open", "stage", stage, "panic", v, "stack", string(debug.Stack()))
-		*resp = gomilter.RespContinue
+		*resp = s.ok(noReply)
 	}
 }
 

@@ -63,6 +63,12 @@ func (c *ttlLRU[K, V]) get(k K) (V, bool) {
 	return e.value, true
 }
 
+// has reports whether k is cached and fresh, without touching its recency.
+func (c *ttlLRU[K, V]) has(k K) bool {
+	e, ok := c.lru.Peek(k)
+	return ok && c.now().Before(e.expires)
+}
+
 func (c *ttlLRU[K, V]) add(k K, v V, ttl time.Duration) {
 	if ttl > 0 {
 		c.lru.Add(k, expiring[V]{v, c.now().Add(ttl)})
@@ -130,6 +136,11 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 	}
 }
 
+// cached reports whether a lookup would be answered from the cache.
+func (c *cachedResolver) cached(name string, qtype uint16) bool {
+	return c.lru.has(dnsKey{canonicalName(name), qtype})
+}
+
 func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
 	switch {
 	case a.Kind == Found:
@@ -175,6 +186,9 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "decision deadline reached before the probe finished"}
 	}
 }
+
+// cached reports whether a probe would be answered from the cache.
+func (c *cachedProber) cached(ip netip.Addr) bool { return c.lru.has(ip) }
 
 func (c *cachedProber) ttlFor(o Outcome) time.Duration {
 	switch o {

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -213,6 +213,11 @@ func (e *Engine) ProbeCacheStats() CacheStats {
 	return CacheStats{e.prober.counter.hits.Load(), e.prober.counter.misses.Load(), e.prober.lru.lru.Len()}
 }
 
+// outliving returns a context that keeps going after ctx ends, for up to budget.
+func outliving(ctx context.Context, budget time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), budget)
+}
+
 // ProbesInFlight is the number of probes connected or connecting now, and
 // the most there have been at once.
 func (e *Engine) ProbesInFlight() (now, peak int) { return e.raw.InFlight() }
@@ -220,27 +225,33 @@ func (e *Engine) ProbesInFlight() (now, peak int) { return e.raw.InFlight() }
 // Evaluate runs every check for req. When ctx ends first, the checks not yet
 // done report temperror; their lookups and probes go on in the background,
 // within the engine's budget, and land in the cache.
+//
+// The domain checks and the sending-host checks run as two chains side by
+// side; within a chain each check builds on the facts of the one before,
+// and the facts fan out in parallel only where they miss the cache.
 func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	began := time.Now()
 	ev := newEvaluation(e, req)
 	results := make([]Result, len(checks))
 	done := make(chan int, len(checks))
-	got := make([]Result, len(checks)) // written by each check's goroutine before it signals
-	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.budget)
-	var running sync.WaitGroup
-	running.Add(len(checks))
-	for i, c := range checks {
+	got := make([]Result, len(checks)) // written by a chain before it signals
+	work, cancel := outliving(ctx, e.budget) // the last chain to finish cancels it
+	var chains atomic.Int32
+	chains.Store(2)
+	for _, aboutDomain := range []bool{true, false} {
 		go func() {
-			defer running.Done()
-			got[i] = c.run(work, ev)
-			got[i].ID = c.id
-			done <- i
+			for i, c := range checks {
+				if c.aboutDomain == aboutDomain {
+					got[i] = c.run(work, ev)
+					got[i].ID = c.id
+					done <- i
+				}
+			}
+			if chains.Add(-1) == 0 {
+				cancel()
+			}
 		}()
 	}
-	go func() {
-		running.Wait()
-		cancel()
-	}()
 	finished := make([]bool, len(checks))
 	take := func(i int) { results[i], finished[i] = got[i], true }
 wait:

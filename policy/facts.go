@@ -92,16 +92,38 @@ func (ev *evaluation) lookup(ctx context.Context, name string, qtype uint16) loo
 	return lookupResult{a, err}
 }
 
-// lookupBoth asks for A and AAAA of name at the same time.
-func (ev *evaluation) lookupBoth(ctx context.Context, name string) (a, aaaa lookupResult) {
+// fanOut runs fn(0..n-1): in parallel when it has to wait for the network,
+// one after the other when everything it needs is cached (warm), where
+// goroutines would only cost scheduling.
+func fanOut(n int, warm bool, fn func(i int)) {
+	if warm || n <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		aaaa = ev.lookup(ctx, name, dns.TypeAAAA)
-	}()
-	a = ev.lookup(ctx, name, dns.TypeA)
+	for i := range n {
+		wg.Go(func() { fn(i) })
+	}
 	wg.Wait()
+}
+
+// addressesCached reports whether both address lookups of name are cached.
+func (ev *evaluation) addressesCached(name string) bool {
+	r := ev.e.resolver
+	return r.cached(name, dns.TypeA) && r.cached(name, dns.TypeAAAA)
+}
+
+// lookupBoth asks for A and AAAA of name, at the same time on a cache miss.
+func (ev *evaluation) lookupBoth(ctx context.Context, name string) (a, aaaa lookupResult) {
+	fanOut(2, ev.addressesCached(name), func(i int) {
+		if i == 0 {
+			a = ev.lookup(ctx, name, dns.TypeA)
+		} else {
+			aaaa = ev.lookup(ctx, name, dns.TypeAAAA)
+		}
+	})
 	return a, aaaa
 }
 
@@ -199,16 +221,12 @@ func (ev *evaluation) mxTargets(ctx context.Context) []target {
 		if f.unusableReason() != "" {
 			return nil
 		}
-		ts := make([]target, len(f.hosts))
-		var wg sync.WaitGroup
-		for i, mx := range f.hosts {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ts[i] = ev.resolveTarget(ctx, mx, f.implicit)
-			}()
+		warm := true
+		for _, mx := range f.hosts {
+			warm = warm && ev.addressesCached(mx.Host)
 		}
-		wg.Wait()
+		ts := make([]target, len(f.hosts))
+		fanOut(len(ts), warm, func(i int) { ts[i] = ev.resolveTarget(ctx, f.hosts[i], f.implicit) })
 		return ts
 	})
 }
@@ -314,16 +332,12 @@ func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]ProbeResu
 				}
 			}
 		}
-		results := make([]ProbeResult, len(todo))
-		var wg sync.WaitGroup
-		for i, ip := range todo {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = ev.e.prober.Probe(ctx, ip)
-			}()
+		warm := true
+		for _, ip := range todo {
+			warm = warm && ev.e.prober.cached(ip)
 		}
-		wg.Wait()
+		results := make([]ProbeResult, len(todo))
+		fanOut(len(todo), warm, func(i int) { results[i] = ev.e.prober.Probe(ctx, todo[i]) })
 		m := make(map[netip.Addr]ProbeResult, len(todo))
 		for i, ip := range todo {
 			m[ip] = results[i]
@@ -361,16 +375,12 @@ func (ev *evaluation) forwardConfirmed(ctx context.Context) fcrdnsFacts {
 		if ev.client.Is6() {
 			qtype = dns.TypeAAAA
 		}
-		results := make([]lookupResult, len(f.tried))
-		var wg sync.WaitGroup
-		for i, name := range f.tried {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				results[i] = ev.lookup(ctx, name, qtype)
-			}()
+		warm := true
+		for _, name := range f.tried {
+			warm = warm && ev.e.resolver.cached(name, qtype)
 		}
-		wg.Wait()
+		results := make([]lookupResult, len(f.tried))
+		fanOut(len(f.tried), warm, func(i int) { results[i] = ev.lookup(ctx, f.tried[i], qtype) })
 		for i, r := range results {
 			if r.err != nil {
 				f.temp = errors.Join(f.temp, r.err)

@@ -25,6 +25,7 @@ type Sandbox struct {
 
 	mu      sync.Mutex
 	servers []*SMTPServer
+	conns   connStats
 }
 
 // NewSandbox starts a DNS server for an empty zone and picks an SMTP port.
@@ -61,7 +62,7 @@ func (s *Sandbox) Serve(ip string, b Behavior) (*SMTPServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtptest: %w", err)
 	}
-	srv, err := StartSMTP(netip.AddrPortFrom(addr, s.Port).String(), b)
+	srv, err := startSMTP(netip.AddrPortFrom(addr, s.Port).String(), b, &s.conns)
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +71,13 @@ func (s *Sandbox) Serve(ip string, b Behavior) (*SMTPServer, error) {
 	s.mu.Unlock()
 	return srv, nil
 }
+
+// Connections is the number of connections the sandbox's SMTP servers accepted.
+func (s *Sandbox) Connections() int { return int(s.conns.total.Load()) }
+
+// PeakConnections is the most connections open at once across all the
+// sandbox's SMTP servers: what a cap on concurrent probes must keep low.
+func (s *Sandbox) PeakConnections() int { return int(s.conns.peak.Load()) }
 
 // Closed makes sure nothing listens on ip at the sandbox port, so that
 // connections there are refused. It fails if something does.

@@ -82,9 +82,8 @@ type SMTPServer struct {
 	listener net.Listener
 	smtp     *smtp.Server
 	fd       int // the blackhole socket
-	conns    atomic.Int64
-	active   atomic.Int64
-	peak     atomic.Int64
+	conns    connStats
+	shared   *connStats // the sandbox's, when started by one
 	quits    atomic.Int64
 	wg       sync.WaitGroup
 	closed   chan struct{}
@@ -98,7 +97,11 @@ type SMTPServer struct {
 // StartSMTP starts a server with behavior b on addr ("127.0.0.5:2525").
 // 127.0.0.0/8 is all local on Linux, so each server can have its own address.
 func StartSMTP(addr string, b Behavior) (*SMTPServer, error) {
-	s := &SMTPServer{Addr: addr, fd: -1, closed: make(chan struct{}), open: map[net.Conn]struct{}{}}
+	return startSMTP(addr, b, nil)
+}
+
+func startSMTP(addr string, b Behavior, shared *connStats) (*SMTPServer, error) {
+	s := &SMTPServer{Addr: addr, fd: -1, closed: make(chan struct{}), open: map[net.Conn]struct{}{}, shared: shared}
 	if b.kind == behaviorBlackhole {
 		return s, s.startBlackhole(addr)
 	}
@@ -178,6 +181,9 @@ func (s *SMTPServer) serveRaw(b Behavior) {
 				}
 				if strings.Contains(strings.ToUpper(string(buf[:n])), "QUIT") {
 					s.quits.Add(1)
+					// Over before the client can know it: it may connect
+					// again at once, and PeakConnections must not count both.
+					c.(*countedConn).finish()
 					io.WriteString(c, "221 2.0.0 Bye\r\n")
 					return
 				}
@@ -239,10 +245,10 @@ func (s *SMTPServer) sleep(d time.Duration) bool {
 
 // Connections is the number of TCP connections accepted so far (always 0
 // for a blackhole).
-func (s *SMTPServer) Connections() int { return int(s.conns.Load()) }
+func (s *SMTPServer) Connections() int { return int(s.conns.total.Load()) }
 
 // PeakConnections is the most connections that were open at once.
-func (s *SMTPServer) PeakConnections() int { return int(s.peak.Load()) }
+func (s *SMTPServer) PeakConnections() int { return int(s.conns.peak.Load()) }
 
 // Quits is the number of QUIT commands a hand-written greeting server got
 // (Greet554, NotSMTP, SlowGreeting, Banner, Drip).
@@ -296,23 +302,47 @@ func (l countingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.s.conns.Add(1)
-	n := l.s.active.Add(1)
-	for p := l.s.peak.Load(); n > p && !l.s.peak.CompareAndSwap(p, n); p = l.s.peak.Load() {
+	l.s.conns.opened()
+	if l.s.shared != nil {
+		l.s.shared.opened()
 	}
-	return &countedConn{Conn: c, active: &l.s.active}, nil
+	return &countedConn{Conn: c, s: l.s}, nil
 }
 
 type countedConn struct {
 	net.Conn
-	active *atomic.Int64
-	once   sync.Once
+	s    *SMTPServer
+	once sync.Once
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(func() { c.active.Add(-1) })
+	c.finish()
 	return c.Conn.Close()
 }
+
+// finish counts the connection as closed.
+func (c *countedConn) finish() {
+	c.once.Do(func() {
+		c.s.conns.closed()
+		if c.s.shared != nil {
+			c.s.shared.closed()
+		}
+	})
+}
+
+// connStats counts connections: all of them, open now, most open at once.
+type connStats struct {
+	total, active, peak atomic.Int64
+}
+
+func (c *connStats) opened() {
+	c.total.Add(1)
+	n := c.active.Add(1)
+	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+	}
+}
+
+func (c *connStats) closed() { c.active.Add(-1) }
 
 // session keeps each message for Messages.
 type session struct {

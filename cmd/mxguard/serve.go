@@ -99,7 +99,13 @@ func (d *daemon) run() error {
 		return err
 	}
 	d.engine.Store(engine)
+	replyAt := milter.StageRcpt
+	if d.cfg.Milter.ReplyAt == "mail" {
+		replyAt = milter.StageMail
+	}
 	d.milter = milter.New(d.milterConfig(d.cfg, engine), milter.Options{
+		HeaderFrom:  d.cfg.Checks.HeaderFrom,
+		ReplyAt:     replyAt,
 		MaxSessions: d.cfg.Milter.MaxSessions,
 		IdleTimeout: d.cfg.Milter.IdleTimeout.D,
 		Log:         d.log,
@@ -160,17 +166,7 @@ func (d *daemon) newEngine(c *config.Config, prev *policy.Engine) (*policy.Engin
 }
 
 func (d *daemon) milterConfig(c *config.Config, engine *policy.Engine) *milter.Config {
-	replyAt := milter.StageRcpt
-	if c.Milter.ReplyAt == "mail" {
-		replyAt = milter.StageMail
-	}
-	return &milter.Config{
-		Engine:          engine,
-		HeaderName:      c.Header.Name,
-		DecisionTimeout: c.DecisionTimeout.D,
-		HeaderFrom:      c.Checks.HeaderFrom,
-		ReplyAt:         replyAt,
-	}
+	return &milter.Config{Engine: engine, HeaderName: c.Header.Name, DecisionTimeout: c.DecisionTimeout.D}
 }
 
 // reload applies the configuration file again; a file that does not load
@@ -204,6 +200,7 @@ func (d *daemon) warnRestartOnly(next *config.Config) {
 		"milter.idle_timeout": old.Milter.IdleTimeout != next.Milter.IdleTimeout,
 		"metrics.listen":      old.Metrics.Listen != next.Metrics.Listen,
 		"checks.header_from":  old.Checks.HeaderFrom != next.Checks.HeaderFrom,
+		"milter.reply_at":     old.Milter.ReplyAt != next.Milter.ReplyAt,
 		"log.format":          old.Log.Format != next.Log.Format,
 	} {
 		if changed {

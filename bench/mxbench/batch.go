@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// runBatch: `mxguard check --file` over many sandbox domains, as a hosting
+// provider audits its customers: domains per second, and the cap on
+// concurrent probes holding, counted at the sandbox.
+func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
+	domains := fs.Int("domains", 10000, "domains in the audit file")
+	concurrency := fs.Int("concurrency", 256, "mxguard check --concurrency")
+	probeCap := fs.Int("probe-concurrency", 64, "probe.concurrency")
+	hosts := fs.Int("mx-hosts", 500, "distinct MX addresses (slow-greeting servers) the domains share")
+	fs.Parse(args)
+
+	dir, err := os.MkdirTemp("", "mxbench-batch-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "mxguard")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/mxguard").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building mxguard (run from the repository root): %v: %s", err, out)
+	}
+	sb, err := smtptest.NewSandbox()
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	for h := 0; h < *hosts; h++ {
+		// A greeting that takes a while keeps probes overlapping: the cap has work to do.
+		if _, err := sb.Serve(fmt.Sprintf("127.0.%d.%d", 50+h/250, 1+h%250), smtptest.SlowGreeting(50*time.Millisecond)); err != nil {
+			return nil, err
+		}
+	}
+	var list bytes.Buffer
+	for i := 0; i < *domains; i++ {
+		d := fmt.Sprintf("d%d.batch.test", i)
+		h := i % *hosts
+		sb.Zone.MX(d, 10, "mx."+d).A("mx."+d, fmt.Sprintf("127.0.%d.%d", 50+h/250, 1+h%250))
+		fmt.Fprintln(&list, "postmaster@"+d)
+	}
+	listFile, cfgFile := filepath.Join(dir, "domains.txt"), filepath.Join(dir, "mxguard.yaml")
+	os.WriteFile(listFile, list.Bytes(), 0o644)
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf("probe:\n  concurrency: %d\n  connect_timeout: 2s\n  greeting_timeout: 5s\n", *probeCap)), 0o644)
+
+	cmd := exec.Command(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
+		"--probe-port", fmt.Sprint(sb.Port), "--allow-net", "127.0.0.0/8",
+		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile)
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+	began := time.Now()
+	err = cmd.Run()
+	took := time.Since(began)
+	if exit, ok := err.(*exec.ExitError); err != nil && !(ok && exit.ExitCode() < 64) {
+		return nil, fmt.Errorf("mxguard check: %v", err)
+	}
+	lines, passed := 0, 0
+	sc := bufio.NewScanner(&stdout)
+	for sc.Scan() {
+		var r struct{ Verdict string }
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			lines++
+			if r.Verdict == "pass" {
+				passed++
+			}
+		}
+	}
+	peak := sb.PeakConnections()
+	return []row{
+		{"batch", fmt.Sprintf("mxguard check --file, %d domains, --concurrency %d", *domains, *concurrency),
+			fmt.Sprintf("%.0f domains/s (%v; %d reports, %d pass)", float64(*domains)/took.Seconds(), took.Round(time.Millisecond), lines, passed),
+			strings.TrimSpace(verdict(lines == *domains && passed == *domains))},
+		{"batch", fmt.Sprintf("probes at once, counted at the sandbox (%d probes)", sb.Connections()),
+			fmt.Sprintf("peak %d", peak), fmt.Sprintf("≤ probe.concurrency %d %s", *probeCap, verdict(peak <= *probeCap))},
+	}, nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// runCold: a domain with 5 MX hosts of which 4 never greet. Probing in
+// parallel, a decision takes about one greeting timeout, not five; and
+// decision_timeout bounds it.
+func runCold(fs *flag.FlagSet, args []string) ([]row, error) {
+	greeting := fs.Duration("greeting-timeout", 2*time.Second, "probe.greeting_timeout")
+	rounds := fs.Int("rounds", 3, "cold decisions measured (a fresh cache each)")
+	fs.Parse(args)
+	sb, err := newBenchSandbox()
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	// Each round gets its own domain and addresses: nothing of it is cached.
+	for r := 0; r < *rounds+1; r++ {
+		d := fmt.Sprintf("cold%d.test", r)
+		for h := 0; h < 5; h++ {
+			ip := fmt.Sprintf("127.0.%d.%d", 20+r, 1+h)
+			b := smtptest.Silent
+			if h == 2 {
+				b = smtptest.Accept // the one that works is neither first nor last
+			}
+			if _, err := sb.Serve(ip, b); err != nil {
+				return nil, err
+			}
+			sb.Zone.MX(d, uint16(10*(h+1)), fmt.Sprintf("mx%d.%s", h, d)).A(fmt.Sprintf("mx%d.%s", h, d), ip)
+		}
+	}
+	cfg := sb.cfg
+	cfg.Probe.GreetingTimeout = *greeting
+	engine, err := policy.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var ratios []float64
+	var status string
+	for r := 0; r < *rounds; r++ {
+		began := time.Now()
+		rep := engine.Evaluate(context.Background(), policy.Request{Sender: fmt.Sprintf("a@cold%d.test", r)})
+		took := time.Since(began)
+		ratios = append(ratios, took.Seconds()/greeting.Seconds())
+		status = fmt.Sprintf("%s %s", rep.Checks[3].Status, rep.Verdict())
+		fmt.Fprintf(os.Stderr, "round %d: %v (%.2f × greeting timeout), mx.port25 %s\n", r+1, took.Round(time.Millisecond), ratios[r], status)
+	}
+	// decision_timeout shorter than the greeting timeout: the deadline wins.
+	deadline := *greeting / 2
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	began := time.Now()
+	rep := engine.Evaluate(ctx, policy.Request{Sender: fmt.Sprintf("a@cold%d.test", *rounds)})
+	bounded := time.Since(began)
+	cancel()
+	ratio := median(ratios)
+	return []row{
+		{"cold", "5 MX, 4 silent: decision / greeting_timeout", fmt.Sprintf("%.2f (greeting_timeout %v; mx.port25 %s)", ratio, *greeting, strings.Fields(status)[0]), "≤ 1.2 " + verdict(ratio <= 1.2)},
+		{"cold", fmt.Sprintf("with decision_timeout %v", deadline), fmt.Sprintf("%v, incomplete=%v (fails open)", bounded.Round(time.Millisecond), rep.Incomplete),
+			"≤ decision_timeout + 50ms " + verdict(bounded <= deadline+50*time.Millisecond)},
+	}, nil
+}
+
+// runStampede: 500 concurrent milter transactions for one uncached domain
+// make one upstream query per (name, type) and one probe per address.
+func runStampede(fs *flag.FlagSet, args []string) ([]row, error) {
+	n := fs.Int("transactions", 500, "concurrent transactions")
+	fs.Parse(args)
+	sb, err := newBenchSandbox()
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	var mxs []*smtptest.SMTPServer
+	for h := 0; h < 2; h++ {
+		srv, err := sb.Serve(fmt.Sprintf("127.0.30.%d", h+1), smtptest.SlowGreeting(100*time.Millisecond))
+		if err != nil {
+			return nil, err
+		}
+		mxs = append(mxs, srv)
+		sb.Zone.MX("herd.test", uint16(10+h), fmt.Sprintf("mx%d.herd.test", h)).A(fmt.Sprintf("mx%d.herd.test", h), fmt.Sprintf("127.0.30.%d", h+1))
+	}
+	sb.Zone.SetFault("herd.test", smtptest.Delay(50*time.Millisecond)) // a slow authority: everyone arrives while it thinks
+	engine, err := policy.New(sb.cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, addr, err := serveMxguard(engine, &latencies{})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Shutdown(context.Background())
+	sb.DNS.ResetCounts()
+	conn := transaction()
+	conn.Messages[0].From = "sender@herd.test"
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	results := map[string]int{}
+	start := make(chan struct{})
+	for i := 0; i < *n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			res, err := smtptest.PlayMilter("tcp", addr, conn)
+			key := "error"
+			if err == nil {
+				key, _ = res[0].Header("X-MXGuard")
+			}
+			mu.Lock()
+			results[key]++
+			mu.Unlock()
+		}()
+	}
+	began := time.Now()
+	close(start)
+	wg.Wait()
+	took := time.Since(began)
+	// Every (name, type) the decision needs, domain and sending host.
+	keys := []struct {
+		name  string
+		qtype uint16
+	}{
+		{"herd.test", dns.TypeMX}, {"mx0.herd.test", dns.TypeA}, {"mx0.herd.test", dns.TypeAAAA},
+		{"mx1.herd.test", dns.TypeA}, {"mx1.herd.test", dns.TypeAAAA},
+		{"9.9.0.127.in-addr.arpa", dns.TypePTR}, {benchHELO, dns.TypeA},
+	}
+	maxPerKey, sum := 0, 0
+	for _, k := range keys {
+		c := sb.DNS.QueryCount(k.name, k.qtype)
+		maxPerKey = max(maxPerKey, c)
+		sum += c
+	}
+	probes := mxs[0].Connections() + mxs[1].Connections()
+	want := fmt.Sprintf("pass; domain=herd.test; ip=%s", benchClient)
+	ok := maxPerKey == 1 && sum == len(keys) && sb.DNS.Queries() == len(keys) && probes == 2 && results[want] == *n
+	return []row{
+		{"stampede", fmt.Sprintf("%d concurrent transactions, one uncached domain", *n), fmt.Sprintf("%d passed in %v", results[want], took.Round(time.Millisecond)), ""},
+		{"stampede", "upstream queries per (name, type) / probes per address",
+			fmt.Sprintf("max %d over %d keys (%d queries in all) / %d probes for 2 addresses", maxPerKey, len(keys), sb.DNS.Queries(), probes), "1 / 1 " + verdict(ok)},
+	}, nil
+}

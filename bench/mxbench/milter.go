@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/mxguard/mxguard/milter"
+	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// benchSandbox is a sandbox with one well-configured sender domain and
+// sending host, and the engine configuration pointing at it.
+type benchSandbox struct {
+	*smtptest.Sandbox
+	cfg policy.Config
+}
+
+const (
+	benchDomain = "bench.test"
+	benchClient = "127.0.9.9"
+	benchHELO   = "out.bench.test"
+)
+
+func newBenchSandbox() (*benchSandbox, error) {
+	sb, err := smtptest.NewSandbox()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := sb.Serve("127.0.9.1", smtptest.Accept); err != nil {
+		return nil, err
+	}
+	sb.Zone.MX(benchDomain, 10, "mx."+benchDomain).A("mx."+benchDomain, "127.0.9.1").
+		PTR(benchClient, benchHELO).A(benchHELO, benchClient).
+		PTR("127.0.0.1", "localhost.bench.test").A("localhost.bench.test", "127.0.0.1")
+	cfg := policy.DefaultConfig()
+	cfg.Resolver.Servers = []string{sb.DNS.Addr}
+	cfg.Probe.Port = sb.Port
+	cfg.Probe.AllowNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.Probe.ConnectTimeout, cfg.Probe.GreetingTimeout = time.Second, 2*time.Second
+	cfg.SkipIdentityNetworks = nil // check the sending host too: the full path
+	return &benchSandbox{Sandbox: sb, cfg: cfg}, nil
+}
+
+// latencies records decision latencies.
+type latencies struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (l *latencies) SessionOpened() {}
+func (l *latencies) SessionClosed() {}
+func (l *latencies) Decision(r *policy.Report, _ string) {
+	l.mu.Lock()
+	l.ds = append(l.ds, r.Elapsed)
+	l.mu.Unlock()
+}
+
+func (l *latencies) take() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ds := l.ds
+	l.ds = nil
+	return ds
+}
+
+// serveMxguard runs the mxguard milter on a loopback port.
+func serveMxguard(engine *policy.Engine, rec milter.Recorder) (*milter.Milter, string, error) {
+	m := milter.New(&milter.Config{Engine: engine, HeaderName: "X-MXGuard", DecisionTimeout: 20 * time.Second},
+		milter.Options{Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	go m.Serve(ln)
+	return m, ln.Addr().String(), nil
+}
+
+// serveNoop runs the naive no-op milter: go-milter's NoOpMilter with the
+// library's defaults, as a first milter usually starts.
+func serveNoop() (func(), string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &gomilter.Server{NewMilter: func() gomilter.Milter { return gomilter.NoOpMilter{} }}
+	go srv.Serve(ln)
+	return func() { ln.Close() }, ln.Addr().String(), nil
+}
+
+// transaction is the client's full transaction, as Postfix plays it.
+func transaction() smtptest.MilterConn {
+	body := strings.Repeat("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n", 16)
+	return smtptest.MilterConn{
+		ClientIP: benchClient, ClientName: benchHELO, HELO: benchHELO,
+		Macros: map[string]string{"j": "mta.bench.test", "{daemon_name}": "smtpd"},
+		Messages: []smtptest.MilterMessage{{
+			From: "sender@" + benchDomain, To: []string{"rcpt@example.net"}, QueueID: "4BENCH1",
+			Headers: [][2]string{
+				{"From", "Sender <sender@" + benchDomain + ">"}, {"To", "<rcpt@example.net>"},
+				{"Subject", "benchmark"}, {"Date", "Mon, 23 Nov 2026 12:00:00 +0000"},
+				{"Message-ID", "<bench@bench.test>"},
+			},
+			Body: body,
+		}},
+	}
+}
+
+// drive plays transactions on addr from n sessions for d, and returns the
+// count and the client-side transaction latencies.
+func drive(addr string, n int, d time.Duration, check func(smtptest.MilterResult) error) (int, []time.Duration, error) {
+	var done atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Now().Before(stop) {
+				began := time.Now()
+				res, err := smtptest.PlayMilter("tcp", addr, transaction())
+				if err == nil {
+					err = check(res[0])
+				}
+				if err != nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(began))
+				done.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return int(done.Load()), lat, firstErr
+}
+
+func runMilter(fs *flag.FlagSet, args []string) ([]row, error) {
+	sessions := fs.Int("sessions", 16, "concurrent milter sessions")
+	dur := fs.Duration("duration", 3*time.Second, "length of one round")
+	rounds := fs.Int("rounds", 3, "alternating rounds per milter")
+	fs.Parse(args)
+
+	sb, err := newBenchSandbox()
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	engine, err := policy.New(sb.cfg)
+	if err != nil {
+		return nil, err
+	}
+	rec := &latencies{}
+	m, mxAddr, err := serveMxguard(engine, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Shutdown(context.Background())
+	stopNoop, noopAddr, err := serveNoop()
+	if err != nil {
+		return nil, err
+	}
+	defer stopNoop()
+
+	want := fmt.Sprintf("pass; domain=%s; ip=%s", benchDomain, benchClient)
+	checkMx := func(r smtptest.MilterResult) error {
+		if h, _ := r.Header("X-MXGuard"); h != want {
+			return fmt.Errorf("mxguard answered %q %q", h, r.Reply)
+		}
+		return nil
+	}
+	checkNoop := func(r smtptest.MilterResult) error {
+		if !r.Accepted() {
+			return fmt.Errorf("no-op milter did not accept: %c", r.Action)
+		}
+		return nil
+	}
+	// Warm the cache (and the connections' code paths) first.
+	if _, _, err := drive(mxAddr, 1, 200*time.Millisecond, checkMx); err != nil {
+		return nil, err
+	}
+	rec.take()
+	dnsBefore := sb.DNS.Queries()
+
+	var noopRates, mxRates []float64
+	var mxLat, noopLat []time.Duration
+	for r := 0; r < *rounds; r++ {
+		n, lat, err := drive(noopAddr, *sessions, *dur, checkNoop)
+		if err != nil {
+			return nil, err
+		}
+		noopRates = append(noopRates, float64(n)/dur.Seconds())
+		noopLat = append(noopLat, lat...)
+		n, lat, err = drive(mxAddr, *sessions, *dur, checkMx)
+		if err != nil {
+			return nil, err
+		}
+		mxRates = append(mxRates, float64(n)/dur.Seconds())
+		mxLat = append(mxLat, lat...)
+		fmt.Fprintf(os.Stderr, "round %d: no-op %.0f/s, mxguard %.0f/s\n", r+1, noopRates[r], mxRates[r])
+	}
+	decisions := rec.take()
+	ratio := median(mxRates) / median(noopRates)
+	return []row{
+		{"milter", fmt.Sprintf("no-op go-milter, %d sessions", *sessions), fmt.Sprintf("%.0f msg/s", median(noopRates)), ""},
+		{"milter", fmt.Sprintf("mxguard warm cache, %d sessions", *sessions), fmt.Sprintf("%.0f msg/s", median(mxRates)), ""},
+		{"milter", "mxguard / no-op throughput", fmt.Sprintf("%.1f%%", 100*ratio), "≥ 90% " + verdict(ratio >= 0.9)},
+		{"milter", "decision latency p50 / p99", ms(percentile(decisions, 50)) + " / " + ms(percentile(decisions, 99)), ""},
+		{"milter", "transaction latency p50 / p99 (no-op)", ms(percentile(noopLat, 50)) + " / " + ms(percentile(noopLat, 99)), ""},
+		{"milter", "transaction latency p50 / p99 (mxguard)", ms(percentile(mxLat, 50)) + " / " + ms(percentile(mxLat, 99)), ""},
+		{"milter", "DNS queries during the warm rounds", fmt.Sprint(sb.DNS.Queries() - dnsBefore), "0 " + verdict(sb.DNS.Queries() == dnsBefore)},
+	}, nil
+}
