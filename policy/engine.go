@@ -234,7 +234,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	ev := newEvaluation(e, req)
 	results := make([]Result, len(checks))
 	done := make(chan int, len(checks))
-	got := make([]Result, len(checks)) // written by a chain before it signals
+	got := make([]Result, len(checks))       // written by a chain before it signals
 	work, cancel := outliving(ctx, e.budget) // the last chain to finish cancels it
 	var chains atomic.Int32
 	chains.Store(2)
