@@ -3,6 +3,8 @@ package milter_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -26,13 +28,13 @@ type harness struct {
 	rec    *recorder
 }
 
-func newHarness(t *testing.T, tune func(*policy.Config, *milter.Config, *milter.Options)) *harness {
+func newHarness(t testing.TB, tune func(*policy.Config, *milter.Config, *milter.Options)) *harness {
 	t.Helper()
 	sb := spectest.Sandbox(t)
 	pcfg := spectest.Config(sb)
 	mcfg := &milter.Config{HeaderName: "X-MXGuard", DecisionTimeout: 5 * time.Second}
 	rec := &recorder{}
-	opts := milter.Options{Recorder: rec}
+	opts := milter.Options{Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if tune != nil {
 		tune(&pcfg, mcfg, &opts)
 	}
@@ -74,7 +76,7 @@ func message(from string) smtptest.MilterMessage {
 		Headers: [][2]string{{"From", "Sender <" + from + ">"}, {"Subject", "hello"}}, Body: "hello\r\n"}
 }
 
-func (h *harness) play(t *testing.T, conn smtptest.MilterConn) []smtptest.MilterResult {
+func (h *harness) play(t testing.TB, conn smtptest.MilterConn) []smtptest.MilterResult {
 	t.Helper()
 	res, err := smtptest.PlayMilter("tcp", h.addr, conn)
 	if err != nil {
