@@ -2,8 +2,9 @@
 #   docker build -t mxguard .
 #   docker run -p 127.0.0.1:8891:8891 -v $PWD/mxguard.yaml:/etc/mxguard/mxguard.yaml mxguard
 # Inside a container the milter must listen beyond the container's loopback:
-# set milter.listen to inet:0.0.0.0:8891 in the mounted file and publish the
-# port on the host's loopback only (the milter protocol has no authentication).
+# set milter.listen to inet:0.0.0.0:8891 (and metrics.listen to 0.0.0.0:9891
+# for /metrics) in the mounted file, and publish the ports on the host's
+# loopback only: the milter protocol has no authentication.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -141,17 +141,23 @@ func protocol(o Options) gomilter.OptProtocol {
 // stage not named; everything about the client comes with MAIL FROM (go-milter
 // keeps only the latest macro packet). "s" is Sendmail's HELO name.
 var symbols = map[gomilter.Stage][]string{
-	gomilter.StageMailFrom: {"i", "j", "{client_addr}", "{client_name}", "{auth_authen}", "{daemon_name}", "s"},
+	gomilter.StageMailFrom: {"i", "j", "{client_addr}", "{client_name}", "{client_resolve}", "{auth_authen}", "{daemon_name}", "s"},
+	gomilter.StageEOH:      {"i"}, // Sendmail chooses the EOM list by whether EOH has one
 	gomilter.StageEOM:      {"i"},
 }
 
 // Serve answers MTA connections on ln until Shutdown.
 func (m *Milter) Serve(ln net.Listener) error {
+	tl := &trackingListener{Listener: ln, m: m}
 	srv := &gomilter.Server{
-		NewMilter: func() gomilter.Milter { return &session{m: m} },
-		Actions:   actions,
-		Protocol:  m.proto,
-		SymList:   symbols,
+		NewMilter: func() gomilter.Milter {
+			s := &session{m: m, conn: tl.last}
+			tl.last = nil
+			return s
+		},
+		Actions:  actions,
+		Protocol: m.proto,
+		SymList:  symbols,
 	}
 	m.mu.Lock()
 	if m.closing {
@@ -161,7 +167,7 @@ func (m *Milter) Serve(ln net.Listener) error {
 	}
 	m.listeners = append(m.listeners, ln)
 	m.mu.Unlock()
-	err := srv.Serve(&trackingListener{Listener: ln, m: m})
+	err := srv.Serve(tl)
 	if m.isClosing() {
 		return gomilter.ErrServerClosed
 	}
@@ -218,38 +224,64 @@ func (m *Milter) ActiveSessions() int {
 type trackingListener struct {
 	net.Listener
 	m *Milter
+	// last is the connection Accept just returned. go-milter's Serve calls
+	// NewMilter right after Accept, in the same goroutine, and mxguard never
+	// answers in a way that makes go-milter call it again: so the new session
+	// can take it.
+	last *trackedConn
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
 	m := l.m
 	m.slots <- struct{}{} // at MaxSessions, wait here: the MTA's connect timeout applies
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-m.slots
-		return nil, err
+	m.sessions.Add(1)     // before Accept, so that Shutdown's Wait cannot miss it
+	var backoff time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
+			m.mu.Lock()
+			m.conns[tc] = struct{}{}
+			m.mu.Unlock()
+			m.rec.SessionOpened()
+			l.last = tc
+			return tc, nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			<-m.slots
+			m.sessions.Done()
+			return nil, err
+		}
+		// Out of file descriptors and the like: wait and retry, as net/http
+		// does; returning would end go-milter's Serve and the daemon.
+		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+		m.log.Warn("accepting a milter connection failed; retrying", "error", err, "in", backoff)
+		time.Sleep(backoff)
 	}
-	tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
-	m.mu.Lock()
-	m.conns[tc] = struct{}{}
-	m.mu.Unlock()
-	m.sessions.Add(1)
-	m.rec.SessionOpened()
-	return tc, nil
 }
 
 type trackedConn struct {
 	net.Conn
 	m        *Milter
 	in       *bufio.Reader // go-milter reads a packet in two small reads; one syscall serves several packets
-	deadline time.Time     // when the idle deadline was last moved
+	deadline time.Time     // when the idle deadline was last moved; zero: none set
+	busy     atomic.Bool   // inside a transaction: the MTA is silent during DATA
 	once     sync.Once
 }
 
 // Read serves go-milter from the buffer, and keeps the idle deadline (go-milter
-// sets none) moving while the MTA talks.
+// sets none) moving while the MTA talks. Inside a transaction there is none:
+// the MTA sends nothing while the client uploads the message (mxguard skips
+// headers and body), however long that takes.
 func (c *trackedConn) Read(b []byte) (int, error) {
 	if t := c.m.opts.IdleTimeout; t > 0 && c.in.Buffered() == 0 {
-		if now := time.Now(); now.Sub(c.deadline) > t/16 { // a timer reset per packet is waste
+		switch now := time.Now(); {
+		case c.busy.Load():
+			if !c.deadline.IsZero() {
+				c.Conn.SetReadDeadline(time.Time{})
+				c.deadline = time.Time{}
+			}
+		case now.Sub(c.deadline) > t/16: // a timer reset per packet is waste
 			c.Conn.SetReadDeadline(now.Add(t))
 			c.deadline = now
 		}

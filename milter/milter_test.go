@@ -197,6 +197,41 @@ func TestDecisionTimeoutFailsOpen(t *testing.T) {
 	}
 }
 
+// slow takes its time over every decision, as with a cold cache.
+type slow struct{ d time.Duration }
+
+func (s slow) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
+	select {
+	case <-time.After(s.d):
+		return &policy.Report{Domain: policy.ParseSender(req.Sender).Domain, ClientIP: req.ClientIP}
+	case <-ctx.Done():
+		return &policy.Report{Incomplete: true}
+	}
+}
+
+// A client that pipelines MAIL FROM and RSET must not make the next
+// transaction wait for the evaluations of the aborted ones.
+func TestAbortedTransactionsDoNotQueue(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) {
+		m.Engine, m.DecisionTimeout = slow{400 * time.Millisecond}, time.Second
+	})
+	conn := goodConn()
+	for i := 0; i < 4; i++ {
+		msg := message("a@ok.test")
+		msg.AbortAfterMail = true
+		conn.Messages = append(conn.Messages, msg)
+	}
+	conn.Messages = append(conn.Messages, message("a@ok.test"))
+	began := time.Now()
+	res := h.play(t, conn)
+	if took := time.Since(began); took > 900*time.Millisecond {
+		t.Errorf("took %v: the aborted evaluations held up the last message", took)
+	}
+	if got, _ := res[4].Header("X-MXGuard"); got != "pass; domain=ok.test; ip=127.0.3.1" {
+		t.Errorf("last message: %q", got)
+	}
+}
+
 type panicky struct{}
 
 func (panicky) Evaluate(context.Context, policy.Request) *policy.Report { panic("boom") }
@@ -224,6 +259,11 @@ func TestHeaderFrom(t *testing.T) {
 	r = h.play(t, goodConn(msg))[0]
 	if got, _ := r.Header("X-MXGuard"); got != "flag; domain=implicit.test; ip=127.0.3.1; mx.records=warn" {
 		t.Errorf("From implicit.test: %q", got)
+	}
+	msg.Headers[0][1] = "\"Someone\"\r\n <someone@refused.test>" // folded, as the MTA passes it
+	r = h.play(t, goodConn(msg))[0]
+	if !strings.HasPrefix(r.Reply, "451 4.7.1 refused.test") {
+		t.Errorf("folded From: %s %q", r.Stage, r.Reply)
 	}
 	msg.Headers[0][1] = "garbled <<<"
 	r = h.play(t, goodConn(msg))[0]
@@ -368,6 +408,57 @@ func TestIdleTimeoutAndSessionCap(t *testing.T) {
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Error("an idle connection was not closed")
 		}
+	}
+}
+
+// The MTA says nothing while a client uploads a message (mxguard skips the
+// body): the idle timeout must not cut that short.
+func TestIdleTimeoutSparesOpenTransactions(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.IdleTimeout = 200 * time.Millisecond })
+	msg := message("a@ok.test")
+	msg.DataDelay = 600 * time.Millisecond
+	r := h.play(t, goodConn(msg))[0]
+	if got, _ := r.Header("X-MXGuard"); !r.Accepted() || got != "pass; domain=ok.test; ip=127.0.3.1" {
+		t.Errorf("after a slow upload: %s %q", r.Stage, got)
+	}
+}
+
+// flakyListener fails its first Accepts as a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	failures int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.failures > 0 {
+		l.failures--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: errors.New("too many open files")}
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptErrorsAreRetried(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	engine, err := policy.New(spectest.Config(sb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := milter.New(&milter.Config{Engine: engine, HeaderName: "X-MXGuard", DecisionTimeout: time.Second},
+		milter.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- m.Serve(&flakyListener{Listener: ln, failures: 3}) }()
+	res, err := smtptest.PlayMilter("tcp", ln.Addr().String(), goodConn(message("a@ok.test")))
+	if err != nil || !res[0].Accepted() {
+		t.Fatalf("after accept errors: %v %+v", err, res)
+	}
+	m.Shutdown(context.Background())
+	if err := <-served; !errors.Is(err, gomilter.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
 	}
 }
 

@@ -22,7 +22,8 @@ import (
 // for the next message on the connection. Replies are reply codes instead,
 // and "continue" at end of message (which the MTA takes as accept).
 type session struct {
-	m *Milter
+	m    *Milter
+	conn *trackedConn // nil if go-milter ever made a session on its own
 
 	// The connection, kept across messages.
 	client     netip.Addr
@@ -41,35 +42,52 @@ type message struct {
 	authUser   string
 	queueID    string
 	started    time.Time
-	envelope   outcome // the envelope sender's
-	fromHeader string  // the RFC5322.From address, with checks.header_from
-	header     outcome // its domain's, when it differs
-	replied    string  // the reply given at MAIL or RCPT, if any
+	envelope   *pending // the envelope sender's evaluation
+	fromHeader string   // the RFC5322.From address, with checks.header_from
+	header     *pending // its domain's, when it differs
+	replied    string   // the reply given at MAIL or RCPT, if any
 }
 
-// outcome is one evaluation: a report, or why there is none to act on.
-type outcome struct {
-	report *policy.Report // may be partial (Incomplete) or nil after a panic
-	ok     bool           // complete: act on it; otherwise fail open
-	done   bool           // evaluated at all
+// pending is an evaluation running beside the session. It runs in its own
+// goroutine so that the session keeps reading: the MTA sends MAIL FROM (and
+// RSET) without waiting, and an evaluation for an aborted transaction must
+// not hold up the next one. Abandoned, it still fills the cache.
+type pending struct {
+	deadline time.Time
+	done     chan struct{}
+	report   *policy.Report
+	panicked bool
 }
 
-// evaluate asks the engine, within the deadline. It runs in the session's
-// own goroutine: the MTA sends MAIL FROM without waiting for an answer, and
-// waits at RCPT TO anyway. A panic or the deadline makes the outcome not ok.
-func (s *session) evaluate(cfg *Config, req policy.Request, deadline time.Time) (o outcome) {
-	o.done = true
-	defer func() {
-		if v := recover(); v != nil {
-			s.m.log.Error("evaluation panicked; failing open", "panic", v, "stack", string(debug.Stack()))
-			o.ok = false
-		}
+func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pending {
+	p := &pending{deadline: deadline, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		defer func() {
+			if v := recover(); v != nil {
+				s.m.log.Error("evaluation panicked; failing open", "panic", v, "stack", string(debug.Stack()))
+				p.panicked = true
+			}
+		}()
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		p.report = cfg.Engine.Evaluate(ctx, req)
 	}()
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	o.report = cfg.Engine.Evaluate(ctx, req)
-	o.ok = !o.report.Incomplete
-	return o
+	return p
+}
+
+// wait returns the report and whether it is complete enough to act on; not
+// ok (a panic, or the deadline first) means fail open. The report may then
+// be partial, or nil.
+func (p *pending) wait() (*policy.Report, bool) {
+	t := time.NewTimer(time.Until(p.deadline) + 50*time.Millisecond) // a backstop: Evaluate stops at the deadline itself
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.report, !p.panicked && !p.report.Incomplete
+	case <-t.C:
+		return nil, false
+	}
 }
 
 // ok answers "continue", or nothing when the MTA was told not to wait for an
@@ -109,6 +127,11 @@ func (s *session) takeMacros(macros map[string]string) {
 	}
 	if v := macros["{client_name}"]; v != "" {
 		s.clientName = v
+		// Sendmail's {client_name} is the PTR name, confirmed only when
+		// {client_resolve} says OK; Postfix's is confirmed or "unknown".
+		if r, ok := macros["{client_resolve}"]; ok && r != "OK" {
+			s.clientName = "unknown"
+		}
 	}
 	if v := macros["{daemon_name}"]; v != "" {
 		s.daemon = v
@@ -145,7 +168,8 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Res
 		msg.sender = "<>" // go-milter strips the brackets of the null sender
 	}
 	s.msg = msg
-	msg.envelope = s.evaluate(cfg, s.request(msg.sender, msg), now.Add(cfg.DecisionTimeout))
+	s.transaction(true)
+	msg.envelope = s.start(cfg, s.request(msg.sender, msg), now.Add(cfg.DecisionTimeout))
 	if s.m.opts.ReplyAt == StageMail {
 		return s.envelopeReply(), nil
 	}
@@ -171,15 +195,16 @@ func (s *session) envelopeReply() gomilter.Response {
 	if msg.replied != "" {
 		return replyCode(msg.replied)
 	}
-	if !msg.envelope.ok {
+	r, ok := msg.envelope.wait()
+	if !ok {
 		return gomilter.RespContinue // fail open; the header says temperror
 	}
-	r := msg.envelope.report
 	reply, ok := r.Reply()
 	if !ok {
 		return gomilter.RespContinue
 	}
 	msg.replied = reply.String()
+	s.transaction(false) // no message follows a refused sender
 	s.logDecision(msg, r, r.Verdict().String(), "envelope")
 	return replyCode(msg.replied)
 }
@@ -199,7 +224,10 @@ func (s *session) Header(name, value string, m *gomilter.Modifier) (resp gomilte
 
 // headerFromAddress extracts the first address of a From header field, or
 // "" when it does not parse: a garbled header is not worth refusing mail over.
+// The MTA passes folded fields with their line breaks; unfold first (RFC
+// 5322 §2.2.3), or a sender could fold the header to get past the check.
 func headerFromAddress(value string) string {
+	value = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(value)
 	if list, err := mail.ParseAddressList(value); err == nil && len(list) > 0 {
 		return list[0].Address
 	}
@@ -213,7 +241,7 @@ func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (resp go
 		return s.ok(gomilter.OptNoEOHReply), nil
 	}
 	if policy.ParseSender(msg.fromHeader).Domain != policy.ParseSender(msg.sender).Domain {
-		msg.header = s.evaluate(msg.cfg, s.request(msg.fromHeader, msg), time.Now().Add(msg.cfg.DecisionTimeout))
+		msg.header = s.start(msg.cfg, s.request(msg.fromHeader, msg), time.Now().Add(msg.cfg.DecisionTimeout))
 	}
 	return s.ok(gomilter.OptNoEOHReply), nil
 }
@@ -232,22 +260,25 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		return gomilter.RespContinue, nil
 	}
 	s.msg = nil
+	s.transaction(false)
 	if id := m.Macros["i"]; id != "" {
 		msg.queueID = id
 	}
 	name := msg.cfg.HeaderName
-	if !msg.envelope.ok {
-		s.failOpen(m, msg, msg.envelope.report, "envelope", msg.sender)
+	final, ok := msg.envelope.wait()
+	if !ok {
+		s.failOpen(m, msg, final, "envelope", msg.sender)
 		return gomilter.RespContinue, nil
 	}
-	final, subject := msg.envelope.report, "envelope"
-	if msg.header.done {
-		if !msg.header.ok {
-			s.failOpen(m, msg, msg.header.report, "header-from", msg.fromHeader)
+	subject := "envelope"
+	if msg.header != nil {
+		hdr, ok := msg.header.wait()
+		if !ok {
+			s.failOpen(m, msg, hdr, "header-from", msg.fromHeader)
 			return gomilter.RespContinue, nil
 		}
-		if msg.header.report.Verdict() > final.Verdict() {
-			final, subject = msg.header.report, "header-from"
+		if hdr.Verdict() > final.Verdict() {
+			final, subject = hdr, "header-from"
 		}
 	}
 	verdict := final.Verdict()
@@ -285,7 +316,16 @@ func holdReason(r *policy.Report) string {
 
 func (s *session) Abort(m *gomilter.Modifier) error {
 	s.msg = nil // Postfix aborts twice per message (after EOM and at QUIT): stay idempotent
+	s.transaction(false)
 	return nil
+}
+
+// transaction tells the connection whether a transaction is open, when the
+// idle timeout must not count the MTA's silence during DATA.
+func (s *session) transaction(open bool) {
+	if s.conn != nil {
+		s.conn.busy.Store(open)
+	}
 }
 
 // recoverTo turns a panic in a callback into "continue" (or no answer where

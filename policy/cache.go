@@ -118,7 +118,7 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 		// must not fail the other waiters, and the answer still lands in the cache.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
 		defer cancel()
-		a, err := c.next.Lookup(lctx, key.name, qtype)
+		a, err := safeLookup(lctx, c.next, key.name, qtype)
 		e := dnsEntry{a, err}
 		if err != nil {
 			c.lru.add(key, e, c.cfg.ErrorTTL)
@@ -151,6 +151,27 @@ func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
 	return clamp(a.TTL, c.cfg.MinTTL, c.cfg.NegativeMaxTTL)
 }
 
+// safeLookup and safeProbe run the shared work of a flight. singleflight
+// re-panics a flight's panic in a goroutine of its own, which would end the
+// process: turn a bug met on hostile input into a failed lookup instead.
+func safeLookup(ctx context.Context, r Resolver, name string, qtype uint16) (a *Answer, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			a, err = nil, &DNSError{Kind: ErrBadResponse, Name: name, Type: qtype, Err: fmt.Errorf("internal error: %v", v)}
+		}
+	}()
+	return r.Lookup(ctx, name, qtype)
+}
+
+func safeProbe(ctx context.Context, p Prober, ip netip.Addr) (r ProbeResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			r = ProbeResult{Outcome: OutcomeAbandoned, Detail: fmt.Sprintf("internal error: %v", v)}
+		}
+	}()
+	return p.Probe(ctx, ip)
+}
+
 func clamp(d, lo, hi time.Duration) time.Duration {
 	return max(lo, min(d, hi))
 }
@@ -175,7 +196,7 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 		if r, ok := c.lru.get(ip); ok { // filled by a flight that ended after our miss
 			return r, nil
 		}
-		r := c.next.Probe(context.WithoutCancel(ctx), ip) // bounded by the prober's own timeouts
+		r := safeProbe(context.WithoutCancel(ctx), c.next, ip) // bounded by the prober's own timeouts
 		c.lru.add(ip, r, c.ttlFor(r.Outcome))
 		return r, nil
 	})

@@ -238,8 +238,19 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	work, cancel := outliving(ctx, e.budget) // the last chain to finish cancels it
 	var chains atomic.Int32
 	chains.Store(2)
+	var failure atomic.Pointer[string]
 	for _, aboutDomain := range []bool{true, false} {
 		go func() {
+			defer func() {
+				if v := recover(); v != nil { // a bug must not take the daemon down
+					msg := fmt.Sprintf("internal error: %v", v)
+					failure.Store(&msg)
+				}
+				if chains.Add(-1) == 0 {
+					cancel()
+					close(done)
+				}
+			}()
 			for i, c := range checks {
 				if c.aboutDomain == aboutDomain {
 					got[i] = c.run(work, ev)
@@ -247,17 +258,17 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 					done <- i
 				}
 			}
-			if chains.Add(-1) == 0 {
-				cancel()
-			}
 		}()
 	}
 	finished := make([]bool, len(checks))
 	take := func(i int) { results[i], finished[i] = got[i], true }
 wait:
-	for n := 0; n < len(checks); n++ {
+	for {
 		select {
-		case i := <-done:
+		case i, open := <-done:
+			if !open {
+				break wait
+			}
 			take(i)
 		case <-ctx.Done():
 			break wait
@@ -265,17 +276,23 @@ wait:
 	}
 	for { // keep what finished in the same instant as the deadline
 		select {
-		case i := <-done:
-			take(i)
-			continue
+		case i, open := <-done:
+			if open {
+				take(i)
+				continue
+			}
 		default:
 		}
 		break
 	}
+	unfinished := "not finished before the decision deadline"
+	if f := failure.Load(); f != nil {
+		unfinished = *f
+	}
 	incomplete := false
 	for i, c := range checks {
 		if !finished[i] {
-			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: "not finished before the decision deadline"}
+			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: unfinished}
 			incomplete = true
 		}
 	}

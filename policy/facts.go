@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
@@ -103,10 +104,21 @@ func fanOut(n int, warm bool, fn func(i int)) {
 		return
 	}
 	var wg sync.WaitGroup
+	var failure atomic.Value
 	for i := range n {
-		wg.Go(func() { fn(i) })
+		wg.Go(func() {
+			defer func() {
+				if v := recover(); v != nil {
+					failure.CompareAndSwap(nil, v)
+				}
+			}()
+			fn(i)
+		})
 	}
 	wg.Wait()
+	if v := failure.Load(); v != nil {
+		panic(v) // in the caller's goroutine, where Evaluate recovers it
+	}
 }
 
 // addressesCached reports whether both address lookups of name are cached.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -94,6 +95,9 @@ func NormalizeDomain(s string) (string, error) {
 		return "", fmt.Errorf("%q is a bare IP address, not a domain name", s)
 	}
 	s = strings.TrimSuffix(s, ".")
+	if !utf8.ValidString(s) { // idna would turn the bad bytes into U+FFFD and carry on
+		return "", fmt.Errorf("%q is not valid UTF-8", s)
+	}
 	ascii, err := idna.Lookup.ToASCII(s)
 	if err != nil {
 		return "", fmt.Errorf("%q is not a valid domain name: %v", s, idnaReason(err))

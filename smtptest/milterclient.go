@@ -31,8 +31,12 @@ type MilterMessage struct {
 	Body     string
 	QueueID  string // the "i" macro, sent from MAIL FROM on
 	AuthUser string // {auth_authen}
-	// AbortAfterRcpt ends the transaction with RSET after the recipients.
-	AbortAfterRcpt bool
+	// AbortAfterMail and AbortAfterRcpt end the transaction with RSET after
+	// MAIL FROM or after the recipients.
+	AbortAfterMail, AbortAfterRcpt bool
+	// DataDelay pauses after the recipients, as an MTA does while a slow
+	// client uploads the message: the milter hears nothing meanwhile.
+	DataDelay time.Duration
 }
 
 // MilterResult is what the milter did with one message.
@@ -167,6 +171,9 @@ func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.
 	if act.Code != milter.ActContinue {
 		return ended("mail", act), nil
 	}
+	if msg.AbortAfterMail {
+		return MilterResult{Stage: "aborted", Action: milter.ActContinue}, nil
+	}
 	for _, rcpt := range msg.To {
 		if err := macros(milter.CodeRcpt, extra...); err != nil {
 			return MilterResult{}, err
@@ -181,6 +188,7 @@ func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.
 	if msg.AbortAfterRcpt {
 		return MilterResult{Stage: "aborted", Action: milter.ActContinue}, nil
 	}
+	time.Sleep(msg.DataDelay)
 	for _, h := range msg.Headers {
 		if err := macros(milter.CodeHeader, extra...); err != nil {
 			return MilterResult{}, err

@@ -36,6 +36,7 @@ Flags:
 type daemon struct {
 	path    string // config file; "" for the built-in one
 	cfg     *config.Config
+	started *config.Config // what the listeners and the protocol were set up with
 	log     *slog.Logger
 	level   *slog.LevelVar
 	metrics *metrics.Metrics
@@ -59,7 +60,7 @@ func runServe(args []string, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, err)
 	}
-	d := &daemon{path: *path, cfg: cfg, level: new(slog.LevelVar)}
+	d := &daemon{path: *path, cfg: cfg, started: cfg, level: new(slog.LevelVar)}
 	d.log = newLogger(cfg.Log, d.level, stderr)
 	log.SetOutput(slogWriter{d.log}) // go-milter logs through the standard logger
 	log.SetFlags(0)
@@ -190,9 +191,10 @@ func (d *daemon) reload() {
 	d.log.Error("configuration reload failed; still running the previous configuration", "error", err)
 }
 
-// warnRestartOnly names the changed settings that only a restart applies.
+// warnRestartOnly names the settings that differ from those mxguard started
+// with and that only a restart applies.
 func (d *daemon) warnRestartOnly(next *config.Config) {
-	old := d.cfg
+	old := d.started
 	for key, changed := range map[string]bool{
 		"milter.listen":       old.Milter.Listen != next.Milter.Listen,
 		"milter.socket_mode":  old.Milter.SocketMode != next.Milter.SocketMode,
