@@ -1,0 +1,50 @@
+package milter_test
+
+import (
+	"strings"
+	"testing"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// The adapter takes whatever the MTA relays from the client: addresses,
+// HELO names, header values. Whatever they hold, the session must go on and
+// answer with a well-formed reply or accept with one clean header.
+func FuzzMilterSession(f *testing.F) {
+	h := newHarness(f, nil)
+	f.Add("127.0.3.1", "mail.good.test", "mail.good.test", "a@ok.test", "Sender <a@ok.test>", "4ABC")
+	f.Add("::1", "unknown", "[IPv6:::1]", "", "=?utf-8?q?x?= <x@refused.test>", "")
+	f.Add("IPv6:2001:db8::1", "", "localhost", "<@a,@b:u@[1.2.3.4]>", "\"a\r\n b\" <c@d>", "i%d%s")
+	f.Add("999.1.1.1", "x\ny", "\x00\xff", "a%n@b%%.test", "a@b@c", strings.Repeat("Q", 300))
+	f.Fuzz(func(t *testing.T, client, clientName, helo, from, fromHeader, queueID string) {
+		conn := smtptest.MilterConn{
+			ClientName: clientName, HELO: helo,
+			Macros: map[string]string{"{client_addr}": client, "i": queueID},
+			Messages: []smtptest.MilterMessage{
+				{From: from, To: []string{"rcpt@example.net"}, Headers: [][2]string{{"From", fromHeader}}, Body: "x\r\n"},
+				{From: "a@ok.test", To: []string{"rcpt@example.net"}, Body: "x\r\n"},
+			},
+		}
+		res, err := smtptest.PlayMilter("tcp", h.addr, conn)
+		if err != nil {
+			t.Fatalf("the session broke: %v", err)
+		}
+		for _, r := range res {
+			switch {
+			case r.Action == gomilter.ActReplyCode:
+				if len(r.Reply) > 512 || !(strings.HasPrefix(r.Reply, "451 4.") || strings.HasPrefix(r.Reply, "550 5.")) || strings.ContainsAny(r.Reply, "\r\n\x00") {
+					t.Fatalf("bad reply %q", r.Reply)
+				}
+			case !r.Accepted():
+				t.Fatalf("neither refused nor accepted: %+v", r)
+			default:
+				v, ok := r.Header("X-MXGuard")
+				if !ok || len(r.Headers) != 1 || strings.ContainsAny(v, "\r\n\x00") || len(v) > 1000 {
+					t.Fatalf("bad header %q (%d headers)", v, len(r.Headers))
+				}
+			}
+		}
+	})
+}
