@@ -273,13 +273,20 @@ func TestHeaderFrom(t *testing.T) {
 }
 
 func TestAuthenticatedClientsSkipIdentity(t *testing.T) {
-	h := newHarness(t, nil)
+	var log syncBuffer
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
+		o.Log = slog.New(slog.NewTextHandler(&log, nil))
+	})
 	conn := goodConn(message("a@ok.test"))
 	conn.ClientIP, conn.HELO = "127.0.3.2", "localhost" // no PTR, bad HELO
-	conn.Messages[0].AuthUser = "alice"
+	conn.Messages[0].AuthUser = "alice-login"
 	r := h.play(t, conn)[0]
 	if got, _ := r.Header("X-MXGuard"); got != "pass; domain=ok.test; ip=127.0.3.2" {
 		t.Errorf("authenticated: %q", got)
+	}
+	// The log says a client authenticated, never as whom.
+	if l := log.String(); !strings.Contains(l, "authenticated=true") || strings.Contains(l, "alice") {
+		t.Errorf("log:\n%s", l)
 	}
 	conn.Messages[0].AuthUser = ""
 	r = h.play(t, conn)[0]
@@ -460,6 +467,24 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	if err := <-served; !errors.Is(err, gomilter.ErrServerClosed) {
 		t.Errorf("Serve: %v", err)
 	}
+}
+
+// syncBuffer is a log sink for tests.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // recorder counts decisions by outcome.

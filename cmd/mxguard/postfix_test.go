@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -357,8 +359,10 @@ func TestPostfixEndToEnd(t *testing.T) {
 	}
 }
 
-// Killing mxguard mid-stream loses nothing: Postfix answers 451 while it is
-// down (milter_default_action = tempfail), and the client sends again.
+// Killing mxguard mid-stream loses nothing: while several clients send a
+// steady stream, mxguard is killed (SIGKILL) and restarted. Postfix answers
+// 451 while it is down (milter_default_action = tempfail), the clients send
+// those messages again, and every message arrives exactly once.
 func TestPostfixSurvivesMxguardKill(t *testing.T) {
 	requirePostfix(t)
 	sb := spectest.Sandbox(t)
@@ -370,43 +374,66 @@ func TestPostfixSurvivesMxguardKill(t *testing.T) {
 	d, milterPort, cfg := mxguardForPostfix(t, sb, "")
 	lab := startPostfix(t, milterPort, portOf(t, sink.Addr))
 
-	const total = 30
-	var retry []mail
-	tempfailed := 0
-	for i := 0; i < total; i++ {
-		switch i {
-		case 10:
-			d.cmd.Process.Signal(syscall.SIGKILL)
-			<-d.done
-			d.done <- nil
-		case 20:
-			d = startDaemon(t, cfg, "tcp", fmt.Sprintf("127.0.0.1:%d", milterPort))
-		}
-		m := mail{"a@ok.test", fmt.Sprintf("stream-%02d", i)}
-		if err := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test", m)[0]; err != nil {
-			if replyCode(err) != 451 {
-				t.Fatalf("%s: %v, want a 451 while mxguard is down", m.subject, err)
+	const total, senders, killAt = 200, 4, 60
+	var next, sent, firstTry, deferrals atomic.Int64
+	killed := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < senders; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= total {
+					return
+				}
+				m := mail{"a@ok.test", fmt.Sprintf("stream-%03d", i)}
+				for attempt := 0; ; attempt++ { // a sending MTA retries a 451
+					err := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test", m)[0]
+					if err == nil {
+						if attempt == 0 {
+							firstTry.Add(1)
+						}
+						break
+					}
+					if replyCode(err) != 451 {
+						t.Errorf("%s: %v, want a 451 while mxguard is down", m.subject, err)
+						return
+					}
+					deferrals.Add(1)
+					time.Sleep(200 * time.Millisecond)
+				}
+				if sent.Add(1) == killAt {
+					close(killed)
+				}
 			}
-			tempfailed++
-			retry = append(retry, m)
-		}
+		}()
 	}
-	if tempfailed < 10 {
-		t.Errorf("only %d messages were deferred while mxguard was down", tempfailed)
-	}
-	for _, m := range retry { // what a sending MTA does with a 451
-		if err := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test", m)[0]; err != nil {
-			t.Errorf("retry of %s: %v", m.subject, err)
-		}
-	}
+	<-killed
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+	d.done <- nil
+	time.Sleep(1500 * time.Millisecond) // the stream goes on, into 451s
+	startDaemon(t, cfg, "tcp", fmt.Sprintf("127.0.0.1:%d", milterPort))
+	wg.Wait()
+
 	got := bySubject(waitSink(t, sink, total))
+	lost, duplicated := 0, 0
 	for i := 0; i < total; i++ {
-		subject := fmt.Sprintf("stream-%02d", i)
-		if n := len(got[subject]); n != 1 {
-			t.Errorf("%s delivered %d times", subject, n)
-		} else if !strings.Contains(got[subject][0], "X-MXGuard: pass; domain=ok.test") {
+		subject := fmt.Sprintf("stream-%03d", i)
+		switch n := len(got[subject]); {
+		case n == 0:
+			lost++
+		case n > 1:
+			duplicated++
+		case !strings.Contains(got[subject][0], "X-MXGuard: pass; domain=ok.test"):
 			t.Errorf("%s arrived without the header", subject)
 		}
 	}
-	t.Logf("sent %d, deferred while mxguard was down and delivered on retry %d, lost 0", total, tempfailed)
+	retried := int64(total) - firstTry.Load()
+	if lost != 0 || duplicated != 0 || deferrals.Load() == 0 {
+		t.Errorf("lost %d, duplicated %d, deferrals %d", lost, duplicated, deferrals.Load())
+	}
+	t.Logf("sent %d: delivered on the first try %d, deferred (451) and delivered later %d (%d deferrals), lost %d",
+		total, firstTry.Load(), retried, deferrals.Load(), lost)
 }

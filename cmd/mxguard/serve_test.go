@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -305,4 +306,56 @@ func TestValidate(t *testing.T) {
 	if code, _, _ := runCLI(t, "", "validate"); code != 0 {
 		t.Errorf("the built-in configuration does not validate: %d", code)
 	}
+}
+
+// SIGHUP with a broken file, again and again, while transactions flow: the
+// running configuration keeps serving every one of them.
+func TestReloadUnderLoad(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "milter.sock")
+	cfgPath := filepath.Join(dir, "mxguard.yaml")
+	good := sandboxConfig(sb, "unix:"+sock, freeTCPPort(t), "")
+	writeFile(t, cfgPath, good)
+	d := startDaemon(t, cfgPath, "unix", sock)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ok, bad atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := smtptest.PlayMilter("unix", sock, smtptest.MilterConn{
+					ClientIP: "127.0.3.1", ClientName: "mail.good.test", HELO: "mail.good.test",
+					Messages: []smtptest.MilterMessage{{From: "a@ok.test", To: []string{"x@example.net"}, Body: "hi\r\n"}},
+				})
+				if v, _ := res[0].Header("X-MXGuard"); err == nil && v == "pass; domain=ok.test; ip=127.0.3.1" {
+					ok.Add(1)
+				} else {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	broken := []string{"probe:\n  port: many\n", "policy:\n  actions:\n    mx.port25: explode\n", "resolver: [\n", "---\n---\nx: 1\n", "milter:\n  listen: tcp:nowhere\n"}
+	for i, b := range broken {
+		writeFile(t, cfgPath, good+b)
+		d.signal(t, syscall.SIGHUP)
+		for strings.Count(d.log.String(), "configuration reload failed") < i+1 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if ok.Load() == 0 || bad.Load() != 0 {
+		t.Errorf("during %d bad reloads: %d transactions served, %d failed", len(broken), ok.Load(), bad.Load())
+	}
+	t.Logf("%d bad reloads under load: %d transactions, all served by the running configuration", len(broken), ok.Load())
 }
