@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -417,5 +418,19 @@ func TestNonsensicalSettingsTakeDefaults(t *testing.T) {
 	r := e.Evaluate(context.Background(), spectest.Cases[0].Request())
 	if r.Verdict() != policy.Pass {
 		t.Errorf("%s", spectest.Statuses(r.Checks))
+	}
+}
+
+// However many distinct domains come by, the caches hold what they were given.
+func TestCachesStayBounded(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	cfg := spectest.Config(sb)
+	cfg.Cache.DNSEntries, cfg.Cache.ProbeEntries = 50, 10
+	e := newEngine(t, cfg)
+	for i := 0; i < 500; i++ {
+		e.Evaluate(context.Background(), policy.Request{Domain: fmt.Sprintf("gone%d.test", i)})
+	}
+	if n := e.DNSCacheStats().Entries; n != 50 {
+		t.Errorf("%d DNS entries, bound 50", n)
 	}
 }
