@@ -8,3 +8,8 @@ import _ "embed"
 //
 //go:embed mxguard.yaml
 var Default []byte
+
+// PostfixMainCf is configs/postfix/main.cf, the milter settings for Postfix.
+//
+//go:embed postfix/main.cf
+var PostfixMainCf []byte

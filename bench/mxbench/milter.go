@@ -101,6 +101,47 @@ func serveNoop() (func(), string, error) {
 	return func() { ln.Close() }, ln.Addr().String(), nil
 }
 
+// milterRig is the sandbox with mxguard and the no-op milter in front of it.
+type milterRig struct {
+	sb       *benchSandbox
+	mxguard  *milter.Milter
+	rec      *latencies
+	mxAddr   string
+	noopAddr string
+	stopNoop func()
+}
+
+func startMilters() (*milterRig, error) {
+	sb, err := newBenchSandbox()
+	if err != nil {
+		return nil, err
+	}
+	engine, err := policy.New(sb.cfg)
+	if err != nil {
+		sb.Close()
+		return nil, err
+	}
+	r := &milterRig{sb: sb, rec: &latencies{}}
+	if r.mxguard, r.mxAddr, err = serveMxguard(engine, r.rec); err == nil {
+		r.stopNoop, r.noopAddr, err = serveNoop()
+	}
+	if err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *milterRig) close() {
+	if r.mxguard != nil {
+		r.mxguard.Shutdown(context.Background())
+	}
+	if r.stopNoop != nil {
+		r.stopNoop()
+	}
+	r.sb.Close()
+}
+
 // transaction is the client's full transaction, as Postfix plays it.
 func transaction() smtptest.MilterConn {
 	body := strings.Repeat("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n", 16)
@@ -163,26 +204,12 @@ func runMilter(fs *flag.FlagSet, args []string) ([]row, error) {
 	rounds := fs.Int("rounds", 3, "alternating rounds per milter")
 	fs.Parse(args)
 
-	sb, err := newBenchSandbox()
+	rig, err := startMilters()
 	if err != nil {
 		return nil, err
 	}
-	defer sb.Close()
-	engine, err := policy.New(sb.cfg)
-	if err != nil {
-		return nil, err
-	}
-	rec := &latencies{}
-	m, mxAddr, err := serveMxguard(engine, rec)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Shutdown(context.Background())
-	stopNoop, noopAddr, err := serveNoop()
-	if err != nil {
-		return nil, err
-	}
-	defer stopNoop()
+	defer rig.close()
+	sb, rec, mxAddr, noopAddr := rig.sb, rig.rec, rig.mxAddr, rig.noopAddr
 
 	want := fmt.Sprintf("pass; domain=%s; ip=%s", benchDomain, benchClient)
 	checkMx := func(r smtptest.MilterResult) error {

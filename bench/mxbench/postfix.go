@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,138 +15,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/internal/postfixlab"
 )
 
-// A Postfix instance with default_transport = discard: it measures smtpd,
-// cleanup and the milter, not delivery.
-const benchMainCf = `compatibility_level = 3.6
-queue_directory = {{LAB}}/spool
-data_directory = {{LAB}}/data
-myhostname = mta.bench.test
-mydomain = bench.test
-myorigin = $myhostname
-mydestination =
-relayhost =
-default_transport = discard:benchmark
-local_transport = error:local delivery disabled
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-syslog_name = mxbench
-maillog_file = {{LAB}}/maillog
-maillog_file_prefixes = {{LAB}}
-biff = no
-default_process_limit = 200
-`
-
-const benchMasterCf = `127.0.0.1:{{SMTPD}} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000    0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`
-
-// benchLab is one private Postfix instance.
+// benchLab is a Postfix instance that discards what it accepts: the
+// benchmark measures smtpd, cleanup and the milter, not delivery.
 type benchLab struct {
+	*postfixlab.Lab
 	name string
-	dir  string
-	port int
 }
 
-func (l *benchLab) etc() string { return filepath.Join(l.dir, "etc") }
-
-// startBenchLab starts Postfix on a free port; milter is "" or a socket.
 func startBenchLab(name, milter string) (*benchLab, error) {
-	dir, err := os.MkdirTemp("", "mxbench-"+name+"-")
+	l, err := postfixlab.Start(postfixlab.Options{Milter: milter})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("postfix %s: %w", name, err)
 	}
-	os.Chmod(dir, 0o755)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	l := &benchLab{name: name, dir: dir, port: port}
-	fill := strings.NewReplacer("{{LAB}}", dir, "{{SMTPD}}", strconv.Itoa(port))
-	mainCf := fill.Replace(benchMainCf)
-	if milter != "" {
-		snippet, err := os.ReadFile("configs/postfix/main.cf") // the documented settings
-		if err != nil {
-			return nil, fmt.Errorf("run mxbench from the repository root: %w", err)
-		}
-		mainCf += strings.ReplaceAll(string(snippet), "inet:127.0.0.1:8891", milter)
-	}
-	os.MkdirAll(l.etc(), 0o755)
-	os.MkdirAll(filepath.Join(dir, "spool"), 0o755)
-	if err := os.WriteFile(filepath.Join(l.etc(), "main.cf"), []byte(mainCf), 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(l.etc(), "master.cf"), []byte(fill.Replace(benchMasterCf)), 0o644); err != nil {
-		return nil, err
-	}
-	for _, args := range [][]string{{"-c", l.etc(), "check"}, {"-c", l.etc(), "start"}} {
-		if out, err := exec.Command("postfix", args...).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("postfix %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		c, err := net.DialTimeout("tcp", l.addr(), time.Second)
-		if err == nil {
-			c.Close()
-			return l, nil
-		}
-		if time.Now().After(deadline) {
-			l.stop()
-			return nil, fmt.Errorf("postfix %s does not listen: %w", name, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (l *benchLab) addr() string { return fmt.Sprintf("127.0.0.1:%d", l.port) }
-
-func (l *benchLab) stop() {
-	exec.Command("postfix", "-c", l.etc(), "stop").Run()
-	os.RemoveAll(l.dir)
-}
-
-// drained waits until the queue is empty, so that delivery of one round
-// does not eat into the next.
-func (l *benchLab) drained() error {
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		out, err := exec.Command("postqueue", "-c", l.etc(), "-j").Output()
-		if err != nil {
-			return err
-		}
-		if len(strings.TrimSpace(string(out))) == 0 {
-			return nil
-		}
-	}
-	return fmt.Errorf("postfix %s: the queue does not drain", l.name)
+	return &benchLab{l, name}, nil
 }
 
 // injection is one smtp-source run.
@@ -157,18 +40,26 @@ type injection struct {
 	milterCPU time.Duration // CPU per message of this process, where the milters run
 }
 
+// setup is one way to run Postfix: without a milter, or with one.
+type setup struct{ name, milter string }
+
 // runOnePostfix runs one setup alone, for a look with strace or perf.
-func runOnePostfix(name, _, noopAddr, mxAddr string, sessions, messages int) ([]row, error) {
-	milter := map[string]string{"bare": "", "no-op": "inet:" + noopAddr, "mxguard": "inet:" + mxAddr}
-	sock, ok := milter[name]
-	if !ok {
-		return nil, fmt.Errorf("-only %q: want bare, no-op or mxguard", name)
+func runOnePostfix(name string, setups []setup, sessions, messages int) ([]row, error) {
+	var sock string
+	found := false
+	for _, s := range setups {
+		if s.name == name {
+			sock, found = s.milter, true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("-only %q: want one of %v", name, setups)
 	}
 	l, err := startBenchLab(name, sock)
 	if err != nil {
 		return nil, err
 	}
-	defer l.stop()
+	defer l.Stop()
 	in, err := l.inject(sessions, messages, "sender@"+benchDomain, "localhost.bench.test")
 	if err != nil {
 		return nil, err
@@ -185,7 +76,7 @@ func (l *benchLab) inject(sessions, messages int, from, helo string) (injection,
 	self0 := selfCPU()
 	began := time.Now()
 	cmd := exec.Command("smtp-source", "-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
-		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.addr())
+		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.Addr)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return injection{}, fmt.Errorf("smtp-source against %s: %v: %s", l.name, err, out)
 	}
@@ -239,26 +130,12 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	if _, err := exec.LookPath("smtp-source"); err != nil || os.Geteuid() != 0 {
 		return nil, errors.New("needs root and Debian's postfix package (postfix, smtp-source)")
 	}
-	sb, err := newBenchSandbox()
+	rig, err := startMilters()
 	if err != nil {
 		return nil, err
 	}
-	defer sb.Close()
-	engine, err := policy.New(sb.cfg)
-	if err != nil {
-		return nil, err
-	}
-	rec := &latencies{}
-	m, mxAddr, err := serveMxguard(engine, rec)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Shutdown(context.Background())
-	stopNoop, noopAddr, err := serveNoop()
-	if err != nil {
-		return nil, err
-	}
-	defer stopNoop()
+	defer rig.close()
+	sb, m, rec, mxAddr, noopAddr := rig.sb, rig.mxguard, rig.rec, rig.mxAddr, rig.noopAddr
 
 	sockDir, err := os.MkdirTemp("", "mxbench-sock-")
 	if err != nil {
@@ -273,18 +150,18 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	}
 	os.Chmod(sock, 0o666) // smtpd runs as postfix
 	go m.Serve(uln)
-	setups := []struct{ name, milter string }{
+	setups := []setup{
 		{"bare", ""}, {"no-op", "inet:" + noopAddr}, {"mxguard", "inet:" + mxAddr}, {"mxguard-unix", "unix:" + sock},
 	}
 	if *only != "" {
-		return runOnePostfix(*only, setups[0].milter, noopAddr, mxAddr, *sessions, *messages)
+		return runOnePostfix(*only, setups, *sessions, *messages)
 	}
 	labs := make([]*benchLab, len(setups))
 	for i, s := range setups {
 		if labs[i], err = startBenchLab(s.name, s.milter); err != nil {
 			return nil, err
 		}
-		defer labs[i].stop()
+		defer labs[i].Stop()
 	}
 	from, helo := "sender@"+benchDomain, "localhost.bench.test"
 	// Warm up every instance (process pools, mxguard's cache).
@@ -292,7 +169,7 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 		if _, err := l.inject(*sessions, 200, from, helo); err != nil {
 			return nil, err
 		}
-		if err := l.drained(); err != nil {
+		if err := l.Drained(2 * time.Minute); err != nil {
 			return nil, err
 		}
 	}
@@ -324,7 +201,7 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 			rates[i] = append(rates[i], in.rate)
 			cpus[i] = append(cpus[i], float64(in.cpu))
 			milterCPUs[i] = append(milterCPUs[i], float64(in.milterCPU))
-			if err := l.drained(); err != nil {
+			if err := l.Drained(2 * time.Minute); err != nil {
 				return nil, err
 			}
 			fmt.Fprintf(os.Stderr, "round %d: %-8s %6.0f msg/s, %.3f ms CPU/msg, milter %.3f ms\n", r+1, l.name, in.rate, float64(in.cpu)/1e6, float64(in.milterCPU)/1e6)

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
 	"net/textproto"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,156 +15,63 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/postfixlab"
 	"github.com/mxguard/mxguard/internal/spectest"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
-// These tests run a real Postfix (Debian's package) on loopback with mxguard
-// as its milter, in front of the SPEC sandbox, relaying to a go-smtp sink.
-// CI installs Postfix (.ci/run); without it they fail under CI=true and are
-// skipped elsewhere.
-
-const postfixMainCf = `compatibility_level = 3.6
-queue_directory = {{LAB}}/spool
-data_directory = {{LAB}}/data
-myhostname = mta.lab.test
-mydomain = lab.test
-myorigin = $myhostname
-mydestination =
-local_transport = error:local delivery disabled
-alias_maps =
-alias_database =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:{{SINK}}
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-syslog_name = mxguard-test
-maillog_file = {{LAB}}/maillog
-maillog_file_prefixes = {{LAB}}
-biff = no
-`
-
-const postfixMasterCf = `127.0.0.1:{{SMTPD}} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000    0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-`
-
-// The milter settings are configs/postfix/main.cf, as operators use it.
-const postfixSnippet = "../../configs/postfix/main.cf"
+// These tests run a real Postfix (Debian's package, see internal/postfixlab)
+// with mxguard as its milter, in front of the SPEC sandbox, relaying to a
+// go-smtp sink. CI installs Postfix (.ci/run); without it they fail under
+// CI=true and are skipped elsewhere.
 
 // requirePostfix fails under CI and skips elsewhere when Postfix cannot run.
 func requirePostfix(t *testing.T) {
 	t.Helper()
-	var why string
-	if _, err := exec.LookPath("postfix"); err != nil {
-		why = "postfix is not installed (apt-get install postfix)"
-	} else if os.Geteuid() != 0 {
-		why = "starting a Postfix instance needs root"
-	}
-	if why == "" {
+	err := postfixlab.Available()
+	if err == nil {
 		return
 	}
 	if os.Getenv("CI") != "" {
-		t.Fatalf("%s; CI must provide it (.ci/run)", why)
+		t.Fatalf("%v; CI must provide it (.ci/run)", err)
 	}
-	t.Skip(why)
+	t.Skip(err)
 }
 
-// postfixLab is a private Postfix instance.
-type postfixLab struct {
-	dir  string
-	smtp string // host:port of its smtpd
+// postfixRig is mxguard (a child process) for the sandbox, a Postfix lab
+// using it, and the sink Postfix relays to.
+type postfixRig struct {
+	sb      *smtptest.Sandbox
+	mxguard *daemonProc
+	cfg     string // mxguard's configuration file
+	milter  string // its socket, host:port
+	lab     *postfixlab.Lab
+	sink    *smtptest.SMTPServer
 }
 
-func startPostfix(t *testing.T, milterPort, sinkPort int) *postfixLab {
+func startRig(t *testing.T, extraConfig string) *postfixRig {
 	t.Helper()
 	requirePostfix(t)
-	dir, err := os.MkdirTemp("", "mxguard-postfix-")
-	if err != nil {
+	r := &postfixRig{sb: spectest.Sandbox(t)}
+	var err error
+	if r.sink, err = smtptest.StartSMTP("127.0.0.1:0", smtptest.Accept); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(dir, 0o755) // the postfix user walks into the queue below it
-	lab := &postfixLab{dir: dir, smtp: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
-	_, smtpdPort, _ := net.SplitHostPort(lab.smtp)
-	fill := strings.NewReplacer("{{LAB}}", dir, "{{SINK}}", fmt.Sprint(sinkPort), "{{SMTPD}}", smtpdPort)
-	etc := filepath.Join(dir, "etc")
-	os.MkdirAll(etc, 0o755)
-	os.MkdirAll(filepath.Join(dir, "spool"), 0o755) // postfix check fills it in, with the right owners
-	snippet, err := os.ReadFile(postfixSnippet)
-	if err != nil {
+	t.Cleanup(func() { r.sink.Close() })
+	r.milter = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	r.cfg = filepath.Join(t.TempDir(), "mxguard.yaml")
+	writeFile(t, r.cfg, sandboxConfig(r.sb, "inet:"+r.milter, freeTCPPort(t), extraConfig))
+	r.mxguard = startDaemon(t, r.cfg, "tcp", r.milter)
+	if r.lab, err = postfixlab.Start(postfixlab.Options{Milter: "inet:" + r.milter, RelayPort: portOf(t, r.sink.Addr)}); err != nil {
 		t.Fatal(err)
 	}
-	milterCf := strings.ReplaceAll(string(snippet), "inet:127.0.0.1:8891", fmt.Sprintf("inet:127.0.0.1:%d", milterPort))
-	writeFile(t, filepath.Join(etc, "main.cf"), fill.Replace(postfixMainCf)+milterCf)
-	writeFile(t, filepath.Join(etc, "master.cf"), fill.Replace(postfixMasterCf))
 	t.Cleanup(func() {
-		exec.Command("postfix", "-c", etc, "stop").Run()
 		if t.Failed() {
-			if log, err := os.ReadFile(filepath.Join(dir, "maillog")); err == nil {
-				t.Logf("Postfix log:\n%s", log)
-			}
+			t.Logf("Postfix log:\n%s", r.lab.Log())
 		}
-		os.RemoveAll(dir)
+		r.lab.Stop()
 	})
-	for _, args := range [][]string{{"-c", etc, "check"}, {"-c", etc, "start"}} {
-		if out, err := exec.Command("postfix", args...).CombinedOutput(); err != nil {
-			t.Fatalf("postfix %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", lab.smtp, time.Second)
-		if err == nil {
-			c.Close()
-			return lab
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Postfix does not listen on %s: %v", lab.smtp, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// held lists the queue IDs in the hold queue.
-func (l *postfixLab) held(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("postqueue", "-c", filepath.Join(l.dir, "etc"), "-j").Output()
-	if err != nil {
-		t.Fatalf("postqueue: %v", err)
-	}
-	var ids []string
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var e struct {
-			Queue string `json:"queue_name"`
-			ID    string `json:"queue_id"`
-		}
-		if json.Unmarshal([]byte(line), &e) == nil && e.Queue == "hold" {
-			ids = append(ids, e.ID)
-		}
-	}
-	return ids
+	return r
 }
 
 // mail is one message for the SMTP client.
@@ -255,15 +160,6 @@ func bySubject(msgs []smtptest.Message) map[string][]string {
 	return m
 }
 
-// mxguardForPostfix starts mxguard for the sandbox on a free port.
-func mxguardForPostfix(t *testing.T, sb *smtptest.Sandbox, extra string) (*daemonProc, int, string) {
-	t.Helper()
-	port := freeTCPPort(t)
-	cfg := filepath.Join(t.TempDir(), "mxguard.yaml")
-	writeFile(t, cfg, sandboxConfig(sb, fmt.Sprintf("inet:127.0.0.1:%d", port), freeTCPPort(t), extra))
-	return startDaemon(t, cfg, "tcp", fmt.Sprintf("127.0.0.1:%d", port)), port, cfg
-}
-
 func portOf(t *testing.T, addr string) int {
 	t.Helper()
 	_, p, err := net.SplitHostPort(addr)
@@ -276,19 +172,12 @@ func portOf(t *testing.T, addr string) int {
 }
 
 func TestPostfixEndToEnd(t *testing.T) {
-	requirePostfix(t)
-	sb := spectest.Sandbox(t)
-	sink, err := smtptest.StartSMTP("127.0.0.1:0", smtptest.Accept)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	d, milterPort, _ := mxguardForPostfix(t, sb, "policy:\n  actions:\n    mx.targets: hold\n")
-	lab := startPostfix(t, milterPort, portOf(t, sink.Addr))
+	rig := startRig(t, "policy:\n  actions:\n    mx.targets: hold\n")
+	lab, sink, d := rig.lab, rig.sink, rig.mxguard
 
 	// One connection, several messages: the HELO name and client must hold
 	// for every message, refusals in between included.
-	errs := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test",
+	errs := sendSession(t, lab.Addr, "127.0.3.1", "mail.good.test",
 		mail{"a@ok.test", "passing"},
 		mail{"a@some-refused.test", "flagged"},
 		mail{"a@refused.test", "deferred"},
@@ -305,7 +194,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	if !strings.Contains(errs[2].Error(), "4.7.1 refused.test: mx.port25 fail") || !strings.Contains(errs[2].Error(), "Fix: ") {
 		t.Errorf("the deferral does not say what to fix: %v", errs[2])
 	}
-	errs = sendSession(t, lab.smtp, "127.0.3.1", "other.good.test",
+	errs = sendSession(t, lab.Addr, "127.0.3.1", "other.good.test",
 		mail{"a@ok.test", "helo-mismatch-1"}, mail{"a@ok.test", "helo-mismatch-2"})
 	for i, err := range errs {
 		if err != nil {
@@ -339,8 +228,8 @@ func TestPostfixEndToEnd(t *testing.T) {
 			t.Errorf("%s reached the sink", subject)
 		}
 	}
-	held := lab.held(t)
-	if len(held) != 1 {
+	held, err := lab.Held()
+	if err != nil || len(held) != 1 {
 		t.Fatalf("hold queue: %v, want the one held message", held)
 	}
 	// One log line per decision, with Postfix's queue ID once it has one.
@@ -364,15 +253,8 @@ func TestPostfixEndToEnd(t *testing.T) {
 // 451 while it is down (milter_default_action = tempfail), the clients send
 // those messages again, and every message arrives exactly once.
 func TestPostfixSurvivesMxguardKill(t *testing.T) {
-	requirePostfix(t)
-	sb := spectest.Sandbox(t)
-	sink, err := smtptest.StartSMTP("127.0.0.1:0", smtptest.Accept)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	d, milterPort, cfg := mxguardForPostfix(t, sb, "")
-	lab := startPostfix(t, milterPort, portOf(t, sink.Addr))
+	rig := startRig(t, "")
+	lab, sink, d := rig.lab, rig.sink, rig.mxguard
 
 	const total, senders, killAt = 200, 4, 60
 	var next, sent, firstTry, deferrals atomic.Int64
@@ -389,7 +271,7 @@ func TestPostfixSurvivesMxguardKill(t *testing.T) {
 				}
 				m := mail{"a@ok.test", fmt.Sprintf("stream-%03d", i)}
 				for attempt := 0; ; attempt++ { // a sending MTA retries a 451
-					err := sendSession(t, lab.smtp, "127.0.3.1", "mail.good.test", m)[0]
+					err := sendSession(t, lab.Addr, "127.0.3.1", "mail.good.test", m)[0]
 					if err == nil {
 						if attempt == 0 {
 							firstTry.Add(1)
@@ -414,7 +296,7 @@ func TestPostfixSurvivesMxguardKill(t *testing.T) {
 	<-d.done
 	d.done <- nil
 	time.Sleep(1500 * time.Millisecond) // the stream goes on, into 451s
-	startDaemon(t, cfg, "tcp", fmt.Sprintf("127.0.0.1:%d", milterPort))
+	startDaemon(t, rig.cfg, "tcp", rig.milter)
 	wg.Wait()
 
 	got := bySubject(waitSink(t, sink, total))
