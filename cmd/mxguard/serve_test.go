@@ -210,7 +210,14 @@ func TestServeUnixSocketMetricsReloadAndDrain(t *testing.T) {
 	if code, body := httpGet(t, metricsURL+"/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz %d %q", code, body)
 	}
-	_, body := httpGet(t, metricsURL+"/metrics")
+	// The sessions end on the server a moment after the client has its answer.
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, body = httpGet(t, metricsURL+"/metrics")
+		if strings.Contains(body, "mxguard_active_sessions 0") || time.Now().After(deadline) {
+			break
+		}
+	}
 	for _, want := range []string{
 		`mxguard_decisions_total{verdict="flag"} 1`,
 		`mxguard_decisions_total{verdict="defer"} 1`,
