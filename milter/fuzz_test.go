@@ -6,6 +6,8 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/mxguard/mxguard/milter"
+	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -13,17 +15,17 @@ import (
 // HELO names, header values. Whatever they hold, the session must go on and
 // answer with a well-formed reply or accept with one clean header.
 func FuzzMilterSession(f *testing.F) {
-	h := newHarness(f, nil)
-	f.Add("127.0.3.1", "mail.good.test", "mail.good.test", "a@ok.test", "Sender <a@ok.test>", "4ABC")
-	f.Add("::1", "unknown", "[IPv6:::1]", "", "=?utf-8?q?x?= <x@refused.test>", "")
-	f.Add("IPv6:2001:db8::1", "", "localhost", "<@a,@b:u@[1.2.3.4]>", "\"a\r\n b\" <c@d>", "i%d%s")
-	f.Add("999.1.1.1", "x\ny", "\x00\xff", "a%n@b%%.test", "a@b@c", strings.Repeat("Q", 300))
-	f.Fuzz(func(t *testing.T, client, clientName, helo, from, fromHeader, queueID string) {
+	h := newHarness(f, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.HeaderFrom = true })
+	f.Add("127.0.3.1", "mail.good.test", "mail.good.test", "a@ok.test", "r@example.net", "Sender <a@ok.test>", "4ABC", "", "OK")
+	f.Add("::1", "unknown", "[IPv6:::1]", "", "<>", "=?utf-8?q?x?= <x@refused.test>", "", "alice", "FAIL")
+	f.Add("IPv6:2001:db8::1", "", "localhost", "<@a,@b:u@[1.2.3.4]>", "x", "\"a\r\n b\" <c@refused.test>", "i%d%s", "\x00", "")
+	f.Add("999.1.1.1", "x\ny", "\x00\xff", "a%n@b%%.test", "%s%n", "a@b@c", strings.Repeat("Q", 300), "b%%ob", "TEMP")
+	f.Fuzz(func(t *testing.T, client, clientName, helo, from, rcpt, fromHeader, queueID, authUser, resolve string) {
 		conn := smtptest.MilterConn{
 			ClientName: clientName, HELO: helo,
-			Macros: map[string]string{"{client_addr}": client, "i": queueID},
+			Macros: map[string]string{"{client_addr}": client, "i": queueID, "{client_resolve}": resolve},
 			Messages: []smtptest.MilterMessage{
-				{From: from, To: []string{"rcpt@example.net"}, Headers: [][2]string{{"From", fromHeader}}, Body: "x\r\n"},
+				{From: from, To: []string{rcpt}, Headers: [][2]string{{"From", fromHeader}}, Body: "x\r\n", AuthUser: authUser},
 				{From: "a@ok.test", To: []string{"rcpt@example.net"}, Body: "x\r\n"},
 			},
 		}

@@ -427,10 +427,19 @@ func TestCachesStayBounded(t *testing.T) {
 	cfg := spectest.Config(sb)
 	cfg.Cache.DNSEntries, cfg.Cache.ProbeEntries = 50, 10
 	e := newEngine(t, cfg)
+	for i := 0; i < 300; i++ { // each its own MX address (nothing listens: refused at once)
+		sb.Zone.MX(fmt.Sprintf("p%d.test", i), 10, fmt.Sprintf("mx.p%d.test", i)).A(fmt.Sprintf("mx.p%d.test", i), fmt.Sprintf("127.0.13.%d", i%250+1), fmt.Sprintf("127.0.14.%d", i%250+1))
+	}
 	for i := 0; i < 500; i++ {
 		e.Evaluate(context.Background(), policy.Request{Domain: fmt.Sprintf("gone%d.test", i)})
 	}
+	for i := 0; i < 300; i++ {
+		e.Evaluate(context.Background(), policy.Request{Domain: fmt.Sprintf("p%d.test", i)})
+	}
 	if n := e.DNSCacheStats().Entries; n != 50 {
 		t.Errorf("%d DNS entries, bound 50", n)
+	}
+	if st := e.ProbeCacheStats(); st.Entries != 10 || st.Misses < 250 {
+		t.Errorf("probe cache: %+v, bound 10", st)
 	}
 }

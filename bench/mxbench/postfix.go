@@ -223,6 +223,8 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 		{"postfix", "Postfix + mxguard on a unix socket", fmt.Sprintf("%.0f msg/s, %s CPU/msg (%.0f%% of bare), %s over bare", rate(3), ms(cpu(3)), 100*rate(3)/rate(0), ms(over(3))), ""},
 		{"postfix", "mxguard decision latency p50 / p99", ms(percentile(decisions, 50)) + " / " + ms(percentile(decisions, 99)), ""},
 		{"postfix", "DNS queries during the warm rounds", fmt.Sprint(sb.DNS.Queries() - dnsBefore), "0 " + verdict(sb.DNS.Queries() == dnsBefore)},
+		{"postfix", "messages mxguard decided (TCP and unix rounds)", fmt.Sprint(len(decisions)),
+			fmt.Sprintf("%d %s", 2**rounds**messages, verdict(len(decisions) == 2**rounds**messages))},
 	}
 	return rows, nil
 }

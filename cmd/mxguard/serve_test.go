@@ -343,7 +343,11 @@ func TestReloadUnderLoad(t *testing.T) {
 					ClientIP: "127.0.3.1", ClientName: "mail.good.test", HELO: "mail.good.test",
 					Messages: []smtptest.MilterMessage{{From: "a@ok.test", To: []string{"x@example.net"}, Body: "hi\r\n"}},
 				})
-				if v, _ := res[0].Header("X-MXGuard"); err == nil && v == "pass; domain=ok.test; ip=127.0.3.1" {
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				if v, _ := res[0].Header("X-MXGuard"); v == "pass; domain=ok.test; ip=127.0.3.1" {
 					ok.Add(1)
 				} else {
 					bad.Add(1)
