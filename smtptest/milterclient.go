@@ -74,8 +74,10 @@ func (r MilterResult) Header(name string) (string, bool) {
 // "127.0.0.1:8891" or "unix", "/path"), plays conn, and returns one result
 // per message. It speaks milter protocol 6 with go-milter's client, in the
 // order Postfix uses: connect, HELO, then per message MAIL, RCPT..., headers,
-// end of headers, body, end of message, abort; QUIT at the end.
+// end of headers, body, end of message, abort; QUIT at the end. Strings are
+// C strings on the wire: like an MTA's, they end at their first NUL.
 func PlayMilter(network, address string, conn MilterConn) ([]MilterResult, error) {
+	conn = conn.cStrings()
 	client := milter.NewClientWithOptions(network, address, milter.ClientOptions{
 		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
 		ReadTimeout:  time.Minute,
@@ -141,6 +143,39 @@ func PlayMilter(network, address string, conn MilterConn) ([]MilterResult, error
 		}
 	}
 	return results, nil
+}
+
+// cStrings returns conn with every string cut at its first NUL: an MTA
+// cannot send more, and a NUL inside a field would misframe the packet.
+func (conn MilterConn) cStrings() MilterConn {
+	c := func(s string) string {
+		if i := strings.IndexByte(s, 0); i >= 0 {
+			return s[:i]
+		}
+		return s
+	}
+	conn.ClientIP, conn.ClientName, conn.HELO = c(conn.ClientIP), c(conn.ClientName), c(conn.HELO)
+	macros := make(map[string]string, len(conn.Macros))
+	for k, v := range conn.Macros {
+		macros[c(k)] = c(v)
+	}
+	conn.Macros = macros
+	msgs := make([]MilterMessage, len(conn.Messages))
+	for i, m := range conn.Messages {
+		m.From, m.QueueID, m.AuthUser = c(m.From), c(m.QueueID), c(m.AuthUser)
+		to := make([]string, len(m.To))
+		for j, r := range m.To {
+			to[j] = c(r)
+		}
+		hs := make([][2]string, len(m.Headers))
+		for j, h := range m.Headers {
+			hs[j] = [2]string{c(h[0]), c(h[1])}
+		}
+		m.To, m.Headers = to, hs
+		msgs[i] = m
+	}
+	conn.Messages = msgs
+	return conn
 }
 
 func connectionEnded(stage string, act *milter.Action, err error) error {
