@@ -365,6 +365,9 @@ func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject s
 	if s.daemon != "" {
 		attrs = append(attrs, "daemon", s.daemon)
 	}
+	if s.mta != "" {
+		attrs = append(attrs, "mta", s.mta)
+	}
 	s.m.log.Info("decision", attrs...)
 }
 
