@@ -204,10 +204,9 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 func TestCacheHonoursTTLs(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	var mu sync.Mutex
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfg.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	clock := newFakeClock()
+	cfg.Clock = clock.now
+	advance := clock.advance
 	cfg.Cache.MinTTL, cfg.Cache.MaxTTL = 30*time.Second, time.Hour
 	cfg.Cache.NegativeMaxTTL = 10 * time.Minute
 	e := newEngine(t, cfg)
@@ -245,9 +244,8 @@ func TestCacheHonoursTTLs(t *testing.T) {
 func TestProbeTTLPerOutcome(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	var mu sync.Mutex
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfg.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clock := newFakeClock()
+	cfg.Clock = clock.now
 	cfg.Cache.MaxTTL = 24 * time.Hour // keep DNS answers; watch probes only
 	cfg.Cache.ProbeAcceptTTL, cfg.Cache.ProbeRefusedTTL, cfg.Cache.ProbeTimeoutTTL = time.Hour, 10*time.Minute, time.Minute
 	e := newEngine(t, cfg)
@@ -262,9 +260,7 @@ func TestProbeTTLPerOutcome(t *testing.T) {
 	sb.Zone.MX("pa.test", 10, "mx.pa.test").A("mx.pa.test", "127.0.6.1")
 	sb.Zone.MX("ps.test", 10, "mx.ps.test").A("mx.ps.test", "127.0.6.2")
 	for _, step := range []time.Duration{0, 59 * time.Second, 2 * time.Second, time.Hour} {
-		mu.Lock()
-		now = now.Add(step)
-		mu.Unlock()
+		clock.advance(step)
 		e.Evaluate(context.Background(), policy.Request{Sender: "a@pa.test"})
 		e.Evaluate(context.Background(), policy.Request{Sender: "a@ps.test"})
 	}
@@ -389,9 +385,8 @@ func TestBackgroundCompletionAfterDeadline(t *testing.T) {
 func TestFailedLookupsAreCachedBriefly(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	var mu sync.Mutex
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfg.Clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clock := newFakeClock()
+	cfg.Clock = clock.now
 	cfg.Cache.ErrorTTL = 10 * time.Second
 	e := newEngine(t, cfg)
 	for i := 0; i < 3; i++ {
@@ -401,9 +396,7 @@ func TestFailedLookupsAreCachedBriefly(t *testing.T) {
 	if first != cfg.Resolver.Attempts && first != policy.DefaultConfig().Resolver.Attempts {
 		t.Errorf("three evaluations made %d MX queries; one lookup's attempts expected", first)
 	}
-	mu.Lock()
-	now = now.Add(11 * time.Second)
-	mu.Unlock()
+	clock.advance(11 * time.Second)
 	e.Evaluate(context.Background(), policy.Request{Sender: "a@servfail.test"})
 	if n := sb.DNS.QueryCount("servfail.test", dns.TypeMX); n != 2*first {
 		t.Errorf("after error_ttl: %d MX queries, want %d", n, 2*first)
@@ -442,4 +435,24 @@ func TestCachesStayBounded(t *testing.T) {
 	if st := e.ProbeCacheStats(); st.Entries != 10 || st.Misses < 250 {
 		t.Errorf("probe cache: %+v, bound 10", st)
 	}
+}
+
+// fakeClock is the caches' clock in tests: it moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
