@@ -19,6 +19,7 @@ type Metrics struct {
 	reg            *prometheus.Registry
 	decisions      *prometheus.CounterVec
 	checkResults   *prometheus.CounterVec
+	checkCounters  map[policy.CheckID][]prometheus.Counter // by status: no label hashing per message
 	decisionTime   prometheus.Histogram
 	dnsQueries     *prometheus.CounterVec
 	dnsTime        *prometheus.HistogramVec
@@ -91,9 +92,10 @@ func New(engine Engine) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.checkCounters = map[policy.CheckID][]prometheus.Counter{}
 	for _, id := range policy.CheckIDs() { // every series exists from the start
-		for _, st := range []policy.Status{policy.StatusPass, policy.StatusWarn, policy.StatusFail, policy.StatusTempError, policy.StatusSkip} {
-			m.checkResults.WithLabelValues(string(id), st.String())
+		for st := policy.StatusPass; st <= policy.StatusFail; st++ {
+			m.checkCounters[id] = append(m.checkCounters[id], m.checkResults.WithLabelValues(string(id), st.String()))
 		}
 	}
 	for _, v := range []string{"pass", "flag", "hold", "defer", "reject", "temperror"} {
@@ -142,7 +144,9 @@ func (m *Metrics) SessionClosed() { m.activeSessions.Dec() }
 func (m *Metrics) Decision(r *policy.Report, outcome string) {
 	m.decisions.WithLabelValues(outcome).Inc()
 	for _, c := range r.Checks {
-		m.checkResults.WithLabelValues(string(c.ID), c.Status.String()).Inc()
+		if cs := m.checkCounters[c.ID]; int(c.Status) < len(cs) {
+			cs[c.Status].Inc()
+		}
 	}
 	m.decisionTime.Observe(r.Elapsed.Seconds())
 }
