@@ -27,3 +27,6 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+// A patched go-milter: see third_party/go-milter/PATCHES.md.
+replace github.com/emersion/go-milter => ./third_party/go-milter

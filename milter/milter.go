@@ -36,6 +36,11 @@ type Config struct {
 	Engine          Evaluator
 	HeaderName      string
 	DecisionTimeout time.Duration
+	// NonSMTPAction is what a defer or reject verdict becomes for mail that
+	// did not come over SMTP (Postfix non_smtpd_milters: sendmail(1),
+	// pickup), which cannot be refused per recipient and must not stay in
+	// the queue: Hold, Flag or Reject (bounced to the sender).
+	NonSMTPAction policy.Verdict
 }
 
 // Evaluator decides; *policy.Engine is the one mxguard uses.
@@ -62,10 +67,15 @@ type Options struct {
 	ReplyAt    Stage
 	// MaxSessions caps concurrent MTA connections; more wait to be accepted.
 	MaxSessions int
-	// IdleTimeout drops a connection whose MTA sends nothing for this long.
+	// IdleTimeout drops a connection whose MTA sends nothing for this long
+	// between transactions.
 	IdleTimeout time.Duration
-	Log         *slog.Logger
-	Recorder    Recorder
+	// TransactionTimeout drops a connection whose transaction (MAIL FROM to
+	// end of message) has not ended after this long: the MTA is silent
+	// while a client uploads the message, but not for ever.
+	TransactionTimeout time.Duration
+	Log                *slog.Logger
+	Recorder           Recorder
 }
 
 // Milter serves the milter protocol.
@@ -112,22 +122,22 @@ func (m *Milter) config() *Config { return m.cfg.Load() }
 // Reload makes new messages use cfg; messages in flight finish with the old one.
 func (m *Milter) Reload(cfg *Config) { m.cfg.Store(cfg) }
 
-// The actions mxguard needs: add its header, quarantine on hold, and name
-// the macros it wants.
-const actions = gomilter.OptAddHeader | gomilter.OptQuarantine | gomilter.OptSetSymList
+// The actions mxguard needs: add its header, remove forged copies of it,
+// quarantine on hold, and name the macros it wants.
+const actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptSetSymList
 
 // protocol asks the MTA to skip every step mxguard does not use, and to send
 // without waiting for an answer (SMFIP_NR_*) the steps it never refuses:
 // each is a round trip saved, on every message. The client comes from the
-// MAIL FROM macros, so the connect step is skipped too. go-milter has no
-// handler for SMFIC_UNKNOWN and would drop the connection: unknown commands
-// are switched off as well.
+// MAIL FROM macros, so the connect step is skipped too. Headers are needed
+// to find forged copies of mxguard's own header; they are never refused.
 func protocol(o Options) gomilter.OptProtocol {
-	p := gomilter.OptNoConnect | gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoHeloReply
+	p := gomilter.OptNoConnect | gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData |
+		gomilter.OptNoHeloReply | gomilter.OptNoHeaderReply
 	if o.HeaderFrom {
-		p |= gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply
+		p |= gomilter.OptNoEOHReply
 	} else {
-		p |= gomilter.OptNoHeaders | gomilter.OptNoEOH
+		p |= gomilter.OptNoEOH
 	}
 	if o.ReplyAt == StageMail {
 		p |= gomilter.OptNoRcptTo // the answer is given at MAIL FROM: recipients do not matter
@@ -141,7 +151,7 @@ func protocol(o Options) gomilter.OptProtocol {
 // stage not named; everything about the client comes with MAIL FROM (go-milter
 // keeps only the latest macro packet). "s" is Sendmail's HELO name.
 var symbols = map[gomilter.Stage][]string{
-	gomilter.StageMailFrom: {"i", "j", "{client_addr}", "{client_name}", "{client_resolve}", "{auth_authen}", "{daemon_name}", "s"},
+	gomilter.StageMailFrom: {"i", "j", "{client_addr}", "{client_port}", "{client_name}", "{client_resolve}", "{auth_authen}", "{daemon_name}", "s"},
 	gomilter.StageEOH:      {"i"}, // Sendmail chooses the EOM list by whether EOH has one
 	gomilter.StageEOM:      {"i"},
 }
@@ -150,10 +160,14 @@ var symbols = map[gomilter.Stage][]string{
 func (m *Milter) Serve(ln net.Listener) error {
 	tl := &trackingListener{Listener: ln, m: m}
 	srv := &gomilter.Server{
-		NewMilter: func() gomilter.Milter {
-			s := &session{m: m, conn: tl.last}
-			tl.last = nil
-			return s
+		NewConnMilter: func(c net.Conn) gomilter.Milter {
+			// go-milter asks again after a final answer (one it gave itself
+			// to a malformed command): the connection keeps its session.
+			tc := c.(*trackedConn)
+			if tc.session == nil {
+				tc.session = &session{m: m, conn: tc}
+			}
+			return tc.session
 		},
 		Actions:  actions,
 		Protocol: m.proto,
@@ -224,11 +238,6 @@ func (m *Milter) ActiveSessions() int {
 type trackingListener struct {
 	net.Listener
 	m *Milter
-	// last is the connection Accept just returned. go-milter's Serve calls
-	// NewMilter right after Accept, in the same goroutine, and mxguard never
-	// answers in a way that makes go-milter call it again: so the new session
-	// can take it.
-	last *trackedConn
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
@@ -244,7 +253,6 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 			m.conns[tc] = struct{}{}
 			m.mu.Unlock()
 			m.rec.SessionOpened()
-			l.last = tc
 			return tc, nil
 		}
 		if errors.Is(err, net.ErrClosed) {
@@ -262,31 +270,40 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 
 type trackedConn struct {
 	net.Conn
-	m        *Milter
-	in       *bufio.Reader // go-milter reads a packet in two small reads; one syscall serves several packets
-	deadline time.Time     // when the idle deadline was last moved; zero: none set
-	busy     atomic.Bool   // inside a transaction: the MTA is silent during DATA
-	once     sync.Once
+	m       *Milter
+	session *session      // set by go-milter's first NewConnMilter, then read only in the session goroutine
+	in      *bufio.Reader // go-milter reads a packet in two small reads; one syscall serves several packets
+	// The session goroutine, which also reads, owns the fields below.
+	inTransaction bool
+	transactionBy time.Time // when the open transaction must end; zero: no limit
+	deadline      time.Time // the read deadline set last
+	idleMoved     time.Time // when the idle deadline was last moved; zero: it is not the one set
+	once          sync.Once
 }
 
-// Read serves go-milter from the buffer, and keeps the idle deadline (go-milter
-// sets none) moving while the MTA talks. Inside a transaction there is none:
-// the MTA sends nothing while the client uploads the message (mxguard skips
-// headers and body), however long that takes.
+// Read serves go-milter from the buffer, and keeps a read deadline (go-milter
+// sets none): between transactions the idle timeout, moved while the MTA
+// talks; inside one, the transaction's own end, since the MTA is silent
+// while the client uploads the message.
 func (c *trackedConn) Read(b []byte) (int, error) {
-	if t := c.m.opts.IdleTimeout; t > 0 && c.in.Buffered() == 0 {
-		switch now := time.Now(); {
-		case c.busy.Load():
-			if !c.deadline.IsZero() {
-				c.Conn.SetReadDeadline(time.Time{})
-				c.deadline = time.Time{}
+	if c.in.Buffered() == 0 {
+		switch now, idle := time.Now(), c.m.opts.IdleTimeout; {
+		case c.inTransaction:
+			if c.deadline != c.transactionBy {
+				c.setDeadline(c.transactionBy)
+				c.idleMoved = time.Time{}
 			}
-		case now.Sub(c.deadline) > t/16: // a timer reset per packet is waste
-			c.Conn.SetReadDeadline(now.Add(t))
-			c.deadline = now
+		case idle > 0 && now.Sub(c.idleMoved) > idle/16: // a timer reset per packet is waste
+			c.setDeadline(now.Add(idle))
+			c.idleMoved = now
 		}
 	}
 	return c.in.Read(b)
+}
+
+func (c *trackedConn) setDeadline(t time.Time) {
+	c.Conn.SetReadDeadline(t)
+	c.deadline = t
 }
 
 func (c *trackedConn) Close() error {

@@ -97,7 +97,7 @@ func TestVerdictsAndActions(t *testing.T) {
 	}{
 		{"a@ok.test", "pass; domain=ok.test; ip=127.0.3.1", "", "", "eom"},
 		{"a@some-refused.test", "flag; domain=some-refused.test; ip=127.0.3.1; mx.port25=warn", "", "", "eom"},
-		{"a@cname-mx.test", "hold; domain=cname-mx.test; ip=127.0.3.1; mx.targets=fail", "mxguard: cname-mx.test: mx.targets fail", "", "eom"},
+		{"a@literal-mx.test", "hold; domain=literal-mx.test; ip=127.0.3.1; mx.targets=fail", "mxguard: literal-mx.test: mx.targets fail", "", "eom"},
 		{"a@refused.test", "", "", "451 4.7.1 refused.test: mx.port25 fail: no MX host accepts SMTP", "rcpt"},
 		{"a@nullmx.test", "", "", "451 4.7.27 nullmx.test: mx.records fail", "rcpt"},
 		{"a@[127.0.0.1]", "", "", "550 5.7.1 [127.0.0.1]: domain.syntax fail", "rcpt"},
@@ -258,7 +258,7 @@ func TestHeaderFrom(t *testing.T) {
 	}
 	msg.Headers[0][1] = "x@implicit.test"
 	r = h.play(t, goodConn(msg))[0]
-	if got, _ := r.Header("X-MXGuard"); got != "flag; domain=implicit.test; ip=127.0.3.1; mx.records=warn" {
+	if got, _ := r.Header("X-MXGuard"); got != "flag; domain=ok.test; ip=127.0.3.1; from=implicit.test; mx.records=warn" {
 		t.Errorf("From implicit.test: %q", got)
 	}
 	msg.Headers[0][1] = "\"Someone\"\r\n <someone@refused.test>" // folded, as the MTA passes it

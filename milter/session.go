@@ -7,6 +7,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"net/textproto"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -16,36 +17,52 @@ import (
 	"github.com/mxguard/mxguard/policy"
 )
 
+// Bounds on what a session keeps of the MTA's (ultimately a client's) text:
+// go-milter accepts packets of up to 1 MB, and a copy must not pin one.
+const (
+	maxNameLen       = 512      // HELO, client and MTA names: longer is invalid anyway
+	maxSenderLen     = 2048     // the end of a longer MAIL FROM, where its domain is
+	maxFromHeaderLen = 64 << 10 // a From field parsed for addresses
+	maxFromDomains   = 8        // From domains evaluated per message
+	maxLogText       = 120      // remote text quoted in a log line
+)
+
 // session is the go-milter backend for one MTA connection. It never answers
-// with go-milter's accept/reject/tempfail/discard responses: those make
-// go-milter replace the backend, which would lose the HELO name and client
-// for the next message on the connection. Replies are reply codes instead,
-// and "continue" at end of message (which the MTA takes as accept).
+// with go-milter's accept/reject/tempfail/discard responses: replies are
+// reply codes instead, and "continue" at end of message (which the MTA takes
+// as accept), so that the connection keeps its state across messages.
 type session struct {
 	m    *Milter
-	conn *trackedConn // nil if go-milter ever made a session on its own
+	conn *trackedConn
 
 	// The connection, kept across messages.
 	client     netip.Addr
-	clientName string // the MTA's verified client name, "unknown" if none
+	clientName string // the MTA's name for the client, for the log only
 	helo       string
 	daemon     string // {daemon_name}: which smtpd instance
 	mta        string // j: the MTA's host name
+	// canChangeHeaders says the MTA agreed to SMFIF_CHGHDRS, needed to
+	// remove forged copies of mxguard's header.
+	canChangeHeaders bool
 
 	msg *message // the current transaction, nil between transactions
 }
 
 // message is one transaction, from MAIL FROM to end of message or abort.
 type message struct {
-	cfg        *Config
-	sender     string
-	authUser   string
-	queueID    string
-	started    time.Time
-	envelope   *pending // the envelope sender's evaluation
-	fromHeader string   // the RFC5322.From address, with checks.header_from
-	header     *pending // its domain's, when it differs
-	replied    string   // the reply given at MAIL or RCPT, if any
+	cfg      *Config
+	sender   string
+	authUser string
+	queueID  string
+	started  time.Time
+	// nonSMTP marks mail submitted locally (Postfix non_smtpd_milters: the
+	// sendmail command, pickup): it cannot be refused per recipient.
+	nonSMTP   bool
+	envelope  *pending   // the envelope sender's evaluation
+	fromAddrs []string   // addresses of the From header fields, with checks.header_from
+	from      []*pending // their domains' evaluations, where they differ from the envelope's
+	forged    int        // fields named like mxguard's header that came with the message
+	replied   string     // the reply given at MAIL or RCPT, if any
 }
 
 // pending is an evaluation running beside the session. It runs in its own
@@ -53,6 +70,7 @@ type message struct {
 // RSET) without waiting, and an evaluation for an aborted transaction must
 // not hold up the next one. Abandoned, it still fills the cache.
 type pending struct {
+	sender   string
 	deadline time.Time
 	done     chan struct{}
 	report   *policy.Report
@@ -60,7 +78,7 @@ type pending struct {
 }
 
 func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pending {
-	p := &pending{deadline: deadline, done: make(chan struct{})}
+	p := &pending{sender: req.Sender, deadline: deadline, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		defer func() {
@@ -90,31 +108,33 @@ func (p *pending) wait() (*policy.Report, bool) {
 	}
 }
 
-// ok answers "continue", or nothing when the MTA was told not to wait for an
-// answer at this stage (an answer then would be read as the next one's).
-func (s *session) ok(noReply gomilter.OptProtocol) gomilter.Response {
-	if s.m.proto&noReply != 0 {
-		return nil
-	}
-	return gomilter.RespContinue
+// Negotiated learns what the MTA agreed to.
+func (s *session) Negotiated(_ uint32, actions gomilter.OptAction, _ gomilter.OptProtocol) {
+	s.canChangeHeaders = actions&gomilter.OptChangeHeader != 0
 }
 
 // Connect is skipped when negotiated (OptNoConnect); kept for MTAs that send it anyway.
 func (s *session) Connect(host string, family string, port uint16, addr net.IP, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "connect", gomilter.OptNoConnReply)
+	defer s.recoverTo(&resp, "connect")
 	if ip, ok := netip.AddrFromSlice(addr); ok && (family == "tcp4" || family == "tcp6") {
 		s.client = ip.Unmap()
 	}
-	s.clientName = host
+	s.clientName = bounded(host, maxNameLen)
 	s.takeMacros(m.Macros)
-	return s.ok(gomilter.OptNoConnReply), nil
+	return gomilter.RespContinue, nil
 }
 
 func (s *session) Helo(name string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "helo", gomilter.OptNoHeloReply)
-	s.helo = name
+	defer s.recoverTo(&resp, "helo")
+	s.helo = bounded(name, maxNameLen)
 	s.takeMacros(m.Macros)
-	return s.ok(gomilter.OptNoHeloReply), nil
+	return gomilter.RespContinue, nil
+}
+
+// bounded is a copy of s (not a slice of the packet it came in) of at most
+// limit octets. A value cut short keeps enough to stay as invalid as it was.
+func bounded(s string, limit int) string {
+	return strings.Clone(s[:min(len(s), limit)])
 }
 
 // takeMacros copies the connection macros: go-milter replaces its macro map
@@ -126,21 +146,16 @@ func (s *session) takeMacros(macros map[string]string) {
 		}
 	}
 	if v := macros["{client_name}"]; v != "" {
-		s.clientName = v
-		// Sendmail's {client_name} is the PTR name, confirmed only when
-		// {client_resolve} says OK; Postfix's is confirmed or "unknown".
-		if r, ok := macros["{client_resolve}"]; ok && r != "OK" {
-			s.clientName = "unknown"
-		}
+		s.clientName = bounded(v, maxNameLen)
 	}
 	if v := macros["{daemon_name}"]; v != "" {
-		s.daemon = v
+		s.daemon = bounded(v, maxNameLen)
 	}
 	if v := macros["j"]; v != "" {
-		s.mta = v
+		s.mta = bounded(v, maxNameLen)
 	}
 	if v := macros["s"]; v != "" && s.helo == "" { // Sendmail's HELO macro
-		s.helo = v
+		s.helo = bounded(v, maxNameLen)
 	}
 }
 
@@ -153,16 +168,22 @@ func trimIPv6Tag(s string) string {
 }
 
 func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "mail", gomilter.OptNoMailReply)
+	defer s.recoverTo(&resp, "mail")
 	s.takeMacros(m.Macros)
 	cfg := s.m.config()
 	now := time.Now()
+	if len(from) > maxSenderLen {
+		from = from[len(from)-maxSenderLen:]
+	}
 	msg := &message{
 		cfg:      cfg,
-		sender:   from,
-		authUser: m.Macros["{auth_authen}"],
-		queueID:  m.Macros["i"],
+		sender:   strings.Clone(from),
+		authUser: bounded(m.Macros["{auth_authen}"], maxNameLen),
+		queueID:  bounded(m.Macros["i"], maxNameLen),
 		started:  now,
+		// Postfix hands mail from sendmail(1) and pickup to non_smtpd_milters
+		// as a connection from port 0 of localhost.
+		nonSMTP: m.Macros["{client_port}"] == "0",
 	}
 	if from == "" {
 		msg.sender = "<>" // go-milter strips the brackets of the null sender
@@ -173,15 +194,15 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Res
 	if s.m.opts.ReplyAt == StageMail {
 		return s.envelopeReply(), nil
 	}
-	return s.ok(gomilter.OptNoMailReply), nil
+	return gomilter.RespContinue, nil
 }
 
 func (s *session) request(sender string, msg *message) policy.Request {
-	return policy.Request{Sender: sender, ClientIP: s.client, HELO: s.helo, ClientName: s.clientName, AuthUser: msg.authUser}
+	return policy.Request{Sender: sender, ClientIP: s.client, HELO: s.helo, AuthUser: msg.authUser}
 }
 
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "rcpt", gomilter.OptNoRcptReply)
+	defer s.recoverTo(&resp, "rcpt")
 	if s.msg == nil {
 		return gomilter.RespContinue, nil
 	}
@@ -189,9 +210,13 @@ func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (resp gomilter.Respo
 }
 
 // envelopeReply waits for the envelope decision and answers a defer or
-// reject with its reply code; anything else continues.
+// reject with its reply code; anything else continues. Mail that did not
+// come over SMTP is decided at end of message.
 func (s *session) envelopeReply() gomilter.Response {
 	msg := s.msg
+	if msg.nonSMTP {
+		return gomilter.RespContinue
+	}
 	if msg.replied != "" {
 		return replyCode(msg.replied)
 	}
@@ -205,7 +230,7 @@ func (s *session) envelopeReply() gomilter.Response {
 	}
 	msg.replied = reply.String()
 	s.transaction(false) // no message follows a refused sender
-	s.logDecision(msg, r, r.Verdict().String(), "envelope")
+	s.logDecision(msg, r, r.Verdict().String(), "envelope", "")
 	return replyCode(msg.replied)
 }
 
@@ -214,47 +239,79 @@ func replyCode(reply string) gomilter.Response {
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), strings.ReplaceAll(reply, "%", "%%"))
 }
 
+// Header counts forged copies of mxguard's header and, with
+// checks.header_from, collects the From addresses. The MTA does not wait
+// for an answer (SMFIP_NR_HDR).
 func (s *session) Header(name, value string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "header", gomilter.OptNoHeaderReply)
-	if s.msg != nil && s.m.opts.HeaderFrom && s.msg.fromHeader == "" && strings.EqualFold(name, "From") {
-		s.msg.fromHeader = headerFromAddress(value)
-	}
-	return s.ok(gomilter.OptNoHeaderReply), nil
-}
-
-// headerFromAddress extracts the first address of a From header field, or
-// "" when it does not parse: a garbled header is not worth refusing mail over.
-// The MTA passes folded fields with their line breaks; unfold first (RFC
-// 5322 §2.2.3), or a sender could fold the header to get past the check.
-func headerFromAddress(value string) string {
-	value = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(value)
-	if list, err := mail.ParseAddressList(value); err == nil && len(list) > 0 {
-		return list[0].Address
-	}
-	return ""
-}
-
-func (s *session) Headers(h textproto.MIMEHeader, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "eoh", gomilter.OptNoEOHReply)
+	defer s.recoverTo(&resp, "header")
 	msg := s.msg
-	if msg == nil || msg.fromHeader == "" {
-		return s.ok(gomilter.OptNoEOHReply), nil
+	switch {
+	case msg == nil:
+	case strings.EqualFold(name, msg.cfg.HeaderName):
+		msg.forged++
+	case s.m.opts.HeaderFrom && strings.EqualFold(name, "From") && len(msg.fromAddrs) < maxFromDomains:
+		msg.fromAddrs = append(msg.fromAddrs, headerFromAddresses(value)...)
 	}
-	if policy.ParseSender(msg.fromHeader).Domain != policy.ParseSender(msg.sender).Domain {
-		msg.header = s.start(msg.cfg, s.request(msg.fromHeader, msg), time.Now().Add(msg.cfg.DecisionTimeout))
+	return gomilter.RespContinue, nil
+}
+
+// headerFromAddresses extracts the addresses of a From header field, or none
+// when it does not parse: a garbled header is not worth refusing mail over.
+// The MTA passes folded fields with their line breaks; unfold first (RFC
+// 5322 section 2.2.3), or a sender could fold the header to get past the check.
+func headerFromAddresses(value string) []string {
+	value = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(value[:min(len(value), maxFromHeaderLen)])
+	list, err := mail.ParseAddressList(value)
+	if err != nil {
+		// A fully qualified domain with its root dot ("a@example.com.") is
+		// valid in DNS and delivered by MTAs; net/mail refuses it.
+		list, err = mail.ParseAddressList(rootDots.ReplaceAllString(value, "$1$2"))
 	}
-	return s.ok(gomilter.OptNoEOHReply), nil
+	if err != nil {
+		return nil
+	}
+	addrs := make([]string, 0, len(list))
+	for _, a := range list {
+		addrs = append(addrs, strings.Clone(a.Address))
+	}
+	return addrs
+}
+
+// rootDots finds the root dot after an address's domain.
+var rootDots = regexp.MustCompile(`(@[A-Za-z0-9.-]*[A-Za-z0-9-])\.([\s>,;]|$)`)
+
+// Headers is the end of the header: with checks.header_from, the From
+// domains that differ from the envelope sender's are evaluated, unless the
+// envelope sender is null (a bounce: no domain checks at all).
+func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (resp gomilter.Response, err error) {
+	defer s.recoverTo(&resp, "eoh")
+	msg := s.msg
+	if msg == nil || len(msg.fromAddrs) == 0 || policy.ParseSender(msg.sender).Null {
+		return gomilter.RespContinue, nil
+	}
+	seen := map[string]bool{policy.ParseSender(msg.sender).Domain: true}
+	deadline := time.Now().Add(msg.cfg.DecisionTimeout)
+	for _, addr := range msg.fromAddrs {
+		d := policy.ParseSender(addr).Domain
+		if seen[d] || len(msg.from) == maxFromDomains {
+			continue
+		}
+		seen[d] = true
+		msg.from = append(msg.from, s.start(msg.cfg, s.request(addr, msg), deadline))
+	}
+	return gomilter.RespContinue, nil
 }
 
 // BodyChunk is skipped (OptNoBody); kept for MTAs that send it anyway.
 func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
-	return s.ok(gomilter.OptNoBodyReply), nil
+	return gomilter.RespContinue, nil
 }
 
-// Body is the end of the message: add the header, quarantine on hold, or
-// refuse the message when the From domain's verdict says so.
+// Body is the end of the message: remove forged copies of mxguard's header,
+// add the real one, quarantine on hold, or refuse the message when a From
+// domain's verdict (or, for mail not received over SMTP, any verdict) says so.
 func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer s.recoverTo(&resp, "eom", 0)
+	defer s.recoverTo(&resp, "eom")
 	msg := s.msg
 	if msg == nil {
 		return gomilter.RespContinue, nil
@@ -262,34 +319,48 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	s.msg = nil
 	s.transaction(false)
 	if id := m.Macros["i"]; id != "" {
-		msg.queueID = id
+		msg.queueID = bounded(id, maxNameLen)
 	}
-	name := msg.cfg.HeaderName
-	final, ok := msg.envelope.wait()
+	if err := s.removeForged(m, msg); err != nil {
+		return nil, err
+	}
+	envelope, ok := msg.envelope.wait()
 	if !ok {
-		s.failOpen(m, msg, final, "envelope", msg.sender)
-		return gomilter.RespContinue, nil
+		return s.failOpen(m, msg, envelope, "envelope", msg.sender)
 	}
-	subject := "envelope"
-	if msg.header != nil {
-		hdr, ok := msg.header.wait()
+	final, subject := envelope, "envelope"
+	from := make([]*policy.Report, len(msg.from))
+	for i, p := range msg.from {
+		r, ok := p.wait()
 		if !ok {
-			s.failOpen(m, msg, hdr, "header-from", msg.fromHeader)
-			return gomilter.RespContinue, nil
+			return s.failOpen(m, msg, r, "header-from", p.sender)
 		}
-		if hdr.Verdict() > final.Verdict() {
-			final, subject = hdr, "header-from"
+		from[i] = r
+		if r.Verdict() > final.Verdict() {
+			final, subject = r, "header-from"
 		}
 	}
 	verdict := final.Verdict()
-	s.logDecision(msg, final, verdict.String(), subject)
-	if reply, ok := final.Reply(); ok { // only a From domain can still defer or reject here
+	applied := verdict
+	if msg.nonSMTP && verdict >= policy.Defer {
+		applied = msg.cfg.NonSMTPAction
+		if final.Decision.ByTempError {
+			applied = min(applied, policy.Hold) // never bounce on a temporary error
+		}
+	}
+	note := ""
+	if applied != verdict {
+		note = applied.String() + " (not received over SMTP; milter.non_smtp_action)"
+	}
+	s.logDecision(msg, final, verdict.String(), subject, note)
+	if applied >= policy.Defer { // only a From domain, or mail not received over SMTP, is refused here
+		reply, _ := final.ReplyAs(applied)
 		return replyCode(reply.String()), nil
 	}
-	if err := m.AddHeader(name, final.HeaderValue()); err != nil {
+	if err := m.AddHeader(msg.cfg.HeaderName, policy.Header(applied.String(), envelope, from...)); err != nil {
 		return nil, err
 	}
-	if verdict == policy.Hold {
+	if applied == policy.Hold {
 		if err := m.Quarantine(holdReason(final)); err != nil {
 			return nil, err
 		}
@@ -297,21 +368,42 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	return gomilter.RespContinue, nil
 }
 
+// removeForged deletes every field named like mxguard's header that came
+// with the message, last first so that the indexes of the others hold, so
+// that downstream filters can trust the header.
+func (s *session) removeForged(m *gomilter.Modifier, msg *message) error {
+	if msg.forged == 0 {
+		return nil
+	}
+	if !s.canChangeHeaders {
+		s.m.log.Warn("the MTA does not allow header changes (SMFIF_CHGHDRS): a forged header stays",
+			"queue_id", msg.queueID, "header", msg.cfg.HeaderName, "count", msg.forged)
+		return nil
+	}
+	for i := msg.forged; i >= 1; i-- {
+		if err := m.ChangeHeader(i, msg.cfg.HeaderName, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // failOpen accepts the message with a temperror header: mxguard never
 // refuses mail because of its own trouble.
-func (s *session) failOpen(m *gomilter.Modifier, msg *message, r *policy.Report, subject, sender string) {
+func (s *session) failOpen(m *gomilter.Modifier, msg *message, r *policy.Report, subject, sender string) (gomilter.Response, error) {
 	if r == nil {
 		r = &policy.Report{Domain: policy.ParseSender(sender).Domain, ClientIP: s.client, Elapsed: time.Since(msg.started)}
 	}
-	s.logDecision(msg, r, "temperror", subject)
+	s.logDecision(msg, r, "temperror", subject, "")
 	if err := m.AddHeader(msg.cfg.HeaderName, r.TempErrorHeaderValue()); err != nil {
-		s.m.log.Warn("adding the header failed", "error", err)
+		return nil, err
 	}
+	return gomilter.RespContinue, nil
 }
 
 func holdReason(r *policy.Report) string {
 	c, _ := r.Cause()
-	return fmt.Sprintf("mxguard: %s: %s %s: %s", r.Domain, c.ID, c.Status, c.Detail)
+	return policy.Printable(fmt.Sprintf("mxguard: %s: %s %s: %s", r.Domain, c.ID, c.Status, c.Detail), 400)
 }
 
 func (s *session) Abort(m *gomilter.Modifier) error {
@@ -320,53 +412,62 @@ func (s *session) Abort(m *gomilter.Modifier) error {
 	return nil
 }
 
-// transaction tells the connection whether a transaction is open, when the
-// idle timeout must not count the MTA's silence during DATA.
+// transaction tells the connection whether a transaction is open: then its
+// end, not the MTA's silence during DATA, bounds the wait for a command.
 func (s *session) transaction(open bool) {
-	if s.conn != nil {
-		s.conn.busy.Store(open)
+	s.conn.inTransaction, s.conn.transactionBy = open, time.Time{}
+	if t := s.m.opts.TransactionTimeout; open && t > 0 {
+		s.conn.transactionBy = time.Now().Add(t)
 	}
 }
 
-// recoverTo turns a panic in a callback into "continue" (or no answer where
-// none is expected): the session goes on and the message is accepted.
-func (s *session) recoverTo(resp *gomilter.Response, stage string, noReply gomilter.OptProtocol) {
+// recoverTo turns a panic in a callback into "continue" (go-milter drops it
+// where the MTA expects no answer): the session goes on and the message is
+// accepted.
+func (s *session) recoverTo(resp *gomilter.Response, stage string) {
 	if v := recover(); v != nil {
 		s.m.log.Error("milter callback panicked; failing open", "stage", stage, "panic", v, "stack", string(debug.Stack()))
-		*resp = s.ok(noReply)
+		*resp = gomilter.RespContinue
 	}
 }
 
-// logDecision writes the one log line of a decision and counts it.
-func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject string) {
+// logDecision writes the one log line of a decision and counts it. Text
+// that came from the client is quoted shortened.
+func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject, applied string) {
 	s.m.rec.Decision(r, outcome)
 	queueID := msg.queueID
 	if queueID == "" {
 		queueID = "NOQUEUE"
 	}
 	attrs := []any{
-		"queue_id", queueID,
+		"queue_id", policy.Printable(queueID, maxLogText),
 		"verdict", outcome,
 		"subject", subject,
-		"domain", r.Domain,
+		"domain", policy.Printable(r.Domain, maxLogText),
 		"client", s.client.String(),
-		"helo", s.helo,
+		"helo", policy.Printable(s.helo, maxLogText),
 		"elapsed_ms", r.Elapsed.Milliseconds(),
+	}
+	if applied != "" {
+		attrs = append(attrs, "applied", applied)
 	}
 	if findings := findings(r); findings != "" {
 		attrs = append(attrs, "findings", findings)
 	}
 	if c, ok := r.Cause(); ok {
-		attrs = append(attrs, "cause", fmt.Sprintf("%s %s: %s", c.ID, c.Status, c.Detail))
+		attrs = append(attrs, "cause", policy.Printable(fmt.Sprintf("%s %s: %s", c.ID, c.Status, c.Detail), 2*maxLogText))
 	}
 	if msg.authUser != "" {
 		attrs = append(attrs, "authenticated", true) // the login itself stays out of the log
 	}
+	if s.clientName != "" {
+		attrs = append(attrs, "client_name", policy.Printable(s.clientName, maxLogText))
+	}
 	if s.daemon != "" {
-		attrs = append(attrs, "daemon", s.daemon)
+		attrs = append(attrs, "daemon", policy.Printable(s.daemon, maxLogText))
 	}
 	if s.mta != "" {
-		attrs = append(attrs, "mta", s.mta)
+		attrs = append(attrs, "mta", policy.Printable(s.mta, maxLogText))
 	}
 	s.m.log.Info("decision", attrs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,9 @@ type CacheConfig struct {
 	// DNSEntries and ProbeEntries bound the two LRUs by entry count.
 	DNSEntries   int
 	ProbeEntries int
+	// DNSMaxBytes bounds the DNS cache by the size of what it holds too: a
+	// hostile zone can make each answer kilobytes.
+	DNSMaxBytes int
 	// MinTTL and MaxTTL clamp the TTL of positive DNS answers.
 	MinTTL, MaxTTL time.Duration
 	// NegativeTTL is used for NXDOMAIN/NODATA without an SOA; NegativeMaxTTL
@@ -34,19 +38,38 @@ type expiring[V any] struct {
 	expires time.Time
 }
 
-// ttlLRU is an LRU bounded by entry count whose entries each carry their own
-// expiry (golang-lru's expirable cache has one TTL for all entries).
+// ttlLRU is an LRU bounded by entry count, and optionally by the size of
+// its entries, whose entries each carry their own expiry (golang-lru's
+// expirable cache has one TTL for all entries).
 type ttlLRU[K comparable, V any] struct {
 	lru *lru.Cache[K, expiring[V]]
 	now func() time.Time
+	// With maxBytes set, sizeOf measures an entry; mu serialises the changes
+	// that are not plain hits, so that bytes stays exact.
+	maxBytes int64
+	sizeOf   func(K, V) int64
+	mu       sync.Mutex
+	bytes    atomic.Int64
 }
 
 func newTTLLRU[K comparable, V any](size int, now func() time.Time) (*ttlLRU[K, V], error) {
-	c, err := lru.New[K, expiring[V]](size)
+	return newSizedLRU[K, V](size, 0, nil, now)
+}
+
+// newSizedLRU is a ttlLRU that also evicts, oldest first, while its entries
+// take more than maxBytes as sizeOf counts them.
+func newSizedLRU[K comparable, V any](size int, maxBytes int64, sizeOf func(K, V) int64, now func() time.Time) (*ttlLRU[K, V], error) {
+	c := &ttlLRU[K, V]{now: now, maxBytes: maxBytes, sizeOf: sizeOf}
+	var onEvict func(K, expiring[V])
+	if maxBytes > 0 {
+		onEvict = func(k K, e expiring[V]) { c.bytes.Add(-sizeOf(k, e.value)) }
+	}
+	l, err := lru.NewWithEvict[K, expiring[V]](size, onEvict)
 	if err != nil {
 		return nil, fmt.Errorf("cache of %d entries: %w", size, err)
 	}
-	return &ttlLRU[K, V]{lru: c, now: now}, nil
+	c.lru = l
+	return c, nil
 }
 
 func (c *ttlLRU[K, V]) get(k K) (V, bool) {
@@ -56,7 +79,11 @@ func (c *ttlLRU[K, V]) get(k K) (V, bool) {
 		return zero, false
 	}
 	if !c.now().Before(e.expires) {
-		c.lru.Remove(k)
+		c.mu.Lock()
+		if e, ok := c.lru.Peek(k); ok && !c.now().Before(e.expires) {
+			c.lru.Remove(k)
+		}
+		c.mu.Unlock()
 		var zero V
 		return zero, false
 	}
@@ -70,8 +97,24 @@ func (c *ttlLRU[K, V]) has(k K) bool {
 }
 
 func (c *ttlLRU[K, V]) add(k K, v V, ttl time.Duration) {
-	if ttl > 0 {
+	if ttl <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.maxBytes <= 0 {
 		c.lru.Add(k, expiring[V]{v, c.now().Add(ttl)})
+		return
+	}
+	size := c.sizeOf(k, v)
+	if size > c.maxBytes {
+		return // would evict everything else and still not fit
+	}
+	c.lru.Remove(k) // an update: its old size goes through onEvict
+	c.lru.Add(k, expiring[V]{v, c.now().Add(ttl)})
+	c.bytes.Add(size)
+	for c.bytes.Load() > c.maxBytes && c.lru.Len() > 0 {
+		c.lru.RemoveOldest()
 	}
 }
 
@@ -79,6 +122,8 @@ func (c *ttlLRU[K, V]) add(k K, v V, ttl time.Duration) {
 type CacheStats struct {
 	Hits, Misses uint64
 	Entries      int
+	// Bytes is what the entries take, where the cache counts it (DNS).
+	Bytes int64
 }
 
 type dnsKey struct {
@@ -101,6 +146,31 @@ type cachedResolver struct {
 type dnsEntry struct {
 	ans *Answer
 	err error
+}
+
+// entryOverhead approximates what an entry costs beyond its strings and
+// slices: the LRU's list element and map slot, the Answer, headers.
+const entryOverhead = 256
+
+// dnsEntrySize approximates the memory an entry holds.
+func dnsEntrySize(k dnsKey, e dnsEntry) int64 {
+	n := entryOverhead + len(k.name)
+	if e.err != nil {
+		n += len(e.err.Error())
+	}
+	if a := e.ans; a != nil {
+		for _, s := range a.Aliases {
+			n += 16 + len(s)
+		}
+		for _, mx := range a.MX {
+			n += 24 + len(mx.Host)
+		}
+		n += 24 * len(a.Addrs)
+		for _, s := range a.Names {
+			n += 16 + len(s)
+		}
+	}
+	return int64(n)
 }
 
 func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {

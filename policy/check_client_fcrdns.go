@@ -7,7 +7,7 @@ import (
 )
 
 // client.fcrdns: some PTR name of the client resolves (A for IPv4, AAAA for
-// IPv6) back to the client IP: forward-confirmed reverse DNS (RFC 1912 §2.1,
+// IPv6) back to the client IP: forward-confirmed reverse DNS (RFC 1912 section 2.1,
 // RFC 7372 5.7.25).
 
 const fixClientFCrDNS = "Make the PTR name of the sending IP resolve back to that IP: add the matching A (IPv4) or AAAA (IPv6) record, or change the PTR to a name that has it."

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// client.ptr: the client IP has PTR records (RFC 1912 §2.1; RFC 7372
+// client.ptr: the client IP has PTR records (RFC 1912 section 2.1; RFC 7372
 // 5.7.25 on failure).
 
 const fixClientPTR = "Ask whoever controls the sending IP's reverse zone (usually the ISP or hosting provider) to publish a PTR record naming the mail host."

@@ -2,8 +2,8 @@ package policy
 
 import "context"
 
-// domain.syntax: the sender domain is a DNS host name (RFC 1035 §2.3.1,
-// RFC 1123 §2.1; IDN per RFC 5891), not an address literal.
+// domain.syntax: the sender domain is a DNS host name (RFC 1035 section 2.3.1,
+// RFC 1123 section 2.1; IDN per RFC 5891), not an address literal.
 
 const fixDomainSyntax = "Send with an envelope sender whose domain is a registered host name (letters, digits, '-'; no address literals)."
 

@@ -7,7 +7,7 @@ import (
 )
 
 // helo.matches-ptr: the HELO name is a forward-confirmed PTR name of the
-// client. RFC 5321 §4.1.4 forbids refusing mail for a mismatch alone, so it
+// client. RFC 5321 section 4.1.4 forbids refusing mail for a mismatch alone, so it
 // only ever warns.
 
 const fixHELOMatchesPTR = "Make the sending MTA's HELO name the same as the forward-confirmed PTR name of its IP (or change the PTR to match the HELO name)."
@@ -20,10 +20,9 @@ func checkHELOMatchesPTR(ctx context.Context, ev *evaluation) Result {
 	if ev.heloRaw == "" || err != nil {
 		return skip("no valid HELO name to compare")
 	}
+	// Only mxguard's own lookups count, as for client.ptr and client.fcrdns:
+	// an MTA's client name may come from /etc/hosts, which receivers never see.
 	names := ev.forwardConfirmed(ctx).confirmed
-	if ev.clientName != "" && ev.clientName != "unknown" { // the MTA confirmed it already
-		names = append(slices.Clip(names), ev.clientName)
-	}
 	switch {
 	case len(names) == 0:
 		return skip("no forward-confirmed PTR name to compare")

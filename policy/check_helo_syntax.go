@@ -6,7 +6,7 @@ import (
 )
 
 // helo.syntax: the HELO/EHLO argument is an FQDN or an address literal of
-// the client IP (RFC 5321 §4.1.1.1, §4.1.3, §2.3.5).
+// the client IP (RFC 5321 section 4.1.1.1, section 4.1.3, section 2.3.5).
 
 const fixHELOSyntax = "Configure the sending MTA to greet with its fully qualified host name (e.g. Postfix smtp_helo_name, Sendmail confDOMAIN_NAME), ideally the name its IP's PTR points to."
 
@@ -20,7 +20,7 @@ func checkHELOSyntax(_ context.Context, ev *evaluation) Result {
 	h, err := ParseHELO(ev.heloRaw)
 	switch {
 	case err != nil:
-		return Result{Status: StatusFail, Host: printable(ev.heloRaw, 80), IP: ev.client, Detail: "HELO " + err.Error()}
+		return Result{Status: StatusFail, Host: Printable(ev.heloRaw, 80), IP: ev.client, Detail: "HELO " + err.Error()}
 	case h.Literal.IsValid() && h.Literal != ev.client:
 		return Result{Status: StatusFail, Host: ev.heloRaw, IP: ev.client,
 			Detail: fmt.Sprintf("HELO address literal %s is not the client address %s", ev.heloRaw, ev.client)}

@@ -7,10 +7,10 @@ import (
 
 // mx.outbound-ip: an MX address that is one of this relay's outbound IPs
 // (outbound.ips, or the connecting client) must also accept SMTP on port 25
-// (RFC 5321 §5.1: an MX host receives mail); listing send-only IPs as MX is
+// (RFC 5321 section 5.1: an MX host receives mail); listing send-only IPs as MX is
 // a common mistake.
 
-const fixMXOutboundIP = "Do not list outbound-only sending IPs as MX hosts: point the MX records at hosts that receive mail, or make that IP accept SMTP on port 25."
+const fixMXOutboundIP = "Do not list outbound-only sending IPs as MX hosts: point the MX records at hosts that receive mail, or make that IP accept SMTP on port {port}."
 
 func checkMXOutboundIP(ctx context.Context, ev *evaluation) Result {
 	if reason := ev.probeSkip(ctx); reason != "" {

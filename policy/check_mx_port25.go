@@ -8,10 +8,10 @@ import (
 )
 
 // mx.port25: each usable MX address accepts TCP on port 25 and greets with
-// SMTP (RFC 5321 §3.1, §4.2); any well-formed greeting, even 554, proves an
+// SMTP (RFC 5321 section 3.1, section 4.2); any well-formed greeting, even 554, proves an
 // SMTP server. Timeouts are inconclusive, never a failure.
 
-const fixMXPort25 = "Make every MX host accept SMTP on port 25 from the Internet (check firewalls and that the mail server listens on a public address), or remove hosts that do not receive mail from the MX records."
+const fixMXPort25 = "Make every MX host accept SMTP on port {port} from the Internet (check firewalls and that the mail server listens on a public address), or remove hosts that do not receive mail from the MX records."
 
 // hostProbes is one MX host and the probes of its addresses.
 type hostProbes struct {
@@ -116,7 +116,11 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 				port, describeHosts(refusing), undecided.Host, undecided.temp)}
 	}
 	ip, _ := unsure[0].worst()
-	if blocked, why := ev.e.raw.egress.blocked(); blocked {
+	var unsureAddrs []netip.Addr
+	for _, h := range unsure {
+		unsureAddrs = append(unsureAddrs, h.addrs...)
+	}
+	if blocked, why := ev.e.raw.egress.blocked(unsureAddrs); blocked {
 		return Result{Status: StatusSkip, Host: unsure[0].host, IP: ip, Detail: why}
 	}
 	return Result{Status: StatusTempError, Host: unsure[0].host, IP: ip,

@@ -6,10 +6,10 @@ import (
 	"strings"
 )
 
-// mx.records: the sender domain's MX RRset (RFC 5321 §5.1, implicit MX via
+// mx.records: the sender domain's MX RRset (RFC 5321 section 5.1, implicit MX via
 // A/AAAA only after NXDOMAIN/NODATA; RFC 7505 null MX).
 
-const fixMXRecords = "Publish MX records naming the hosts that receive mail for the domain (RFC 5321 §5.1); a domain that sends mail must be able to receive replies and bounces, so no null MX."
+const fixMXRecords = "Publish MX records naming the hosts that receive mail for the domain (RFC 5321 section 5.1); a domain that sends mail must be able to receive replies and bounces, so no null MX."
 
 func checkMXRecords(ctx context.Context, ev *evaluation) Result {
 	if reason := ev.domainSkip(); reason != "" {
@@ -27,12 +27,12 @@ func checkMXRecords(ctx context.Context, ev *evaluation) Result {
 			Detail: d + " publishes a null MX (RFC 7505): it accepts no mail, so replies and bounces to it cannot be delivered"}
 	case f.nullMX:
 		return Result{Status: StatusFail, Host: d, Enhanced: "7.27",
-			Detail: d + " mixes a null MX with other MX records (invalid per RFC 7505 §3)"}
+			Detail: d + " mixes a null MX with other MX records (invalid per RFC 7505 section 3)"}
 	case f.implicitErr != nil:
 		return temperror(f.implicitErr)
 	case f.implicit:
 		return Result{Status: StatusWarn, Host: d,
-			Detail: d + " has no MX records; mail goes to its A/AAAA address (implicit MX, RFC 5321 §5.1)"}
+			Detail: d + " has no MX records; mail goes to its A/AAAA address (implicit MX, RFC 5321 section 5.1)"}
 	case len(f.hosts) == 0:
 		return Result{Status: StatusFail, Host: d, Detail: d + " has no MX records and no A/AAAA records: it cannot receive mail"}
 	}

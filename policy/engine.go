@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -45,9 +47,6 @@ type Request struct {
 	ClientIP netip.Addr
 	// HELO is the HELO/EHLO argument as the client sent it.
 	HELO string
-	// ClientName is the MTA's forward-confirmed client name (Postfix
-	// {client_name}), "unknown" or empty when it has none.
-	ClientName string
 	// AuthUser is the SMTP AUTH login of the client ({auth_authen}), if any.
 	AuthUser string
 }
@@ -85,6 +84,7 @@ type Engine struct {
 	resolver *cachedResolver
 	prober   *cachedProber
 	raw      *SMTPProber // behind prober; holds the egress state
+	fixes    []string    // each check's fix text, with this engine's settings
 }
 
 // DefaultConfig is the engine configuration used when a setting is left zero;
@@ -105,6 +105,7 @@ func DefaultConfig() Config {
 		},
 		Cache: CacheConfig{
 			DNSEntries:      100_000,
+			DNSMaxBytes:     64 << 20,
 			ProbeEntries:    50_000,
 			MinTTL:          time.Minute,
 			MaxTTL:          time.Hour,
@@ -139,6 +140,7 @@ func (c Config) withDefaults() Config {
 	c.Probe = c.Probe.withDefaults()
 	k := &c.Cache
 	k.DNSEntries = positive(k.DNSEntries, d.Cache.DNSEntries)
+	k.DNSMaxBytes = positive(k.DNSMaxBytes, d.Cache.DNSMaxBytes)
 	k.ProbeEntries = positive(k.ProbeEntries, d.Cache.ProbeEntries)
 	k.MinTTL = positive(k.MinTTL, d.Cache.MinTTL)
 	k.MaxTTL = positive(k.MaxTTL, d.Cache.MaxTTL)
@@ -169,7 +171,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	dnsLRU, err := newTTLLRU[dnsKey, dnsEntry](cfg.Cache.DNSEntries, cfg.Clock)
+	dnsLRU, err := newSizedLRU(cfg.Cache.DNSEntries, int64(cfg.Cache.DNSMaxBytes), dnsEntrySize, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("DNS %w", err)
 	}
@@ -194,7 +196,18 @@ func New(cfg Config) (*Engine, error) {
 		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
 		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:      raw,
+		fixes:    fixTexts(cfg),
 	}, nil
+}
+
+// fixTexts fills the settings that fix texts name ("{port}") in.
+func fixTexts(cfg Config) []string {
+	fill := strings.NewReplacer("{port}", strconv.Itoa(int(cfg.Probe.Port)))
+	fixes := make([]string, len(checks))
+	for i, c := range checks {
+		fixes[i] = fill.Replace(c.fix)
+	}
+	return fixes
 }
 
 // Resolvers returns the DNS servers the engine asks.
@@ -205,12 +218,13 @@ func (e *Engine) Config() Config { return e.cfg }
 
 // DNSCacheStats and ProbeCacheStats report cache traffic.
 func (e *Engine) DNSCacheStats() CacheStats {
-	return CacheStats{e.resolver.counter.hits.Load(), e.resolver.counter.misses.Load(), e.resolver.lru.lru.Len()}
+	r := e.resolver
+	return CacheStats{r.counter.hits.Load(), r.counter.misses.Load(), r.lru.lru.Len(), r.lru.bytes.Load()}
 }
 
 // ProbeCacheStats reports probe cache traffic.
 func (e *Engine) ProbeCacheStats() CacheStats {
-	return CacheStats{e.prober.counter.hits.Load(), e.prober.counter.misses.Load(), e.prober.lru.lru.Len()}
+	return CacheStats{Hits: e.prober.counter.hits.Load(), Misses: e.prober.counter.misses.Load(), Entries: e.prober.lru.lru.Len()}
 }
 
 // outliving returns a context that keeps going after ctx ends, for up to budget.
@@ -255,6 +269,9 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 				if c.aboutDomain == aboutDomain {
 					got[i] = c.run(work, ev)
 					got[i].ID = c.id
+					if s := got[i].Status; s == StatusFail || s == StatusWarn {
+						got[i].fix = e.fixes[i]
+					}
 					done <- i
 				}
 			}
@@ -309,20 +326,26 @@ wait:
 }
 
 // Reconfigure returns an engine for cfg that keeps prev's caches where they
-// still hold: the DNS cache when its size is unchanged, the probe cache when
-// its size, port and timeouts are. A configuration reload then does not
-// start cold.
+// still hold: the DNS cache when the resolvers and its size and lifetimes
+// are unchanged, the probe cache when its size and lifetimes and the port
+// and timeouts are. A configuration reload then does not start cold, and
+// never serves what other resolvers or other TTL bounds put there.
 func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
 	e, err := New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if e.cfg.Cache.DNSEntries == prev.cfg.Cache.DNSEntries {
+	c, d := e.cfg.Cache, prev.cfg.Cache
+	if slices.Equal(e.servers, prev.servers) && c.DNSEntries == d.DNSEntries && c.DNSMaxBytes == d.DNSMaxBytes &&
+		c.MinTTL == d.MinTTL && c.MaxTTL == d.MaxTTL && c.NegativeTTL == d.NegativeTTL &&
+		c.NegativeMaxTTL == d.NegativeMaxTTL && c.ErrorTTL == d.ErrorTTL {
 		e.resolver.lru = prev.resolver.lru
 	}
 	p, q := e.cfg.Probe, prev.cfg.Probe
-	if e.cfg.Cache.ProbeEntries == prev.cfg.Cache.ProbeEntries &&
-		p.Port == q.Port && p.ConnectTimeout == q.ConnectTimeout && p.GreetingTimeout == q.GreetingTimeout {
+	if c.ProbeEntries == d.ProbeEntries && c.ProbeAcceptTTL == d.ProbeAcceptTTL &&
+		c.ProbeRefusedTTL == d.ProbeRefusedTTL && c.ProbeTimeoutTTL == d.ProbeTimeoutTTL &&
+		p.Port == q.Port && p.ConnectTimeout == q.ConnectTimeout && p.GreetingTimeout == q.GreetingTimeout &&
+		slices.Equal(p.AllowNetworks, q.AllowNetworks) {
 		e.prober.lru = prev.prober.lru
 	}
 	return e, nil

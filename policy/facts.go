@@ -16,11 +16,10 @@ import (
 // concurrently and share these facts; each fact is gathered once, on first
 // use, through the engine's caches.
 type evaluation struct {
-	e          *Engine
-	sender     Sender
-	client     netip.Addr
-	heloRaw    string
-	clientName string
+	e       *Engine
+	sender  Sender
+	client  netip.Addr
+	heloRaw string
 	// identitySkip says why the sending host is not checked ("" = it is).
 	identitySkip string
 
@@ -48,11 +47,10 @@ func newEvaluation(e *Engine, req Request) *evaluation {
 		sender = ParseDomain(req.Domain)
 	}
 	ev := &evaluation{
-		e:          e,
-		sender:     sender,
-		client:     req.ClientIP.Unmap(),
-		heloRaw:    strings.TrimSpace(req.HELO),
-		clientName: canonicalName(req.ClientName),
+		e:       e,
+		sender:  sender,
+		client:  req.ClientIP.Unmap(),
+		heloRaw: strings.TrimSpace(req.HELO),
 	}
 	switch {
 	case !ev.client.IsValid():
@@ -139,7 +137,7 @@ func (ev *evaluation) lookupBoth(ctx context.Context, name string) (a, aaaa look
 	return a, aaaa
 }
 
-// mxFacts is the sender domain's mail exchanger set (RFC 5321 §5.1).
+// mxFacts is the sender domain's mail exchanger set (RFC 5321 section 5.1).
 type mxFacts struct {
 	answer      lookupResult // the MX lookup
 	implicit    bool         // no MX: the domain itself, via its A/AAAA
@@ -217,6 +215,7 @@ func (f mxFacts) unusableReason() string {
 type target struct {
 	MX
 	allowed  bool         // in policy.allow_mx_hosts: trusted, not probed
+	alias    string       // the canonical name, when the target is a CNAME (usable, but against RFC 2181)
 	problem  string       // why the target is unusable ("" if usable or undecided)
 	temp     error        // its lookup failed: undecided
 	addrs    []netip.Addr // addresses that may be probed, v4 and v6 interleaved
@@ -249,16 +248,14 @@ func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) t
 		return t
 	}
 	if isIPLiteralName(mx.Host) {
-		t.problem = fmt.Sprintf("%s is an IP address, not a host name (RFC 5321 §5.1)", mx.Host)
+		t.problem = fmt.Sprintf("%s is an IP address, not a host name (RFC 5321 section 5.1)", mx.Host)
 		return t
 	}
 	a, aaaa := ev.lookupBoth(ctx, mx.Host)
-	if !implicit {
+	if !implicit { // every major MTA follows the CNAME: probe where it leads
 		for _, r := range []lookupResult{a, aaaa} {
 			if r.err == nil && len(r.ans.Aliases) > 0 {
-				t.problem = fmt.Sprintf("%s is a CNAME for %s; an MX target must not be an alias (RFC 2181 §10.3)",
-					mx.Host, r.ans.Aliases[len(r.ans.Aliases)-1])
-				return t
+				t.alias = r.ans.Aliases[len(r.ans.Aliases)-1]
 			}
 		}
 	}
@@ -302,9 +299,12 @@ func isIPLiteralName(host string) bool {
 }
 
 // outbound reports whether ip is one of this relay's egress addresses:
-// outbound.ips, or the connecting client when it is identity-checked.
+// outbound.ips, or the connecting client unless it is in
+// identity.skip_networks (an authenticated or allow-listed client still
+// sends from its address).
 func (ev *evaluation) outbound(ip netip.Addr) bool {
-	return inPrefixes(ip, ev.e.cfg.OutboundIPs) || ev.identitySkip == "" && ip == ev.client
+	return inPrefixes(ip, ev.e.cfg.OutboundIPs) ||
+		ev.client.IsValid() && ip == ev.client && !inPrefixes(ev.client, ev.e.cfg.SkipIdentityNetworks)
 }
 
 // probedTargets are the targets probed: the probe.max_hosts most preferred
@@ -358,7 +358,7 @@ func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]ProbeResu
 	})
 }
 
-// ptrNames is the PTR lookup of the client address (RFC 1912 §2.1).
+// ptrNames is the PTR lookup of the client address (RFC 1912 section 2.1).
 func (ev *evaluation) ptrNames(ctx context.Context) lookupResult {
 	return ev.ptr.get(func() lookupResult {
 		return ev.lookup(ctx, reverseName(ev.client), dns.TypePTR)

@@ -32,7 +32,7 @@ func ParseSender(s string) Sender {
 	if strings.HasPrefix(s, "<") {
 		s = strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(s, "<"), ">"))
 	}
-	if strings.HasPrefix(s, "@") { // RFC 5321 §4.1.2 source route: ignore up to ':'
+	if strings.HasPrefix(s, "@") { // RFC 5321 section 4.1.2 source route: ignore up to ':'
 		if i := strings.IndexByte(s, ':'); i >= 0 {
 			s = s[i+1:]
 		}
@@ -98,7 +98,7 @@ func NormalizeDomain(s string) (string, error) {
 	if !utf8.ValidString(s) { // idna would turn the bad bytes into U+FFFD and carry on
 		return "", fmt.Errorf("%q is not valid UTF-8", s)
 	}
-	ascii, err := idna.Lookup.ToASCII(s)
+	ascii, err := hostNames.ToASCII(s)
 	if err != nil {
 		return "", fmt.Errorf("%q is not a valid domain name: %v", s, idnaReason(err))
 	}
@@ -108,6 +108,12 @@ func NormalizeDomain(s string) (string, error) {
 	}
 	return ascii, nil
 }
+
+// hostNames is IDNA's lookup profile without its hyphen rule (UTS #46
+// CheckHyphens), which would refuse plain LDH labels such as "mx--01":
+// only labels starting "xn--" must be valid A-labels, and the decoding
+// checks those. Leading and trailing hyphens are checkHostName's to refuse.
+var hostNames = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.CheckHyphens(false))
 
 // idnaReason trims the package prefix from idna errors.
 func idnaReason(err error) string {
@@ -151,7 +157,7 @@ type HELO struct {
 	Literal netip.Addr
 }
 
-// ParseHELO parses a HELO/EHLO argument (RFC 5321 §4.1.1.1, §4.1.3). It
+// ParseHELO parses a HELO/EHLO argument (RFC 5321 section 4.1.1.1, section 4.1.3). It
 // rejects bare IP addresses, single-label names and bad syntax.
 func ParseHELO(s string) (HELO, error) {
 	s = strings.TrimSpace(s)
@@ -178,7 +184,7 @@ func ParseHELO(s string) (HELO, error) {
 	return HELO{Name: name}, nil
 }
 
-// parseAddressLiteral parses "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3).
+// parseAddressLiteral parses "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 section 4.1.3).
 func parseAddressLiteral(s string) (netip.Addr, error) {
 	if !strings.HasPrefix(s, "[") || !strings.HasSuffix(s, "]") {
 		return netip.Addr{}, fmt.Errorf("%q: malformed address literal", s)

@@ -110,7 +110,7 @@ type ProbeConfig struct {
 	BlockedAfter int
 }
 
-// Limits of one greeting read: RFC 5321 §4.5.3.1.5 allows 512-octet reply
+// Limits of one greeting read: RFC 5321 section 4.5.3.1.5 allows 512-octet reply
 // lines; a few continuation lines are normal, megabytes are hostile.
 const (
 	maxGreetingBytes = 4096
@@ -122,6 +122,7 @@ const (
 // SMTPProber connects to port probe.port, reads the greeting, says QUIT.
 type SMTPProber struct {
 	cfg      ProbeConfig
+	dial     func(ctx context.Context, network, address string) (net.Conn, error)
 	slots    chan struct{}
 	egress   *egressTracker
 	observer Observer
@@ -135,6 +136,7 @@ func NewSMTPProber(cfg ProbeConfig) *SMTPProber {
 	cfg = cfg.withDefaults()
 	return &SMTPProber{
 		cfg:      cfg,
+		dial:     (&net.Dialer{Timeout: cfg.ConnectTimeout}).DialContext,
 		slots:    make(chan struct{}, cfg.Concurrency),
 		egress:   &egressTracker{threshold: cfg.BlockedAfter},
 		observer: nopObserver{},
@@ -185,7 +187,7 @@ func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	began := time.Now()
 	r := p.probe(ctx, ip)
 	r.Took = time.Since(began)
-	p.egress.record(r.Outcome)
+	p.egress.record(ip, r.Outcome)
 	p.observer.Probe(r.Outcome, r.Took)
 	return r
 }
@@ -214,8 +216,7 @@ func (p *SMTPProber) acquire(ctx context.Context) bool {
 }
 
 func (p *SMTPProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
-	d := net.Dialer{Timeout: p.cfg.ConnectTimeout}
-	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, p.cfg.Port).String())
+	conn, err := p.dial(ctx, "tcp", netip.AddrPortFrom(ip, p.cfg.Port).String())
 	if err != nil {
 		return classifyDialError(err)
 	}
@@ -239,47 +240,82 @@ func (p *SMTPProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
 }
 
 // readGreeting reads an SMTP greeting, which may span several lines
-// ("220-first", "220 last"), and classifies it.
+// ("220-first", "220 last"), and classifies it. Once a line has started
+// with a reply code ("220 " or "220-"), the host has proved that it speaks
+// SMTP: a greeting that then runs over the read limits, is cut off or
+// stalls is classified by that code.
 func readGreeting(br *bufio.Reader) ProbeResult {
+	code := 0
 	var first string
 	for {
 		line, err := br.ReadSlice('\n')
-		if len(line) >= 3 && !isReplyCode(line[:3]) || len(line) > 0 && len(line) < 3 && !allDigits(line) {
-			return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + printable(string(line), 60)}
+		text := strings.TrimRight(string(line), "\r\n")
+		if code == 0 {
+			switch {
+			case replyStart(text, err == nil):
+				code = int(text[0]-'0')*100 + int(text[1]-'0')*10 + int(text[2]-'0')
+				first = Printable(text, 120)
+			case len(text) >= 4 || err == nil || !isReplyPrefix(text):
+				return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + Printable(text, 60)}
+			default: // nothing telling arrived before the error
+				return greetingReadError(err)
+			}
 		}
 		if err != nil {
-			return greetingReadError(err, first)
+			return provenGreeting(code, first, err)
 		}
-		text := strings.TrimRight(string(line), "\r\n")
-		if len(text) > 3 && text[3] != ' ' && text[3] != '-' {
-			return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + printable(text, 60)}
-		}
-		if first == "" {
-			first = printable(text, 120)
-		}
-		if len(text) == 3 || text[3] == ' ' { // the last line of the reply
-			code := int(text[0]-'0')*100 + int(text[1]-'0')*10 + int(text[2]-'0')
-			out := OutcomeSMTPRefusal
-			if code == 220 {
-				out = OutcomeAccept
-			}
-			return ProbeResult{Outcome: out, Code: code, Greeting: first}
+		if len(text) == 3 || len(text) > 3 && text[3] == ' ' { // the last line of the reply
+			return provenGreeting(code, first, nil)
 		}
 	}
 }
 
-func greetingReadError(err error, first string) ProbeResult {
+// replyStart reports whether text begins a reply line: a reply code and
+// then ' ' or '-', or a complete line of the code alone.
+func replyStart(text string, complete bool) bool {
+	if len(text) < 3 || !isReplyCode([]byte(text[:3])) {
+		return false
+	}
+	return len(text) == 3 && complete || len(text) > 3 && (text[3] == ' ' || text[3] == '-')
+}
+
+// isReplyPrefix reports whether text could still become a reply code.
+func isReplyPrefix(text string) bool {
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; c < '0' || c > '9' || i == 0 && (c < '2' || c > '5') {
+			return false
+		}
+	}
+	return true
+}
+
+// provenGreeting classifies a greeting by its reply code; err says what cut
+// it short after the code had arrived.
+func provenGreeting(code int, first string, err error) ProbeResult {
+	r := ProbeResult{Outcome: OutcomeSMTPRefusal, Code: code, Greeting: first}
+	if code == 220 {
+		r.Outcome = OutcomeAccept
+	}
 	var ne net.Error
 	switch {
+	case err == nil:
 	case errors.Is(err, bufio.ErrBufferFull):
-		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: fmt.Sprintf("greeting line longer than %d octets", maxGreetingLine)}
+		r.Detail = fmt.Sprintf("a greeting line longer than %d octets", maxGreetingLine)
 	case errors.As(err, &ne) && ne.Timeout():
-		if first != "" {
-			return ProbeResult{Outcome: OutcomeGreetingTimeout, Detail: "greeting started but did not finish: " + first}
-		}
+		r.Detail = "the greeting did not finish before the timeout"
+	case errors.Is(err, io.EOF):
+		r.Detail = fmt.Sprintf("the greeting was cut off or ran over %d octets", maxGreetingBytes)
+	default:
+		r.Detail = "the greeting was cut off: " + err.Error()
+	}
+	return r
+}
+
+func greetingReadError(err error) ProbeResult {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
 		return ProbeResult{Outcome: OutcomeGreetingTimeout, Detail: "connected, but no greeting before the timeout"}
-	case errors.Is(err, io.EOF) && first != "":
-		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: fmt.Sprintf("greeting cut off or longer than %d octets", maxGreetingBytes)}
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
 		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
 	}
@@ -296,7 +332,9 @@ func classifyDialError(err error) ProbeResult {
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
 		return ProbeResult{Outcome: OutcomeBlockedLocally, Detail: "connection forbidden by this host's firewall"}
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
-		return ProbeResult{Outcome: OutcomeUnreachable, Detail: "no route to host"}
+		return ProbeResult{Outcome: OutcomeUnreachable, Detail: "no route to the host from here"}
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EAFNOSUPPORT):
+		return ProbeResult{Outcome: OutcomeUnreachable, Detail: "this host has no address of that family to connect from"}
 	case errors.Is(err, context.Canceled):
 		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "probe cancelled"}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
@@ -318,15 +356,17 @@ func allDigits(b []byte) bool {
 	return true
 }
 
-// printable keeps a remote string safe for logs, headers and terminals.
-func printable(s string, limit int) string {
+// Printable keeps a remote string safe for logs, headers and terminals:
+// ASCII only, control characters and anything else as '?', cut at limit
+// octets with "...".
+func Printable(s string, limit int) string {
 	var b strings.Builder
 	for _, r := range s {
 		if b.Len() >= limit {
-			b.WriteString("…")
+			b.WriteString("...")
 			break
 		}
-		if r < 0x20 || r == 0x7f || r == '\uFFFD' {
+		if r < 0x20 || r >= 0x7f {
 			r = '?'
 		}
 		b.WriteRune(r)
@@ -334,31 +374,56 @@ func printable(s string, limit int) string {
 	return b.String()
 }
 
-// egressTracker notices when outbound port 25 is blocked where mxguard runs:
-// many connect timeouts in a row with no TCP answer from anywhere.
+// egressTracker notices, per address family, when port 25 cannot be
+// reached from where mxguard runs: many probes in a row with no TCP answer
+// from anywhere (outbound port 25 blocked), or no route at all (a relay
+// without IPv6). Such probes say nothing about the remote hosts.
 type egressTracker struct {
 	mu          sync.Mutex
 	threshold   int
-	consecutive int
+	consecutive [2]int // IPv4, IPv6
 }
 
-func (t *egressTracker) record(o Outcome) {
+func family(ip netip.Addr) int {
+	if ip.Unmap().Is4() {
+		return 0
+	}
+	return 1
+}
+
+var familyNames = [2]string{"IPv4", "IPv6"}
+
+func (t *egressTracker) record(ip netip.Addr, o Outcome) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	f := family(ip)
 	switch o {
-	case OutcomeConnectTimeout, OutcomeBlockedLocally:
-		t.consecutive++
+	case OutcomeConnectTimeout, OutcomeBlockedLocally, OutcomeUnreachable:
+		t.consecutive[f]++
 	case OutcomeAccept, OutcomeSMTPRefusal, OutcomeRefused, OutcomeNotSMTP, OutcomeGreetingTimeout:
-		t.consecutive = 0
+		t.consecutive[f] = 0
 	}
 }
 
-// blocked reports whether outbound port 25 looks blocked, and why.
-func (t *egressTracker) blocked() (bool, string) {
+// blocked reports whether port 25 looks unreachable from here for every
+// one of addrs' address families, and why.
+func (t *egressTracker) blocked(addrs []netip.Addr) (bool, string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.consecutive >= t.threshold {
-		return true, fmt.Sprintf("outbound port 25 looks blocked here: the last %d probes to MX hosts got no TCP answer", t.consecutive)
+	var why []string
+	for f := range t.consecutive {
+		used := false
+		for _, ip := range addrs {
+			used = used || family(ip) == f
+		}
+		switch {
+		case !used:
+		case t.consecutive[f] < t.threshold:
+			return false, ""
+		default:
+			why = append(why, fmt.Sprintf("outbound port 25 looks blocked here for %s: the last %d probes to MX hosts got no TCP answer or had no route",
+				familyNames[f], t.consecutive[f]))
+		}
 	}
-	return false, ""
+	return len(why) > 0, strings.Join(why, "; ")
 }

@@ -9,34 +9,54 @@ import (
 // then every finding (warn, fail, temperror) as id=status, e.g.
 // "flag; domain=example.com; ip=192.0.2.7; mx.port25=fail; helo.matches-ptr=warn".
 func (r *Report) HeaderValue() string {
-	return r.headerWith(r.Verdict().String())
+	return Header(r.Verdict().String(), r)
 }
 
 // TempErrorHeaderValue is the header of a decision that could not be made
 // (internal error or decision_timeout): the mail is accepted and says so.
 func (r *Report) TempErrorHeaderValue() string {
-	return r.headerWith("temperror")
+	return Header("temperror", r)
 }
 
-func (r *Report) headerWith(verdict string) string {
+// Header formats the header of a message judged on several reports: the
+// verdict word, the envelope report as in HeaderValue, then each further
+// report (a From header domain) as "from=DOMAIN" followed by its own
+// domain findings.
+func Header(verdict string, envelope *Report, from ...*Report) string {
 	var b strings.Builder
 	b.WriteString(verdict)
 	b.WriteString("; domain=")
+	envelope.writeDomain(&b)
+	if envelope.ClientIP.IsValid() {
+		b.WriteString("; ip=")
+		b.WriteString(envelope.ClientIP.String())
+	}
+	envelope.writeFindings(&b, false)
+	for _, r := range from {
+		b.WriteString("; from=")
+		r.writeDomain(&b)
+		r.writeFindings(&b, true)
+	}
+	return b.String()
+}
+
+func (r *Report) writeDomain(b *strings.Builder) {
 	if r.Null {
 		b.WriteString("<>")
 	} else {
 		b.WriteString(headerSafe(r.Domain))
 	}
-	if r.ClientIP.IsValid() {
-		b.WriteString("; ip=")
-		b.WriteString(r.ClientIP.String())
-	}
+}
+
+func (r *Report) writeFindings(b *strings.Builder, domainOnly bool) {
 	for _, c := range r.Checks {
+		if domainOnly && !c.ID.AboutDomain() {
+			continue // the sending host is the envelope's, already listed
+		}
 		if c.Status == StatusWarn || c.Status == StatusFail || c.Status == StatusTempError {
-			fmt.Fprintf(&b, "; %s=%s", c.ID, c.Status)
+			fmt.Fprintf(b, "; %s=%s", c.ID, c.Status)
 		}
 	}
-	return b.String()
 }
 
 // headerSafe keeps a (possibly invalid) domain from breaking the header.
@@ -46,7 +66,7 @@ func headerSafe(s string) string {
 			return '?'
 		}
 		return r
-	}, printable(s, 255))
+	}, Printable(s, 255))
 }
 
 // Reply is an SMTP reply for a defer or reject verdict.
@@ -65,7 +85,13 @@ const maxReplyText = 400
 // for other verdicts). Null MX replies use x.7.27 (RFC 7505), PTR/FCrDNS
 // x.7.25 (RFC 7372), and a deferral by on_temperror 451 4.4.3.
 func (r *Report) Reply() (reply Reply, ok bool) {
-	v := r.Verdict()
+	return r.ReplyAs(r.Verdict())
+}
+
+// ReplyAs is the reply the report's cause gets when answered with verdict
+// v (Defer or Reject) rather than its own; a front end that cannot defer,
+// such as one for locally submitted mail, uses it to reject instead.
+func (r *Report) ReplyAs(v Verdict) (reply Reply, ok bool) {
 	cause, found := r.Cause()
 	if v < Defer || !found {
 		return Reply{}, false

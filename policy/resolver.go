@@ -368,7 +368,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 	if ans.Kind != Found {
 		for _, rr := range r.Ns {
 			if soa, ok := rr.(*dns.SOA); ok {
-				noteTTL(min(soa.Minttl, soa.Hdr.Ttl)) // RFC 2308 §5
+				noteTTL(min(soa.Minttl, soa.Hdr.Ttl)) // RFC 2308 section 5
 			}
 		}
 	}

@@ -51,8 +51,18 @@ type MilterResult struct {
 	Reply string
 	// Headers lists the headers the milter added: name, value.
 	Headers [][2]string
+	// HeaderChanges lists the milter's changes to headers that came with
+	// the message, in order; an empty Value deletes the field.
+	HeaderChanges []HeaderChange
 	// Quarantine is the hold reason, if the milter quarantined the message.
 	Quarantine string
+}
+
+// HeaderChange is one SMFIR_CHGHEADER: the Index-th field (from 1) called
+// Name, compared without case, gets Value.
+type HeaderChange struct {
+	Index       int
+	Name, Value string
 }
 
 // Accepted reports whether the MTA would accept the message.
@@ -70,6 +80,17 @@ func (r MilterResult) Header(name string) (string, bool) {
 	return "", false
 }
 
+// The option masks Postfix 3.7 offers a milter (protocol version 6).
+const (
+	postfixActions = milter.OptAddHeader | milter.OptChangeBody | milter.OptAddRcpt | milter.OptRemoveRcpt |
+		milter.OptChangeHeader | milter.OptQuarantine | milter.OptChangeFrom | milter.OptAddRcptWithArgs | milter.OptSetSymList
+	postfixProtocol = milter.OptNoConnect | milter.OptNoHelo | milter.OptNoMailFrom | milter.OptNoRcptTo |
+		milter.OptNoBody | milter.OptNoHeaders | milter.OptNoEOH | milter.OptNoUnknown | milter.OptNoData |
+		milter.OptSkip | milter.OptRcptRej | milter.OptNoHeaderReply | milter.OptNoConnReply | milter.OptNoHeloReply |
+		milter.OptNoMailReply | milter.OptNoRcptReply | milter.OptNoDataReply | milter.OptNoUnknownReply |
+		milter.OptNoEOHReply | milter.OptNoBodyReply | milter.OptHeaderLeadingSpace
+)
+
 // PlayMilter connects to the milter at network/address ("tcp",
 // "127.0.0.1:8891" or "unix", "/path"), plays conn, and returns one result
 // per message. It speaks milter protocol 6 with go-milter's client, in the
@@ -82,10 +103,10 @@ func PlayMilter(network, address string, conn MilterConn) ([]MilterResult, error
 		Dialer:       &net.Dialer{Timeout: 10 * time.Second},
 		ReadTimeout:  time.Minute,
 		WriteTimeout: 10 * time.Second,
-		// go-milter's server answers as protocol version 2: stay within its
-		// masks so that the client accepts the downgrade.
-		ActionMask:   milter.OptAddHeader | milter.OptQuarantine | milter.OptChangeHeader | milter.OptAddRcpt | milter.OptRemoveRcpt | milter.OptChangeBody,
-		ProtocolMask: 0,
+		// What Postfix 3.7 offers: every action, and every step a milter may
+		// skip or take without answering.
+		ActionMask:   postfixActions,
+		ProtocolMask: postfixProtocol,
 	})
 	s, err := client.Session()
 	if err != nil {
@@ -264,6 +285,8 @@ func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.
 		switch m.Code {
 		case milter.ActAddHeader, milter.ActInsertHeader:
 			r.Headers = append(r.Headers, [2]string{m.HeaderName, m.HeaderValue})
+		case milter.ActChangeHeader:
+			r.HeaderChanges = append(r.HeaderChanges, HeaderChange{int(m.HeaderIndex), m.HeaderName, m.HeaderValue})
 		case milter.ActQuarantine:
 			r.Quarantine = m.Reason
 		}

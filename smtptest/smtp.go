@@ -37,7 +37,7 @@ var (
 	// Accept is a real SMTP server (go-smtp) that greets 220 and keeps every
 	// message it is sent (see Messages).
 	Accept = Behavior{kind: behaviorAccept}
-	// Greet554 greets "554 5.7.1 No SMTP service here" (RFC 5321 §3.1): still
+	// Greet554 greets "554 5.7.1 No SMTP service here" (RFC 5321 section 3.1): still
 	// an SMTP server.
 	Greet554 = Behavior{kind: behaviorGreet, banner: "554 5.7.1 No SMTP service here\r\n"}
 	// Silent accepts the TCP connection and never greets.

@@ -41,12 +41,29 @@ type Config struct {
 
 // Milter is the milter listener.
 type Milter struct {
-	Listen       Socket   `yaml:"listen"`
-	SocketMode   FileMode `yaml:"socket_mode"`
-	MaxSessions  int      `yaml:"max_sessions"`
-	IdleTimeout  Duration `yaml:"idle_timeout"`
-	DrainTimeout Duration `yaml:"drain_timeout"`
-	ReplyAt      ReplyAt  `yaml:"reply_at"`
+	Listen      Socket   `yaml:"listen"`
+	SocketMode  FileMode `yaml:"socket_mode"`
+	MaxSessions int      `yaml:"max_sessions"`
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// TransactionTimeout bounds one transaction, MAIL FROM to end of message.
+	TransactionTimeout Duration      `yaml:"transaction_timeout"`
+	DrainTimeout       Duration      `yaml:"drain_timeout"`
+	ReplyAt            ReplyAt       `yaml:"reply_at"`
+	NonSMTPAction      NonSMTPAction `yaml:"non_smtp_action"`
+}
+
+// NonSMTPAction is what a defer or reject verdict becomes for mail that did
+// not come over SMTP: hold, flag or reject.
+type NonSMTPAction string
+
+func (a *NonSMTPAction) UnmarshalYAML(n *yaml.Node) error {
+	return oneOf(n, (*string)(a), "hold", "flag", "reject")
+}
+
+// Verdict is the action as the milter applies it.
+func (a NonSMTPAction) Verdict() policy.Verdict {
+	v, _ := policy.ParseAction(string(a)) // validated when loaded
+	return v
 }
 
 // Metrics is the HTTP listener for /metrics and /healthz.
@@ -90,6 +107,7 @@ type Probe struct {
 // Cache sizes and lifetimes.
 type Cache struct {
 	DNSEntries      int      `yaml:"dns_entries"`
+	DNSMaxBytes     int      `yaml:"dns_max_bytes"`
 	ProbeEntries    int      `yaml:"probe_entries"`
 	MinTTL          Duration `yaml:"min_ttl"`
 	MaxTTL          Duration `yaml:"max_ttl"`
@@ -203,6 +221,7 @@ func (c *Config) validate() error {
 	}
 	positive("milter.max_sessions", c.Milter.MaxSessions)
 	nonZero("milter.idle_timeout", c.Milter.IdleTimeout)
+	nonZero("milter.transaction_timeout", c.Milter.TransactionTimeout)
 	nonZero("milter.drain_timeout", c.Milter.DrainTimeout)
 	nonZero("decision_timeout", c.DecisionTimeout)
 	if !validHeaderName(c.Header.Name) {
@@ -236,6 +255,9 @@ func (c *Config) validate() error {
 	positive("probe.max_addrs_per_host", c.Probe.MaxAddrsPerHost)
 	positive("probe.blocked_after", c.Probe.BlockedAfter)
 	positive("cache.dns_entries", c.Cache.DNSEntries)
+	if c.Cache.DNSMaxBytes < 1<<20 {
+		errs = append(errs, c.errorAt("cache.dns_max_bytes", "must be at least 1048576 (1 MiB), got %d", c.Cache.DNSMaxBytes))
+	}
 	positive("cache.probe_entries", c.Cache.ProbeEntries)
 	for key, d := range map[string]Duration{
 		"cache.min_ttl": c.Cache.MinTTL, "cache.max_ttl": c.Cache.MaxTTL,
@@ -272,7 +294,7 @@ func validHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}
-	for i := 0; i < len(s); i++ { // RFC 5322 §3.6.8: printable ASCII except ':'
+	for i := 0; i < len(s); i++ { // RFC 5322 section 3.6.8: printable ASCII except ':'
 		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ':' {
 			return false
 		}
@@ -308,6 +330,7 @@ func (c *Config) Engine() policy.Config {
 		},
 		Cache: policy.CacheConfig{
 			DNSEntries:      c.Cache.DNSEntries,
+			DNSMaxBytes:     c.Cache.DNSMaxBytes,
 			ProbeEntries:    c.Cache.ProbeEntries,
 			MinTTL:          c.Cache.MinTTL.D,
 			MaxTTL:          c.Cache.MaxTTL.D,
