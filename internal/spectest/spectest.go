@@ -27,6 +27,8 @@ const (
 	ipBlackhole = "127.0.1.6"
 	ipSlow      = "127.0.1.7"
 	ipMultiLine = "127.0.1.8"
+	ipLongGreet = "127.0.1.9"  // 60 continuation lines, about 5 KB
+	ipLongLine  = "127.0.1.10" // one 600-octet greeting line
 	ipAccept6   = "::1"
 	IPOutDual   = "127.0.2.1" // outbound IP that also accepts SMTP
 	IPOutOnly   = "127.0.2.2" // outbound IP that does not
@@ -54,6 +56,8 @@ func Sandbox(t testing.TB) *smtptest.Sandbox {
 		ipBlackhole: smtptest.Blackhole,
 		ipSlow:      smtptest.SlowGreeting(GreetingTimeout / 3),
 		ipMultiLine: smtptest.Banner("220-multi.sandbox.test ESMTP\r\n220-policy text\r\n220 ready\r\n", 0),
+		ipLongGreet: smtptest.Banner(strings.Repeat("220-long.sandbox.test: a legal notice that goes on and on, line after line\r\n", 60)+"220 ready\r\n", 0),
+		ipLongLine:  smtptest.Banner("220 "+strings.Repeat("x", 596)+"\r\n", 0),
 		ipAccept6:   smtptest.Accept,
 		IPOutDual:   smtptest.Accept,
 	} {
@@ -70,7 +74,11 @@ func Sandbox(t testing.TB) *smtptest.Sandbox {
 	z.A("mx.accept.test", ipAccept).A("mx.554.test", ip554).A("mx.refused.test", IPRefused).
 		A("mx.silent.test", ipSilent).A("mx.notsmtp.test", ipNotSMTP).A("mx.blackhole.test", ipBlackhole).
 		A("mx.slow.test", ipSlow).A("mx.multiline.test", ipMultiLine).A("mx6.accept.test", ipAccept6).
-		A("mx.dual.test", IPOutDual).A("mx.outonly.test", IPOutOnly)
+		A("mx.dual.test", IPOutDual).A("mx.outonly.test", IPOutOnly).
+		A("mx.longgreeting.test", ipLongGreet).A("mx.longline.test", ipLongLine)
+	z.MX("longgreeting.test", 10, "mx.longgreeting.test")
+	z.MX("longline.test", 10, "mx.longline.test")
+	z.MX("ab--cd.test", 10, "mx--01.ab--cd.test").A("mx--01.ab--cd.test", ipAccept)
 
 	z.MX("ok.test", 10, "mx.accept.test").MX("ok.test", 20, "mx6.accept.test")
 	z.MX("v6only.test", 10, "mx6.accept.test")
@@ -225,6 +233,9 @@ var Cases = []Case{
 	{"refused plus timeout is inconclusive", "a@refused-and-silent.test", "127.0.3.1", "mail.good.test", "", "pass pass pass temperror pass / " + goodHost, "pass", "", "refused"},
 	{"slow greeting within timeout", "a@slow.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
 	{"multi-line greeting", "a@multiline.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
+	{"60-line greeting beyond the read limit", "a@longgreeting.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
+	{"600-octet greeting line", "a@longline.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
+	{"'--' in a plain label (not xn--)", "a@ab--cd.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
 	{"outbound IP accepts (dual role)", "a@dual.test", "127.0.3.1", "mail.good.test", "", "pass pass pass pass warn / " + goodHost, "flag", "", "dual role"},
 	{"outbound-only IP as MX", "a@outonly.test", "127.0.3.1", "mail.good.test", "", "pass pass pass warn fail / " + goodHost, "defer", "451 4.7.1", "outbound IP"},
 	{"MX cap", "a@many.test", "127.0.3.1", "mail.good.test", "", domainPass + " / " + goodHost, "pass", "", ""},
@@ -238,6 +249,7 @@ var Cases = []Case{
 	{"no HELO", "a@v4.test", "127.0.3.1", "", "", domainPass + " / skip pass pass skip", "pass", "", ""},
 	{"HELO does not match PTR", "a@v4.test", "127.0.3.1", "other.good.test", "", domainPass + " / pass pass pass warn", "flag", "", "is not the forward-confirmed PTR name mail.good.test"},
 	{"HELO case and trailing dot", "a@v4.test", "127.0.3.1", "MAIL.Good.Test.", "", domainPass + " / " + goodHost, "pass", "", ""},
+	{"HELO with '--' in a plain label", "a@v4.test", "127.0.3.1", "mx--01.good.test", "", domainPass + " / pass pass pass warn", "flag", "", "HELO mx--01.good.test is not"},
 	{"HELO single label", "a@v4.test", "127.0.3.1", "localhost", "", domainPass + " / fail pass pass skip", "flag", "", "single label"},
 	{"HELO bare IP", "a@v4.test", "127.0.3.1", "127.0.3.1", "", domainPass + " / fail pass pass skip", "flag", "", "bare IP"},
 	{"HELO bad syntax", "a@v4.test", "127.0.3.1", "mail_host.good.test", "", domainPass + " / fail pass pass skip", "flag", "", "mail_host"},
