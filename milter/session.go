@@ -344,6 +344,9 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	applied := verdict
 	if msg.nonSMTP && verdict >= policy.Defer {
 		applied = msg.cfg.NonSMTPAction
+		if applied == policy.Pass { // unset: the documented default
+			applied = policy.Hold
+		}
 		if final.Decision.ByTempError {
 			applied = min(applied, policy.Hold) // never bounce on a temporary error
 		}
