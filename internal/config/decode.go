@@ -1,9 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -171,4 +174,111 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// CheckSyntax reports whether data is well-formed YAML. Its error names the
+// line the way other configuration errors do ("FILE:LINE: message"), not as
+// yaml.v3 does: that names the line of the enclosing block, counted from 0.
+func CheckSyntax(name string, data []byte) error {
+	if err := parseYAML(data); err != nil {
+		return syntaxError(name, data, err)
+	}
+	return nil
+}
+
+// parseYAML parses every document of data.
+func parseYAML(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+var yamlPrefix = regexp.MustCompile(`^yaml: (line [0-9]+: )?`)
+
+// syntaxError formats err, yaml.v3's error for data, with the line where
+// the text stops being YAML: the lines before it parse. That is the bad line
+// itself or, for a quote or a [ ] or { } list that never closes or holds the
+// error, the line where it opens.
+func syntaxError(name string, data []byte, err error) error {
+	line := brokenLine(data)
+	msg := yamlPrefix.ReplaceAllString(err.Error(), "")
+	text := ""
+	if ends := lineEnds(data); line <= len(ends) {
+		start := 0
+		if line > 1 {
+			start = ends[line-2]
+		}
+		text = string(data[start:ends[line-1]])
+	}
+	indent := text[:len(text)-len(strings.TrimLeft(text, " \t"))]
+	switch {
+	case strings.Contains(indent, "\t"):
+		msg = "a tab in the indentation; YAML indents with spaces only"
+	case msg == "found unexpected end of stream":
+		msg = "a quoted value that starts here is never closed"
+	case msg == "did not find expected key", msg == "did not find expected '-' indicator":
+		msg += "; check the indentation of this line"
+	case msg == "mapping values are not allowed in this context":
+		msg += "; check the indentation, or quote a value that contains \": \""
+	case strings.ContainsAny(text, "[{") && (msg == "did not find expected node content" ||
+		msg == "did not find expected ',' or ']'" || msg == "did not find expected ',' or '}'"):
+		msg += " in the [ ] or { } list that starts on this line"
+	}
+	return fmt.Errorf("%s:%d: %s", name, line, msg)
+}
+
+// brokenLine returns the 1-based number of the line after the last one up
+// to which data parses. Walking back from the end finds it even past a
+// list that spans lines; past a budget a bisection finishes the search.
+func brokenLine(data []byte) int {
+	ends := lineEnds(data)
+	prefix := func(n int) []byte {
+		if n == 0 {
+			return nil
+		}
+		return data[:ends[n-1]]
+	}
+	budget := 8 << 20 // bytes parsed
+	bad := len(ends)  // the whole text does not parse
+	for n := bad - 1; n > 0; n-- {
+		if budget <= 0 {
+			good := 0
+			for good+1 < bad {
+				mid := (good + bad) / 2
+				if parseYAML(prefix(mid)) == nil {
+					good = mid
+				} else {
+					bad = mid
+				}
+			}
+			return bad
+		}
+		budget -= ends[n-1]
+		if parseYAML(prefix(n)) == nil {
+			return n + 1
+		}
+		bad = n
+	}
+	return 1
+}
+
+// lineEnds returns the offset just past each line of data.
+func lineEnds(data []byte) []int {
+	var ends []int
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	return ends
 }

@@ -73,29 +73,38 @@ func (p *Prefix) UnmarshalYAML(n *yaml.Node) error {
 	if err != nil {
 		return err
 	}
+	if p.P, err = ParsePrefix(s); err != nil {
+		return errAt(n, "%v", err)
+	}
+	return nil
+}
+
+// ParsePrefix parses a network as the configuration's lists of networks
+// take it: CIDR, or a bare address meaning just that address. IPv4-mapped
+// IPv6 networks become IPv4 ones, because addresses are compared unmapped;
+// host bits set are refused rather than silently dropped.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if !strings.Contains(s, "/") {
 		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			return errAt(n, "%q is not an IP address or network", s)
+		if err != nil || ip.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or network", s)
 		}
-		p.P = netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
-		return nil
+		return netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()), nil
 	}
 	pfx, err := netip.ParsePrefix(s)
 	if err != nil {
-		return errAt(n, "%q is not a network in CIDR notation", s)
+		return netip.Prefix{}, fmt.Errorf("%q is not a network in CIDR notation", s)
 	}
-	if pfx.Addr().Is4In6() { // addresses are compared unmapped
+	if pfx.Addr().Is4In6() {
 		if pfx.Bits() < 96 {
-			return errAt(n, "%q mixes IPv4-mapped and other IPv6 addresses", s)
+			return netip.Prefix{}, fmt.Errorf("%q mixes IPv4-mapped and other IPv6 addresses", s)
 		}
 		pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
 	}
 	if pfx != pfx.Masked() {
-		return errAt(n, "%q has host bits set; did you mean %s?", s, pfx.Masked())
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, pfx.Masked())
 	}
-	p.P = pfx
-	return nil
+	return pfx, nil
 }
 
 // Domain is a domain name, normalised (lowercase, A-labels, no trailing dot).
