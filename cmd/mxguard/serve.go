@@ -290,27 +290,3 @@ func trimNewline(p []byte) []byte {
 	}
 	return p
 }
-
-// runValidate checks a configuration file, like `nginx -t`.
-func runValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration `FILE` to check (default: the built-in one)")
-	if err := fs.Parse(args); err != nil {
-		return usageError(stderr, err)
-	}
-	if fs.NArg() == 1 && *path == "" {
-		*path = fs.Arg(0)
-	}
-	cfg, err := loadConfig(*path)
-	if err != nil {
-		fmt.Fprintf(stderr, "mxguard: %v\n", err)
-		return exitUsage
-	}
-	if _, err := policy.New(cfg.Engine()); err != nil {
-		fmt.Fprintf(stderr, "mxguard: %s: %v\n", cfg.Source, err)
-		return exitUsage
-	}
-	fmt.Fprintf(stdout, "%s: configuration OK (milter %s)\n", cfg.Source, cfg.Milter.Listen.Spec)
-	return exitPass
-}
