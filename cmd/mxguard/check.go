@@ -38,7 +38,7 @@ Flags:
 type checkOptions struct {
 	configFile  string
 	resolvers   listFlag
-	probePort   uint
+	probePort   string
 	allowNets   listFlag
 	outbound    listFlag
 	clientIP    string
@@ -46,6 +46,7 @@ type checkOptions struct {
 	jsonOut     bool
 	file        string
 	concurrency int
+	set         map[string]bool // flags given, even if empty
 }
 
 func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -55,7 +56,7 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, checkUsage); fs.PrintDefaults() }
 	fs.StringVar(&o.configFile, "config", "", "configuration `FILE` (default: the built-in configs/mxguard.yaml)")
 	fs.Var(&o.resolvers, "resolver", "recursive resolver `HOST:PORT` to use instead of resolver.servers (repeatable)")
-	fs.UintVar(&o.probePort, "probe-port", 0, "probe MX hosts on port `N` instead of probe.port (test sandboxes)")
+	fs.StringVar(&o.probePort, "probe-port", "", "probe MX hosts on port `N` instead of probe.port (test sandboxes)")
 	fs.Var(&o.allowNets, "allow-net", "also probe special-purpose addresses in `CIDR` (repeatable; e.g. 127.0.0.0/8 for a sandbox)")
 	fs.Var(&o.outbound, "outbound-ip", "an outbound IP or `CIDR` of the relay, added to outbound.ips (repeatable)")
 	fs.StringVar(&o.clientIP, "client-ip", "", "check the sending host at `IP` (PTR, FCrDNS; always checked, even if in identity.skip_networks)")
@@ -67,6 +68,8 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, err)
 	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	if (len(targets) == 0) == (o.file == "") {
 		fmt.Fprint(stderr, "mxguard check: name domains or addresses, or --file, but not both\n\n")
 		fs.Usage()
@@ -101,7 +104,7 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		} else {
 			in = stdin
 		}
-		if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if f, ok := unwrap(stderr).(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			progress = stderr
 		}
 	}
@@ -115,61 +118,55 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // engineConfig loads the configuration and applies the flags to it.
 func (o *checkOptions) engineConfig() (policy.Config, netip.Addr, error) {
-	c := config.Default()
-	if o.configFile != "" {
-		var err error
-		if c, err = config.Load(o.configFile); err != nil {
-			return policy.Config{}, netip.Addr{}, err
-		}
+	c, err := loadConfigFile(o.configFile)
+	if err != nil {
+		return policy.Config{}, netip.Addr{}, err
 	}
 	cfg := c.Engine()
 	// An audit wants every answer: probes wait for a slot as long as it takes
 	// (--concurrency bounds the work instead).
 	cfg.Probe.MaxQueued, cfg.Probe.QueueTimeout = math.MaxInt32, 24*time.Hour
+	// Each flag takes what the key it overrides takes, through the same code.
+	for _, s := range o.resolvers {
+		if err := config.ParseServer(s); err != nil {
+			return cfg, netip.Addr{}, fmt.Errorf("--resolver %w", err)
+		}
+	}
 	if len(o.resolvers) > 0 {
 		cfg.Resolver.Servers = o.resolvers
 	}
-	if o.probePort != 0 {
-		if o.probePort > 65535 {
-			return cfg, netip.Addr{}, fmt.Errorf("--probe-port %d: want 1-65535", o.probePort)
+	if o.set["probe-port"] {
+		port, err := config.ParsePort(o.probePort)
+		if err != nil {
+			return cfg, netip.Addr{}, fmt.Errorf("--probe-port %s: %w", o.probePort, err)
 		}
-		cfg.Probe.Port = uint16(o.probePort)
+		cfg.Probe.Port = port
 	}
 	for _, s := range o.allowNets {
-		p, err := parsePrefix(s)
+		p, err := config.ParsePrefix(s)
 		if err != nil {
-			return cfg, netip.Addr{}, fmt.Errorf("--allow-net: %w", err)
+			return cfg, netip.Addr{}, fmt.Errorf("--allow-net %w", err)
 		}
 		cfg.Probe.AllowNetworks = append(cfg.Probe.AllowNetworks, p)
 	}
 	for _, s := range o.outbound {
-		p, err := parsePrefix(s)
+		p, err := config.ParsePrefix(s)
 		if err != nil {
-			return cfg, netip.Addr{}, fmt.Errorf("--outbound-ip: %w", err)
+			return cfg, netip.Addr{}, fmt.Errorf("--outbound-ip %w", err)
 		}
 		cfg.OutboundIPs = append(cfg.OutboundIPs, p)
 	}
 	var client netip.Addr
-	if o.clientIP != "" {
-		var err error
-		if client, err = netip.ParseAddr(o.clientIP); err != nil {
+	if o.set["client-ip"] {
+		ip, err := netip.ParseAddr(o.clientIP)
+		if err != nil || ip.Zone() != "" {
 			return cfg, client, fmt.Errorf("--client-ip %q is not an IP address", o.clientIP)
 		}
+		// The milter unmaps an IPv4 client on an IPv6 socket too.
+		client = ip.Unmap()
 		cfg.SkipIdentityNetworks = nil // a client named on the command line is the point of the run
 	}
 	return cfg, client, nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if !strings.Contains(s, "/") {
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, err
-		}
-		return netip.PrefixFrom(ip, ip.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	return p.Masked(), err
 }
 
 // runBatch checks every line of in (blank lines and # comments aside) with up
@@ -253,9 +250,11 @@ func subject(base policy.Request, s string) policy.Request {
 	return base
 }
 
-// exitCode maps a report to the SPEC's exit status. Temporary errors alone
-// give 3, whatever on_temperror made of them.
-func exitCode(engine *policy.Engine, r *policy.Report) int {
+// outcome is what a report comes to on the command line: the exit status
+// and the headline word that goes with it. Temporary errors alone give 3
+// and TEMPERROR, whatever on_temperror made of them: the checks could not
+// say.
+func outcome(engine *policy.Engine, r *policy.Report) (headline string, code int) {
 	findings := make([]policy.Result, len(r.Checks))
 	for i, c := range r.Checks {
 		if c.Status == policy.StatusTempError {
@@ -264,15 +263,16 @@ func exitCode(engine *policy.Engine, r *policy.Report) int {
 		findings[i] = c
 	}
 	p := engine.Config().Policy
-	switch v := p.Decide(r.Domain, r.ClientIP, findings).Verdict; {
+	v := p.Decide(r.Domain, r.ClientIP, findings).Verdict
+	switch {
 	case v >= policy.Defer:
-		return exitDefer
+		code = exitDefer
 	case v >= policy.Flag:
-		return exitFlag
+		code = exitFlag
 	case r.Decision.TempError:
-		return exitTempError
+		return "TEMPERROR", exitTempError
 	}
-	return exitPass
+	return strings.ToUpper(v.String()), code
 }
 
 // worse returns the more severe exit code: 2 > 1 > 3 > 0.
@@ -307,13 +307,14 @@ type jsonReport struct {
 // print writes one report and returns its exit code.
 func (p *printer) print(engine *policy.Engine, r *policy.Report) int {
 	defer func() { p.n++ }()
+	headline, code := outcome(engine, r)
 	if p.json {
 		p.enc.Encode(jsonReport{Domain: r.Domain, Verdict: r.Verdict(), Checks: r.Checks, ElapsedMS: r.Elapsed.Milliseconds()})
 	} else {
 		if p.n > 0 {
 			fmt.Fprintln(p.w)
 		}
-		writeHuman(p.w, r)
+		writeHuman(p.w, r, headline)
 	}
-	return exitCode(engine, r)
+	return code
 }

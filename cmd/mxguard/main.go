@@ -30,7 +30,7 @@ reverse DNS and HELO name agree.
 
 Usage:
   mxguard serve [--config FILE]             run the milter (see mxguard serve -h)
-  mxguard validate [--config FILE]          check a configuration file and exit
+  mxguard validate [--config FILE]          check a configuration file, warn about risky settings
   mxguard check [flags] DOMAIN|ADDRESS...   audit domains (see mxguard check -h)
   mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
   mxguard help                              this text
@@ -42,13 +42,16 @@ func main() {
 
 // run is main without the process: it returns the exit code.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "serve" {
+		return runServe(args[1:], stderr) // logs are slog's, quoted as it quotes them
+	}
+	// What the other commands print is ASCII, whatever a message quotes.
+	stdout, stderr = asciiWriter{stdout}, asciiWriter{stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
 	switch args[0] {
-	case "serve":
-		return runServe(args[1:], stderr)
 	case "validate":
 		return runValidate(args[1:], stdout, stderr)
 	case "check":
