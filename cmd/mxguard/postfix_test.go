@@ -49,7 +49,9 @@ type postfixRig struct {
 	sink    *smtptest.SMTPServer
 }
 
-func startRig(t *testing.T, extraConfig string) *postfixRig {
+// startRig starts the rig; extraConfig is appended to mxguard's
+// configuration, and milterConfig lines go into its milter section.
+func startRig(t *testing.T, extraConfig string, milterConfig ...string) *postfixRig {
 	t.Helper()
 	requirePostfix(t)
 	r := &postfixRig{sb: spectest.Sandbox(t)}
@@ -60,7 +62,11 @@ func startRig(t *testing.T, extraConfig string) *postfixRig {
 	t.Cleanup(func() { r.sink.Close() })
 	r.milter = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	r.cfg = filepath.Join(t.TempDir(), "mxguard.yaml")
-	writeFile(t, r.cfg, sandboxConfig(r.sb, "inet:"+r.milter, freeTCPPort(t), extraConfig))
+	cfg := sandboxConfig(r.sb, "inet:"+r.milter, freeTCPPort(t), extraConfig)
+	for _, line := range milterConfig {
+		cfg = strings.Replace(cfg, "milter:\n", "milter:\n  "+line+"\n", 1)
+	}
+	writeFile(t, r.cfg, cfg)
 	r.mxguard = startDaemon(t, r.cfg, "tcp", r.milter)
 	if r.lab, err = postfixlab.Start(postfixlab.Options{Milter: "inet:" + r.milter, RelayPort: portOf(t, r.sink.Addr)}); err != nil {
 		t.Fatal(err)
@@ -182,7 +188,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 		mail{"a@some-refused.test", "flagged"},
 		mail{"a@refused.test", "deferred"},
 		mail{"a@[127.0.0.1]", "rejected"},
-		mail{"a@cname-mx.test", "held"},
+		mail{"a@literal-mx.test", "held"},
 		mail{"b@ok.test", "passing-again"},
 	)
 	wantCodes := []int{0, 0, 451, 550, 0, 0}
@@ -235,7 +241,7 @@ func TestPostfixEndToEnd(t *testing.T) {
 	// One log line per decision, with Postfix's queue ID once it has one.
 	log := d.log.String()
 	for _, want := range []string{
-		"queue_id=" + held[0] + " verdict=hold subject=envelope domain=cname-mx.test",
+		"queue_id=" + held[0] + " verdict=hold subject=envelope domain=literal-mx.test",
 		"queue_id=NOQUEUE verdict=defer subject=envelope domain=refused.test",
 		"verdict=reject subject=envelope domain=[127.0.0.1]",
 	} {
@@ -318,4 +324,70 @@ func TestPostfixSurvivesMxguardKill(t *testing.T) {
 	}
 	t.Logf("sent %d: delivered on the first try %d, deferred (451) and delivered later %d (%d deferrals), lost %d",
 		total, firstTry.Load(), retried, deferrals.Load(), lost)
+}
+
+// Mail submitted with Postfix's sendmail command reaches mxguard through
+// non_smtpd_milters (the documented snippet), where nothing can be refused
+// per recipient: every message must reach a final state, none may stay in
+// the maildrop or the deferred queue.
+func TestPostfixLocalSubmission(t *testing.T) {
+	message := func(subject string) string {
+		return "From: <someone@lab.test>\nTo: <user@remote.example>\nSubject: " + subject + "\n\nbody of " + subject + "\n"
+	}
+	// The default, non_smtp_action: hold.
+	rig := startRig(t, "")
+	for _, m := range []mail{{"a@ok.test", "local-pass"}, {"a@refused.test", "local-defer"}, {"a@bad_domain.test", "local-reject"}} {
+		if err := rig.lab.Sendmail(m.from, "user@remote.example", message(m.subject)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := bySubject(waitSink(t, rig.sink, 1))
+	// The rig checks the identity of loopback clients too (identity.skip_networks: []).
+	if len(got["local-pass"]) != 1 || !strings.Contains(got["local-pass"][0], "X-MXGuard: flag; domain=ok.test; ip=127.0.0.1; helo.syntax=fail; client.ptr=fail\r\n") {
+		t.Errorf("the passing message: %q", got["local-pass"])
+	}
+	waitQueues(t, rig.lab, map[string]int{"hold": 2})
+	log := rig.mxguard.log.String()
+	for _, want := range []string{
+		"verdict=defer subject=envelope domain=refused.test",
+		"verdict=reject subject=envelope domain=bad_domain.test",
+		`applied="hold (not received over SMTP; milter.non_smtp_action)"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %q", want)
+		}
+	}
+
+	// non_smtp_action: reject bounces to the sender.
+	rig = startRig(t, "", "non_smtp_action: reject")
+	if err := rig.lab.Sendmail("a@refused.test", "user@remote.example", message("local-bounce")); err != nil {
+		t.Fatal(err)
+	}
+	msgs := waitSink(t, rig.sink, 1)
+	if m := msgs[0]; m.From != "" || len(m.To) != 1 || m.To[0] != "a@refused.test" ||
+		!strings.Contains(string(m.Data), "Status: 5.7.1") || !strings.Contains(string(m.Data), "refused.test: mx.port25 fail") ||
+		!strings.Contains(string(m.Data), "Subject: local-bounce") {
+		t.Errorf("the bounce: from %q to %v:\n%s", m.From, m.To, m.Data)
+	}
+	waitQueues(t, rig.lab, map[string]int{})
+	if strings.Contains(rig.lab.Log(), "can't reject recipient") {
+		t.Error("Postfix was asked to refuse a recipient of a local submission")
+	}
+}
+
+// waitQueues waits until the lab's queues hold what want says (and
+// nothing else): mail left in maildrop or deferred would loop.
+func waitQueues(t *testing.T, lab *postfixlab.Lab, want map[string]int) {
+	t.Helper()
+	var got map[string]int
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var err error
+		if got, err = lab.Queued(); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+	}
+	t.Fatalf("queues %v, want %v", got, want)
 }

@@ -105,12 +105,13 @@ func (d *daemon) run() error {
 		replyAt = milter.StageMail
 	}
 	d.milter = milter.New(d.milterConfig(d.cfg, engine), milter.Options{
-		HeaderFrom:  d.cfg.Checks.HeaderFrom,
-		ReplyAt:     replyAt,
-		MaxSessions: d.cfg.Milter.MaxSessions,
-		IdleTimeout: d.cfg.Milter.IdleTimeout.D,
-		Log:         d.log,
-		Recorder:    d.metrics,
+		HeaderFrom:         d.cfg.Checks.HeaderFrom,
+		ReplyAt:            replyAt,
+		MaxSessions:        d.cfg.Milter.MaxSessions,
+		IdleTimeout:        d.cfg.Milter.IdleTimeout.D,
+		TransactionTimeout: d.cfg.Milter.TransactionTimeout.D,
+		Log:                d.log,
+		Recorder:           d.metrics,
 	})
 	ln, err := listen(d.cfg.Milter.Listen, d.cfg.Milter.SocketMode.M)
 	if err != nil {
@@ -167,7 +168,8 @@ func (d *daemon) newEngine(c *config.Config, prev *policy.Engine) (*policy.Engin
 }
 
 func (d *daemon) milterConfig(c *config.Config, engine *policy.Engine) *milter.Config {
-	return &milter.Config{Engine: engine, HeaderName: c.Header.Name, DecisionTimeout: c.DecisionTimeout.D}
+	return &milter.Config{Engine: engine, HeaderName: c.Header.Name, DecisionTimeout: c.DecisionTimeout.D,
+		NonSMTPAction: c.Milter.NonSMTPAction.Verdict()}
 }
 
 // reload applies the configuration file again; a file that does not load
@@ -196,14 +198,15 @@ func (d *daemon) reload() {
 func (d *daemon) warnRestartOnly(next *config.Config) {
 	old := d.started
 	for key, changed := range map[string]bool{
-		"milter.listen":       old.Milter.Listen != next.Milter.Listen,
-		"milter.socket_mode":  old.Milter.SocketMode != next.Milter.SocketMode,
-		"milter.max_sessions": old.Milter.MaxSessions != next.Milter.MaxSessions,
-		"milter.idle_timeout": old.Milter.IdleTimeout != next.Milter.IdleTimeout,
-		"metrics.listen":      old.Metrics.Listen != next.Metrics.Listen,
-		"checks.header_from":  old.Checks.HeaderFrom != next.Checks.HeaderFrom,
-		"milter.reply_at":     old.Milter.ReplyAt != next.Milter.ReplyAt,
-		"log.format":          old.Log.Format != next.Log.Format,
+		"milter.listen":              old.Milter.Listen != next.Milter.Listen,
+		"milter.socket_mode":         old.Milter.SocketMode != next.Milter.SocketMode,
+		"milter.max_sessions":        old.Milter.MaxSessions != next.Milter.MaxSessions,
+		"milter.idle_timeout":        old.Milter.IdleTimeout != next.Milter.IdleTimeout,
+		"milter.transaction_timeout": old.Milter.TransactionTimeout != next.Milter.TransactionTimeout,
+		"metrics.listen":             old.Metrics.Listen != next.Metrics.Listen,
+		"checks.header_from":         old.Checks.HeaderFrom != next.Checks.HeaderFrom,
+		"milter.reply_at":            old.Milter.ReplyAt != next.Milter.ReplyAt,
+		"log.format":                 old.Log.Format != next.Log.Format,
 	} {
 		if changed {
 			d.log.Warn("this setting changes only on restart", "key", key)

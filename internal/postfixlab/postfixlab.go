@@ -163,6 +163,29 @@ func (l *Lab) Log() string {
 	return string(b)
 }
 
+// Sendmail submits a message locally with the instance's sendmail(1), as
+// cron jobs and web applications do: it goes through postdrop and pickup,
+// and so through non_smtpd_milters.
+func (l *Lab) Sendmail(from, to, message string) error {
+	cmd := exec.Command("sendmail", "-C", l.etc(), "-f", from, "--", to)
+	cmd.Stdin = strings.NewReader(message)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("sendmail: %v: %s", err, out)
+	}
+	return nil
+}
+
+// Queued counts the messages in each queue (maildrop, incoming, active,
+// deferred, hold).
+func (l *Lab) Queued() (map[string]int, error) {
+	q, err := l.queue()
+	n := map[string]int{}
+	for _, e := range q {
+		n[e.Queue]++
+	}
+	return n, err
+}
+
 // queueEntry is one line of postqueue -j.
 type queueEntry struct {
 	Queue string `json:"queue_name"`
