@@ -118,7 +118,7 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // engineConfig loads the configuration and applies the flags to it.
 func (o *checkOptions) engineConfig() (policy.Config, netip.Addr, error) {
-	c, err := loadConfigFile(o.configFile)
+	c, err := loadConfig(o.configFile)
 	if err != nil {
 		return policy.Config{}, netip.Addr{}, err
 	}

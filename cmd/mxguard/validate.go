@@ -3,14 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -33,7 +30,7 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() == 1 && *path == "" {
 		*path = fs.Arg(0)
 	}
-	cfg, err := loadConfigFile(*path)
+	cfg, err := loadConfig(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard: %v\n", err)
 		return exitUsage
@@ -47,26 +44,6 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK (milter %s)\n", cfg.Source, cfg.Milter.Listen.Spec)
 	return exitPass
-}
-
-// loadConfigFile loads path, or the built-in configuration for "". A YAML
-// syntax error is reported with its line like any other error.
-func loadConfigFile(path string) (*config.Config, error) {
-	if path == "" {
-		return config.Default(), nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("cannot read %s: %v", path, pe.Err)
-		}
-		return nil, err
-	}
-	if err := config.CheckSyntax(path, data); err != nil {
-		return nil, err
-	}
-	return config.Parse(path, data)
 }
 
 // commandTimeout is Postfix's milter_command_timeout and where it came from.

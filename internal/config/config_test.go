@@ -109,7 +109,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"checks:\n  header_from: yes please\n", `bad.yaml:2: checks.header_from: "yes please" is not a valid boolean`},
 		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice`},
 		{"probe: [1, 2]\n", `bad.yaml:1: probe: want a mapping`},
-		{"probe:\n  port: 25\n bad indent\n", `bad.yaml: `},
+		{"probe:\n  port: 25\n bad indent\n", `bad.yaml:3: did not find expected key`},
 		{"probe:\n  port: 2525\n---\nbogus: 1\n", `bad.yaml:3: a second YAML document`},
 		{"probe:\n  port:\n", `bad.yaml:2: probe.port: has no value`},
 		{"decision_timeout:\n", `bad.yaml:1: decision_timeout: has no value`},
