@@ -287,23 +287,42 @@ func TestDeadResolverIsTempError(t *testing.T) {
 
 func TestDecisionDeadline(t *testing.T) {
 	sb := spectest.Sandbox(t)
-	e := newEngine(t, spectest.Config(sb))
+	cfg := spectest.Config(sb)
+	// Far beyond the deadline: an evaluation that waited for the probe could
+	// not pass for one that kept its deadline, however loaded the machine.
+	cfg.Probe.GreetingTimeout = 20 * time.Second
+	e := newEngine(t, cfg)
+	silent, err := sb.Serve("127.0.8.2", smtptest.Silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("hush.test", 10, "mx.hush.test").A("mx.hush.test", "127.0.8.2")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	r := e.Evaluate(ctx, policy.Request{Sender: "a@silent.test"}) // the probe needs the whole greeting timeout
-	if took := time.Since(began); took > spectest.GreetingTimeout {
+	r := e.Evaluate(ctx, policy.Request{Sender: "a@hush.test"}) // the probe needs the whole greeting timeout
+	if took := time.Since(began); took > cfg.Probe.GreetingTimeout/2 {
 		t.Errorf("evaluation took %v past its deadline", took)
 	}
 	if r.Checks[3].Status != policy.StatusTempError {
 		t.Errorf("mx.port25 %s: %s", r.Checks[3].Status, r.Checks[3].Detail)
 	}
-	// The probe finishes in the background and lands in the cache.
-	time.Sleep(spectest.GreetingTimeout + 200*time.Millisecond)
-	before := e.ProbeCacheStats().Hits
-	e.Evaluate(context.Background(), policy.Request{Sender: "a@silent.test"})
-	if e.ProbeCacheStats().Hits == before {
-		t.Error("the abandoned probe did not reach the cache")
+	// The probe goes on in the background. The server hangs up on it rather
+	// than wait out the greeting timeout: only a probe still running sees
+	// that, and its result lands in the cache.
+	waitFor(t, "the probe to connect", func() bool { return silent.Connections() > 0 })
+	silent.Close()
+	waitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
+	before := e.ProbeCacheStats()
+	r = e.Evaluate(context.Background(), policy.Request{Sender: "a@hush.test"})
+	if st := e.ProbeCacheStats(); st.Hits == before.Hits || st.Misses != before.Misses {
+		t.Errorf("the abandoned probe did not reach the cache: %+v, then %+v", before, st)
+	}
+	if c := r.Checks[3]; c.Status != policy.StatusFail || !strings.Contains(c.Detail, "closed the connection") {
+		t.Errorf("mx.port25 from the cache %s: %s; want the hang-up the probe saw", c.Status, c.Detail)
+	}
+	if n := silent.Connections(); n != 1 {
+		t.Errorf("the MX was probed %d times", n)
 	}
 }
 
@@ -367,14 +386,8 @@ func TestBackgroundCompletionAfterDeadline(t *testing.T) {
 	if r := e.Evaluate(ctx, policy.Request{Sender: "a@late.test"}); !r.Incomplete {
 		t.Fatalf("not cut off by the deadline: %s", spectest.Statuses(r.Checks))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.Connections() == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if srv.Connections() != 1 {
-		t.Fatal("the MX was never probed after the deadline")
-	}
-	time.Sleep(50 * time.Millisecond) // the probe result reaches the cache
+	waitFor(t, "the MX to be probed after the deadline", func() bool { return srv.Connections() > 0 })
+	waitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
 	queries := sb.DNS.Queries()
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@late.test"})
 	if r.Incomplete || r.Verdict() != policy.Pass || sb.DNS.Queries() != queries || srv.Connections() != 1 {
@@ -434,6 +447,17 @@ func TestCachesStayBounded(t *testing.T) {
 	}
 	if st := e.ProbeCacheStats(); st.Entries != 10 || st.Misses < 250 {
 		t.Errorf("probe cache: %+v, bound 10", st)
+	}
+}
+
+// waitFor polls until cond holds. Its deadline is only a backstop for a
+// broken build: the conditions come true in milliseconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
 	}
 }
 
