@@ -175,25 +175,65 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: 300 * time.Millisecond, Concurrency: 1,
-		MaxQueued: 2, QueueTimeout: 400 * time.Millisecond, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.41/32")}})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	outcomes := map[Outcome]int{}
-	for i := 0; i < 6; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := p.Probe(context.Background(), netip.MustParseAddr("127.0.7.41"))
-			mu.Lock()
-			outcomes[r.Outcome]++
-			mu.Unlock()
-		}()
+	// Probes of the silent host end only when cancelled, so the test decides
+	// when the slot frees; the queue's own timer is the only clock left.
+	const queueTimeout = 2 * time.Second
+	p := NewSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute, Concurrency: 1,
+		MaxQueued: 2, QueueTimeout: queueTimeout, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.41/32")}})
+	ip := netip.MustParseAddr("127.0.7.41")
+	probe := func(ctx context.Context) <-chan ProbeResult {
+		ch := make(chan ProbeResult, 1)
+		go func() { ch <- p.Probe(ctx, ip) }()
+		return ch
 	}
-	wg.Wait()
-	// One probes, two queue (one gets the slot in time, one gives up), three find the queue full.
-	if outcomes[OutcomeGreetingTimeout] != 2 || outcomes[OutcomeAbandoned] != 4 || srv.Connections() != 2 {
-		t.Errorf("outcomes %v, %d connections", outcomes, srv.Connections())
+	firstCtx, endFirst := context.WithCancel(context.Background())
+	defer endFirst()
+	first := probe(firstCtx)
+	waitFor(t, "the first probe to connect", func() bool { return srv.Connections() == 1 })
+
+	// Two queue behind it; three more find the queue full and give up at once.
+	queuedCtx, endQueued := context.WithCancel(context.Background())
+	defer endQueued()
+	queuedAt := time.Now()
+	queued := []<-chan ProbeResult{probe(queuedCtx), probe(queuedCtx)}
+	waitFor(t, "two probes to queue", func() bool { return p.waiting.Load() == 2 })
+	for i := 0; i < 3; i++ {
+		if r := p.Probe(context.Background(), ip); r.Outcome != OutcomeAbandoned {
+			t.Errorf("a probe beyond the full queue: %s %s", r.Outcome, r.Detail)
+		}
+	}
+	if n := p.waiting.Load(); n != 2 || srv.Connections() != 1 {
+		t.Errorf("%d probes queued, %d connections, after three came to a full queue", n, srv.Connections())
+	}
+
+	// The first probe ends: one queued probe gets the slot in time, the
+	// other gives up when the queue timeout has passed.
+	endFirst()
+	if r := <-first; r.Outcome != OutcomeGreetingTimeout {
+		t.Errorf("the first probe: %s %s", r.Outcome, r.Detail)
+	}
+	var gaveUp ProbeResult
+	select {
+	case gaveUp = <-queued[0]:
+		queued = queued[1:]
+	case gaveUp = <-queued[1]:
+		queued = queued[:1]
+	case <-time.After(queueTimeout + 30*time.Second):
+		t.Fatal("no queued probe gave up")
+	}
+	if gaveUp.Outcome != OutcomeAbandoned {
+		t.Errorf("the queued probe left without the slot: %s %s", gaveUp.Outcome, gaveUp.Detail)
+	}
+	if waited := time.Since(queuedAt); waited < queueTimeout {
+		t.Errorf("a queued probe gave up after %v, before the queue timeout", waited)
+	}
+	waitFor(t, "the other queued probe to connect", func() bool { return srv.Connections() == 2 })
+	endQueued()
+	if r := <-queued[0]; r.Outcome != OutcomeGreetingTimeout {
+		t.Errorf("the queued probe that got the slot: %s %s", r.Outcome, r.Detail)
+	}
+	if n := srv.Connections(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
 	}
 }
 
