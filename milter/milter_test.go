@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,59 +175,102 @@ func TestSeveralMessagesPerConnection(t *testing.T) {
 
 func TestDecisionTimeoutFailsOpen(t *testing.T) {
 	h := newHarness(t, func(p *policy.Config, m *milter.Config, _ *milter.Options) {
-		p.Probe.GreetingTimeout = 2 * time.Second
+		// Far beyond decision_timeout: a session held until the probe ends
+		// could not pass for one that failed open, however loaded the machine.
+		p.Probe.GreetingTimeout = 20 * time.Second
 		m.DecisionTimeout = 300 * time.Millisecond
 	})
+	silent, err := h.sb.Serve("127.0.15.1", smtptest.Silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sb.Zone.MX("hush.test", 10, "mx.hush.test").A("mx.hush.test", "127.0.15.1")
 	began := time.Now()
-	r := h.play(t, goodConn(message("a@silent.test")))[0]
-	if took := time.Since(began); took > time.Second {
+	r := h.play(t, goodConn(message("a@hush.test")))[0]
+	if took := time.Since(began); took > 10*time.Second {
 		t.Errorf("the session was held %v; decision_timeout is 300ms", took)
 	}
 	got, _ := r.Header("X-MXGuard")
-	if !r.Accepted() || !strings.HasPrefix(got, "temperror; domain=silent.test; ip=127.0.3.1") {
+	if !r.Accepted() || !strings.HasPrefix(got, "temperror; domain=hush.test; ip=127.0.3.1") {
 		t.Errorf("accepted %v, header %q", r.Accepted(), got)
 	}
-	// The probe finishes in the background; the next message is decided from the cache.
-	time.Sleep(2500 * time.Millisecond)
-	r = h.play(t, goodConn(message("a@silent.test")))[0]
-	if got, _ := r.Header("X-MXGuard"); got != "pass; domain=silent.test; ip=127.0.3.1; mx.port25=temperror" {
-		t.Errorf("after the background probe: %q", got)
+	// The probe goes on in the background. The server hangs up on it rather
+	// than wait out the greeting timeout: only a probe still running sees
+	// that, and the next message is decided from the cache.
+	waitFor(t, "the probe to connect", func() bool { return silent.Connections() > 0 })
+	silent.Close()
+	waitFor(t, "the probe result to reach the cache", func() bool { return h.engine.ProbeCacheStats().Entries > 0 })
+	before := h.engine.ProbeCacheStats()
+	r = h.play(t, goodConn(message("a@hush.test")))[0]
+	if r.Stage != "rcpt" || !strings.HasPrefix(r.Reply, "451 4.7.1 hush.test: mx.port25 fail") {
+		t.Errorf("after the background probe: %s %q", r.Stage, r.Reply)
+	}
+	if st := h.engine.ProbeCacheStats(); st.Hits == before.Hits || st.Misses != before.Misses {
+		t.Errorf("the second message probed again: %+v, then %+v", before, st)
 	}
 	if n := h.rec.count("temperror"); n != 1 {
 		t.Errorf("%d temperror decisions recorded", n)
 	}
 }
 
-// slow takes its time over every decision, as with a cold cache.
-type slow struct{ d time.Duration }
+// held keeps the evaluation of every sender at held.test until release is
+// closed, as if its MX hosts never answered; any other is decided at once.
+type held struct {
+	release chan struct{}
+	waiting atomic.Int32
+}
 
-func (s slow) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
-	select {
-	case <-time.After(s.d):
-		return &policy.Report{Domain: policy.ParseSender(req.Sender).Domain, ClientIP: req.ClientIP}
-	case <-ctx.Done():
-		return &policy.Report{Incomplete: true}
+func (h *held) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
+	if strings.Contains(req.Sender, "@held.test") {
+		h.waiting.Add(1)
+		defer h.waiting.Add(-1)
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return &policy.Report{Incomplete: true}
+		}
 	}
+	return &policy.Report{Domain: policy.ParseSender(req.Sender).Domain, ClientIP: req.ClientIP}
 }
 
 // A client that pipelines MAIL FROM and RSET must not make the next
 // transaction wait for the evaluations of the aborted ones.
 func TestAbortedTransactionsDoNotQueue(t *testing.T) {
+	engine := &held{release: make(chan struct{})}
+	released := sync.OnceFunc(func() { close(engine.release) })
+	t.Cleanup(released)
 	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) {
-		m.Engine, m.DecisionTimeout = slow{400 * time.Millisecond}, time.Second
+		m.Engine, m.DecisionTimeout = engine, time.Minute
 	})
 	conn := goodConn()
 	for i := 0; i < 4; i++ {
-		msg := message("a@ok.test")
+		msg := message("a@held.test")
 		msg.AbortAfterMail = true
 		conn.Messages = append(conn.Messages, msg)
 	}
 	conn.Messages = append(conn.Messages, message("a@ok.test"))
-	began := time.Now()
-	res := h.play(t, conn)
-	// Queued one after another they would take 5 × 400ms.
-	if took := time.Since(began); took > 1500*time.Millisecond {
-		t.Errorf("took %v: the aborted evaluations held up the last message", took)
+	done := make(chan []smtptest.MilterResult, 1)
+	go func() {
+		res, err := smtptest.PlayMilter("tcp", h.addr, conn)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	// The aborted evaluations end only when released: queued behind them,
+	// the last message would wait for good (a minute each, here).
+	var res []smtptest.MilterResult
+	select {
+	case res = <-done:
+	case <-time.After(30 * time.Second):
+		released()
+		<-done
+		t.Fatal("the aborted evaluations held up the last message")
+	}
+	// They are all still held (each started in a goroutine of its own).
+	waitFor(t, "four held evaluations", func() bool { return engine.waiting.Load() == 4 })
+	if len(res) != 5 {
+		t.Fatalf("%d results", len(res))
 	}
 	if got, _ := res[4].Header("X-MXGuard"); got != "pass; domain=ok.test; ip=127.0.3.1" {
 		t.Errorf("last message: %q", got)
@@ -351,10 +395,8 @@ func TestShutdownDrainsSessions(t *testing.T) {
 		}
 		done <- res
 	}()
-	for h.m.ActiveSessions() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	waitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := h.m.Shutdown(ctx); err != nil {
 		t.Fatal(err)
@@ -375,9 +417,7 @@ func TestShutdownDeadlineClosesSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	for h.m.ActiveSessions() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := h.m.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -393,6 +433,9 @@ func TestIdleTimeoutAndSessionCap(t *testing.T) {
 		o.IdleTimeout = 300 * time.Millisecond
 		o.MaxSessions = 2
 	})
+	// The idle timers start after this: however slow the machine, the
+	// third connection cannot be served before IdleTimeout has passed.
+	began := time.Now()
 	var idle []net.Conn
 	for i := 0; i < 2; i++ {
 		c, err := net.Dial("tcp", h.addr)
@@ -403,7 +446,6 @@ func TestIdleTimeoutAndSessionCap(t *testing.T) {
 		idle = append(idle, c)
 	}
 	// Both slots are taken: a third MTA connection waits until the idle ones time out.
-	began := time.Now()
 	res, err := smtptest.PlayMilter("tcp", h.addr, goodConn(message("a@ok.test")))
 	if err != nil || !res[0].Accepted() {
 		t.Fatalf("%v %+v", err, res)
@@ -467,6 +509,17 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	m.Shutdown(context.Background())
 	if err := <-served; !errors.Is(err, gomilter.ErrServerClosed) {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// waitFor polls until cond holds. Its deadline is only a backstop for a
+// broken build: the conditions come true in milliseconds.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
 	}
 }
 
