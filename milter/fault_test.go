@@ -19,9 +19,9 @@ import (
 // fail open with temperror in the header, and once the resolver is back the
 // decisions are whole again.
 func TestResolverDiesAndComesBack(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	h := newHarness(t, func(p *policy.Config, _ *milter.Config, _ *milter.Options) {
-		p.Resolver.Timeout = 200 * time.Millisecond
-		p.Cache.ErrorTTL = time.Second
+		p.Clock = clock.now // error_ttl passes when the test says so
 	})
 	warm := func() string {
 		r := h.play(t, goodConn(message("a@ok.test")))[0]
@@ -68,6 +68,7 @@ func TestResolverDiesAndComesBack(t *testing.T) {
 			t.Errorf("%s during the outage: accepted %v, %q", from, r.Accepted(), v)
 		}
 	}
+	waitFor(t, "warm traffic during the outage", func() bool { return warmOK.Load()+warmBad.Load() > 0 })
 	close(stop)
 	wg.Wait()
 	if warmOK.Load() == 0 || warmBad.Load() != 0 {
@@ -79,7 +80,7 @@ func TestResolverDiesAndComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer restarted.Close()
-	time.Sleep(1100 * time.Millisecond) // the failures' error_ttl
+	clock.advance(h.engine.Config().Cache.ErrorTTL) // the failures expire
 	for _, from := range []string{"a@v4.test", "a@554.test"} {
 		r := h.play(t, goodConn(message(from)))[0]
 		if v, _ := r.Header("X-MXGuard"); v != fmt.Sprintf("pass; domain=%s; ip=127.0.3.1", strings.TrimPrefix(from, "a@")) {
@@ -89,13 +90,15 @@ func TestResolverDiesAndComesBack(t *testing.T) {
 }
 
 // A flood of sessions for unique, uncached domains whose MX hosts never
-// greet: memory and goroutines stay bounded, and warm-cache decisions are
-// not starved meanwhile.
+// greet: every one fails open, memory and goroutines stay bounded, and
+// warm-cache decisions are not starved meanwhile.
 func TestFloodOfUncachedDomains(t *testing.T) {
-	h := newHarness(t, func(p *policy.Config, m *milter.Config, o *milter.Options) {
+	const greeting = 2 * time.Second
+	h := newHarness(t, func(p *policy.Config, _ *milter.Config, o *milter.Options) {
 		p.Probe.Concurrency, p.Probe.MaxQueued, p.Probe.QueueTimeout = 8, 16, 200*time.Millisecond
-		p.Probe.GreetingTimeout = 2 * time.Second
-		m.DecisionTimeout = 500 * time.Millisecond
+		p.Probe.GreetingTimeout = greeting
+		// decision_timeout stays the harness's 5s: a loaded machine can hold
+		// a warm decision past a shorter one by CPU alone.
 		o.MaxSessions = 2000
 	})
 	const flood = 600
@@ -126,7 +129,7 @@ func TestFloodOfUncachedDomains(t *testing.T) {
 				t.Errorf("flood %d: %v %+v", i, err, res)
 				return
 			}
-			if v, _ := res[0].Header("X-MXGuard"); strings.HasPrefix(v, "temperror") || strings.Contains(v, "temperror") {
+			if v, _ := res[0].Header("X-MXGuard"); strings.Contains(v, "temperror") {
 				failOpen.Add(1)
 			}
 		}()
@@ -141,18 +144,25 @@ func TestFloodOfUncachedDomains(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// No flood MX host ever greets: each decision is temperror (probe timed
+	// out, no probe slot, or the deadline), never a verdict on the domain.
+	if n := failOpen.Load(); n != flood {
+		t.Errorf("%d of %d flood messages failed open (temperror)", n, flood)
+	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	// Starved, warm decisions would wait for probe slots or DNS and end at
-	// the decision deadline: their header would say temperror (checked
-	// above). The wall clock also holds the client's connects on a loaded
-	// machine, so only its median is held to a bound.
-	if p50 := lat[len(lat)/2]; p50 > 250*time.Millisecond {
+	// A warm decision that waited for a probe slot would end with
+	// mx.port25=temperror, and one that waited for the flood's probes would
+	// take their greeting timeout. The wall clock also holds the client's
+	// connects on a loaded machine, so only its median is held to a bound,
+	// half that timeout.
+	if p50 := lat[len(lat)/2]; p50 > greeting/2 {
 		t.Errorf("warm decisions slow during the flood: p50 %v", p50)
 	}
 	t.Logf("flood of %d: %d failed open (temperror); warm decisions p50 %v, max %v", flood, failOpen.Load(), lat[len(lat)/2], lat[len(lat)-1])
 
-	// Background probes finish within the engine's budget; then everything is back.
-	deadline := time.Now().Add(15 * time.Second)
+	// Background probes finish within the engine's budget (6.5s here); then
+	// everything is back. Leaked goroutines would stay for good.
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && runtime.NumGoroutine() > goroutines+20 {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -164,4 +174,22 @@ func TestFloodOfUncachedDomains(t *testing.T) {
 	if grown := int64(ms.HeapAlloc) - int64(heap); grown > 32<<20 {
 		t.Errorf("heap grew by %d MiB", grown>>20)
 	}
+}
+
+// fakeClock is the engine caches' clock: it moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
