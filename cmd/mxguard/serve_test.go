@@ -72,7 +72,7 @@ func startDaemon(t *testing.T, path, network, address string) *daemonProc {
 			t.Logf("mxguard log:\n%s", d.log)
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for {
 		c, err := net.DialTimeout(network, address, time.Second)
 		if err == nil {
@@ -98,13 +98,23 @@ func (d *daemonProc) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
+// waitLimit bounds every wait for the daemon: a backstop for a broken
+// build, never reached by a working one, however loaded the machine.
+const waitLimit = 30 * time.Second
+
 // waitLog waits for a log line containing s.
 func (d *daemonProc) waitLog(t *testing.T, s string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.log.String(), s) {
+	d.waitLogCount(t, s, 1)
+}
+
+// waitLogCount waits for n log lines containing s.
+func (d *daemonProc) waitLogCount(t *testing.T, s string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for strings.Count(d.log.String(), s) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the log:\n%s", s, d.log)
+			t.Fatalf("%d of %d %q in the log:\n%s", strings.Count(d.log.String(), s), n, s, d.log)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -212,7 +222,7 @@ func TestServeUnixSocketMetricsReloadAndDrain(t *testing.T) {
 	}
 	// The sessions end on the server a moment after the client has its answer.
 	var body string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(waitLimit); ; time.Sleep(20 * time.Millisecond) {
 		_, body = httpGet(t, metricsURL+"/metrics")
 		if strings.Contains(body, "mxguard_active_sessions 0") || time.Now().After(deadline) {
 			break
@@ -268,7 +278,7 @@ func TestServeUnixSocketMetricsReloadAndDrain(t *testing.T) {
 		if err != nil {
 			t.Errorf("exit after SIGTERM: %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitLimit):
 		t.Fatal("no exit after SIGTERM")
 	}
 	d.done <- nil // for the cleanup
@@ -357,11 +367,17 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	broken := []string{"probe:\n  port: many\n", "policy:\n  actions:\n    mx.port25: explode\n", "resolver: [\n", "---\n---\nx: 1\n", "milter:\n  listen: tcp:nowhere\n"}
 	for i, b := range broken {
+		// Transactions are served between one reload and the next, however
+		// slowly a loaded machine runs the clients.
+		served := ok.Load() + bad.Load()
+		for deadline := time.Now().Add(waitLimit); ok.Load()+bad.Load() == served; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no transaction served before reload %d", i+1)
+			}
+		}
 		writeFile(t, cfgPath, good+b)
 		d.signal(t, syscall.SIGHUP)
-		for strings.Count(d.log.String(), "configuration reload failed") < i+1 {
-			time.Sleep(10 * time.Millisecond)
-		}
+		d.waitLogCount(t, "configuration reload failed", i+1)
 	}
 	close(stop)
 	wg.Wait()
