@@ -52,3 +52,21 @@ func TestDefaultsListenOnLoopback(t *testing.T) {
 		}
 	}
 }
+
+// The README's quick starts show the snippets the end-to-end tests run.
+func TestReadmeShowsTheTestedSnippets(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, snippet := range map[string][]byte{"postfix/main.cf": PostfixMainCf, "sendmail/mxguard.mc": SendmailMc} {
+		for _, line := range strings.Split(string(snippet), "\n") {
+			if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "dnl") {
+				continue
+			}
+			if !strings.Contains(string(readme), line) {
+				t.Errorf("README lacks %s's line %q", name, line)
+			}
+		}
+	}
+}

@@ -13,3 +13,8 @@ var Default []byte
 //
 //go:embed postfix/main.cf
 var PostfixMainCf []byte
+
+// SendmailMc is configs/sendmail/mxguard.mc, the milter settings for Sendmail.
+//
+//go:embed sendmail/mxguard.mc
+var SendmailMc []byte

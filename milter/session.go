@@ -36,11 +36,14 @@ type session struct {
 	conn *trackedConn
 
 	// The connection, kept across messages.
-	client     netip.Addr
-	clientName string // the MTA's name for the client, for the log only
-	helo       string
-	daemon     string // {daemon_name}: which smtpd instance
-	mta        string // j: the MTA's host name
+	client netip.Addr
+	// The MTA's own view of the client, for the log only: mxguard's checks
+	// go by its own lookups, and an MTA's name may come from /etc/hosts.
+	clientName    string
+	clientResolve string // Sendmail's {client_resolve}: OK, FAIL, FORGED, TEMP
+	helo          string
+	daemon        string // {daemon_name}: which smtpd instance
+	mta           string // j: the MTA's host name
 	// canChangeHeaders says the MTA agreed to SMFIF_CHGHDRS, needed to
 	// remove forged copies of mxguard's header.
 	canChangeHeaders bool
@@ -147,6 +150,9 @@ func (s *session) takeMacros(macros map[string]string) {
 	}
 	if v := macros["{client_name}"]; v != "" {
 		s.clientName = bounded(v, maxNameLen)
+	}
+	if v := macros["{client_resolve}"]; v != "" {
+		s.clientResolve = bounded(v, 16)
 	}
 	if v := macros["{daemon_name}"]; v != "" {
 		s.daemon = bounded(v, maxNameLen)
@@ -465,6 +471,9 @@ func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject, 
 	}
 	if s.clientName != "" {
 		attrs = append(attrs, "client_name", policy.Printable(s.clientName, maxLogText))
+	}
+	if s.clientResolve != "" {
+		attrs = append(attrs, "client_resolve", policy.Printable(s.clientResolve, maxLogText))
 	}
 	if s.daemon != "" {
 		attrs = append(attrs, "daemon", policy.Printable(s.daemon, maxLogText))

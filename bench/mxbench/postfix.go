@@ -15,18 +15,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/postfixlab"
+	"github.com/mxguard/mxguard/internal/mtalab"
 )
 
 // benchLab is a Postfix instance that discards what it accepts: the
 // benchmark measures smtpd, cleanup and the milter, not delivery.
 type benchLab struct {
-	*postfixlab.Lab
+	*mtalab.Lab
 	name string
 }
 
 func startBenchLab(name, milter string) (*benchLab, error) {
-	l, err := postfixlab.Start(postfixlab.Options{Milter: milter})
+	l, err := mtalab.Start("postfix", mtalab.Options{Milter: milter})
 	if err != nil {
 		return nil, fmt.Errorf("postfix %s: %w", name, err)
 	}

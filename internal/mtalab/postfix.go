@@ -1,20 +1,13 @@
-// Package postfixlab runs a private Postfix instance on loopback (Debian's
-// postfix package; no system instance is touched), for mxguard's end-to-end
-// tests and benchmarks. Its milter settings are configs/postfix/main.cf, as
-// operators use them.
-package postfixlab
+package mtalab
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/mxguard/mxguard/configs"
 )
@@ -65,125 +58,56 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
 
-// Options say what a lab does with mail.
-type Options struct {
-	// Milter is the milter socket ("inet:127.0.0.1:8891"), or "" for none.
-	Milter string
-	// RelayPort is where mail goes on ([127.0.0.1]:port); 0 discards it
-	// (default_transport = discard:), to measure smtpd and the milter alone.
-	RelayPort int
-}
+type postfix struct{}
 
-// Lab is a running instance. Every service runs unchrooted, as root starts it.
-type Lab struct {
-	Dir  string
-	Addr string // its smtpd, host:port
-}
-
-// Available says why a lab cannot run here, or nil.
-func Available() error {
+func postfixAvailable() error {
 	if _, err := exec.LookPath("postfix"); err != nil {
 		return errors.New("postfix is not installed (apt-get install postfix)")
-	}
-	if os.Geteuid() != 0 {
-		return errors.New("starting a Postfix instance needs root")
 	}
 	return nil
 }
 
-// Start writes the instance's configuration and starts it.
-func Start(o Options) (*Lab, error) {
-	if err := Available(); err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "postfixlab-")
-	if err != nil {
-		return nil, err
-	}
-	os.Chmod(dir, 0o755) // the postfix user walks into the queue below it
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	l := &Lab{Dir: dir, Addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	fill := strings.NewReplacer("{{LAB}}", dir, "{{SMTPD}}", strconv.Itoa(port))
+func (postfix) start(l *Lab, o Options) error {
+	_, port, _ := strings.Cut(l.Addr, ":")
+	fill := strings.NewReplacer("{{LAB}}", l.Dir, "{{SMTPD}}", port)
 	cf := fill.Replace(mainCf)
-	if o.RelayPort != 0 {
-		cf += fmt.Sprintf("relayhost = [127.0.0.1]:%d\n", o.RelayPort)
+	if o.Relay != "" {
+		host, port, _ := strings.Cut(o.Relay, ":")
+		cf += fmt.Sprintf("relayhost = [%s]:%s\n", host, port)
 	} else {
-		cf += "relayhost =\ndefault_transport = discard:postfixlab\n"
+		cf += "relayhost =\ndefault_transport = discard:mtalab\n"
 	}
 	if o.Milter != "" {
 		cf += strings.ReplaceAll(string(configs.PostfixMainCf), "inet:127.0.0.1:8891", o.Milter)
 	}
-	os.MkdirAll(l.etc(), 0o755)
-	os.MkdirAll(filepath.Join(dir, "spool"), 0o755) // postfix check fills it in, with the right owners
-	if err := os.WriteFile(filepath.Join(l.etc(), "main.cf"), []byte(cf), 0o644); err != nil {
-		return nil, err
+	os.MkdirAll(postfixEtc(l), 0o755)
+	os.MkdirAll(filepath.Join(l.Dir, "spool"), 0o755) // postfix check fills it in, with the right owners
+	if err := os.WriteFile(filepath.Join(postfixEtc(l), "main.cf"), []byte(cf), 0o644); err != nil {
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(l.etc(), "master.cf"), []byte(fill.Replace(masterCf)), 0o644); err != nil {
-		return nil, err
+	if err := os.WriteFile(filepath.Join(postfixEtc(l), "master.cf"), []byte(fill.Replace(masterCf)), 0o644); err != nil {
+		return err
 	}
-	for _, args := range [][]string{{"check"}, {"start"}} {
-		if out, err := l.postfix(args...); err != nil {
-			l.Stop()
-			return nil, fmt.Errorf("postfix %s: %v: %s", args[0], err, out)
+	for _, arg := range []string{"check", "start"} {
+		if _, err := run(exec.Command("postfix", "-c", postfixEtc(l), arg), ""); err != nil {
+			return err
 		}
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", l.Addr, time.Second)
-		if err == nil {
-			c.Close()
-			return l, nil
-		}
-		if time.Now().After(deadline) {
-			l.Stop()
-			return nil, fmt.Errorf("postfix does not listen on %s: %w", l.Addr, err)
-		}
-	}
-}
-
-func (l *Lab) etc() string { return filepath.Join(l.Dir, "etc") }
-
-func (l *Lab) postfix(args ...string) ([]byte, error) {
-	return exec.Command("postfix", append([]string{"-c", l.etc()}, args...)...).CombinedOutput()
-}
-
-// Stop stops the instance and removes its files.
-func (l *Lab) Stop() {
-	l.postfix("stop")
-	os.RemoveAll(l.Dir)
-}
-
-// Log is the instance's mail log so far.
-func (l *Lab) Log() string {
-	b, _ := os.ReadFile(filepath.Join(l.Dir, "maillog"))
-	return string(b)
-}
-
-// Sendmail submits a message locally with the instance's sendmail(1), as
-// cron jobs and web applications do: it goes through postdrop and pickup,
-// and so through non_smtpd_milters.
-func (l *Lab) Sendmail(from, to, message string) error {
-	cmd := exec.Command("sendmail", "-C", l.etc(), "-f", from, "--", to)
-	cmd.Stdin = strings.NewReader(message)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("sendmail: %v: %s", err, out)
 	}
 	return nil
 }
 
-// Queued counts the messages in each queue (maildrop, incoming, active,
-// deferred, hold).
-func (l *Lab) Queued() (map[string]int, error) {
-	q, err := l.queue()
-	n := map[string]int{}
-	for _, e := range q {
-		n[e.Queue]++
-	}
-	return n, err
+func postfixEtc(l *Lab) string { return filepath.Join(l.Dir, "etc") }
+
+func (postfix) stop(l *Lab) { exec.Command("postfix", "-c", postfixEtc(l), "stop").Run() }
+
+func (postfix) log(l *Lab) string {
+	b, _ := os.ReadFile(filepath.Join(l.Dir, "maillog"))
+	return string(b)
+}
+
+func (postfix) submit(l *Lab, from, to, message string) error {
+	_, err := run(exec.Command("sendmail", "-C", postfixEtc(l), "-f", from, "--", to), message)
+	return err
 }
 
 // queueEntry is one line of postqueue -j.
@@ -192,8 +116,8 @@ type queueEntry struct {
 	ID    string `json:"queue_id"`
 }
 
-func (l *Lab) queue() ([]queueEntry, error) {
-	out, err := exec.Command("postqueue", "-c", l.etc(), "-j").Output()
+func postfixQueue(l *Lab) ([]queueEntry, error) {
+	out, err := exec.Command("postqueue", "-c", postfixEtc(l), "-j").Output()
 	if err != nil {
 		return nil, fmt.Errorf("postqueue: %w", err)
 	}
@@ -207,28 +131,18 @@ func (l *Lab) queue() ([]queueEntry, error) {
 	return q, nil
 }
 
-// Held lists the queue IDs in the hold queue.
-func (l *Lab) Held() ([]string, error) {
-	q, err := l.queue()
-	var ids []string
+func (postfix) held(l *Lab) ([]Held, error) {
+	q, err := postfixQueue(l)
+	var held []Held
 	for _, e := range q {
 		if e.Queue == "hold" {
-			ids = append(ids, e.ID)
+			held = append(held, Held{ID: e.ID})
 		}
 	}
-	return ids, err
+	return held, err
 }
 
-// Drained waits until the queue is empty.
-func (l *Lab) Drained(timeout time.Duration) error {
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		q, err := l.queue()
-		if err != nil {
-			return err
-		}
-		if len(q) == 0 {
-			return nil
-		}
-	}
-	return fmt.Errorf("postfix %s: the queue does not drain", l.Addr)
+func (postfix) queued(l *Lab) (int, error) {
+	q, err := postfixQueue(l)
+	return len(q), err
 }
