@@ -12,6 +12,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -249,6 +250,9 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 		c, err := l.Listener.Accept()
 		if err == nil {
 			tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
+			if tcp, ok := c.(*net.TCPConn); ok {
+				tc.raw, _ = tcp.SyscallConn()
+			}
 			m.mu.Lock()
 			m.conns[tc] = struct{}{}
 			m.mu.Unlock()
@@ -271,8 +275,9 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 type trackedConn struct {
 	net.Conn
 	m       *Milter
-	session *session      // set by go-milter's first NewConnMilter, then read only in the session goroutine
-	in      *bufio.Reader // go-milter reads a packet in two small reads; one syscall serves several packets
+	session *session        // set by go-milter's first NewConnMilter, then read only in the session goroutine
+	in      *bufio.Reader   // go-milter reads a packet in two small reads; one syscall serves several packets
+	raw     syscall.RawConn // a TCP connection's socket, for TCP_QUICKACK; nil for unix sockets
 	// The session goroutine, which also reads, owns the fields below.
 	inTransaction bool
 	transactionBy time.Time // when the open transaction must end; zero: no limit
@@ -297,8 +302,22 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 			c.setDeadline(now.Add(idle))
 			c.idleMoved = now
 		}
+		if c.inTransaction {
+			c.quickAck()
+		}
 	}
 	return c.in.Read(b)
+}
+
+// quickAck makes the kernel acknowledge what arrives next at once. Inside a
+// transaction the MTA sends header fields without waiting for answers
+// (SMFIP_NR_HDR); with nothing to send back, a delayed ACK (40 ms on Linux)
+// would hold up its next write under Nagle's algorithm, once per message.
+// Linux forgets the setting as it goes, so it is set before every read.
+func (c *trackedConn) quickAck() {
+	if c.raw != nil {
+		c.raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1) })
+	}
 }
 
 func (c *trackedConn) setDeadline(t time.Time) {
