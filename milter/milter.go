@@ -244,7 +244,17 @@ type trackingListener struct {
 func (l *trackingListener) Accept() (net.Conn, error) {
 	m := l.m
 	m.slots <- struct{}{} // at MaxSessions, wait here: the MTA's connect timeout applies
-	m.sessions.Add(1)     // before Accept, so that Shutdown's Wait cannot miss it
+	// Counted before Accept, so that Shutdown's Wait cannot miss the
+	// session, and under the lock Shutdown takes before it waits, so that no
+	// count starts while it waits.
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		<-m.slots
+		return nil, net.ErrClosed
+	}
+	m.sessions.Add(1)
+	m.mu.Unlock()
 	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
