@@ -15,7 +15,7 @@ func BenchmarkEvaluateWarm(b *testing.B) {
 	e := newEngine(b, spectest.Config(sb))
 	req := spectest.Cases[0].Request() // a passing sender domain and sending host
 	if r := e.Evaluate(context.Background(), req); r.Verdict() != policy.Pass {
-		b.Fatalf("warm-up: %s", spectest.Statuses(r.Checks))
+		b.Fatalf("warm-up: %s", spectest.Findings(r.Checks))
 	}
 	queries := sb.DNS.Queries()
 	b.ReportAllocs()

@@ -6,16 +6,23 @@ import (
 	"strings"
 )
 
-// client.fcrdns: some PTR name of the client resolves (A for IPv4, AAAA for
-// IPv6) back to the client IP: forward-confirmed reverse DNS (RFC 1912 section 2.1,
-// RFC 7372 5.7.25).
+// ClientFCrDNS is the check of forward-confirmed reverse DNS.
+const ClientFCrDNS CheckID = "client.fcrdns"
 
-const fixClientFCrDNS = "Make the PTR name of the sending IP resolve back to that IP: add the matching A (IPv4) or AAAA (IPv6) record, or change the PTR to a name that has it."
+// The forward lookup is A for an IPv4 client and AAAA for IPv6.
+var clientFCrDNS = check{
+	id:       ClientFCrDNS,
+	what:     "some PTR name resolves (A or AAAA) back to the client IP",
+	failWhen: "none does",
+	rfc:      "RFC 1912 section 2.1, RFC 7372",
+	action:   Flag,
+	enhanced: "7.25",
+	fix:      "Make the PTR name of the sending IP resolve back to that IP: add the matching A (IPv4) or AAAA (IPv6) record, or change the PTR to a name that has it.",
+	gate:     sendingHost,
+	run:      checkClientFCrDNS,
+}
 
 func checkClientFCrDNS(ctx context.Context, ev *evaluation) Result {
-	if ev.identitySkip != "" {
-		return skip(ev.identitySkip)
-	}
 	ptr := ev.ptrNames(ctx)
 	if ptr.err != nil || ptr.ans.Kind != Found {
 		return skip("no PTR name to confirm")
@@ -28,6 +35,6 @@ func checkClientFCrDNS(ctx context.Context, ev *evaluation) Result {
 	case f.temp != nil:
 		return Result{Status: StatusTempError, Host: f.tried[0], IP: ev.client, Detail: f.temp.Error()}
 	}
-	return Result{Status: StatusFail, Host: f.tried[0], IP: ev.client, Enhanced: "7.25",
+	return Result{Status: StatusFail, Host: f.tried[0], IP: ev.client,
 		Detail: fmt.Sprintf("no PTR name of %s resolves back to it (tried %s)", ev.client, strings.Join(f.tried, ", "))}
 }

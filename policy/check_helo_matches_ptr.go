@@ -6,16 +6,23 @@ import (
 	"slices"
 )
 
-// helo.matches-ptr: the HELO name is a forward-confirmed PTR name of the
-// client. RFC 5321 section 4.1.4 forbids refusing mail for a mismatch alone, so it
-// only ever warns.
+// HELOMatchesPTR is the check that the HELO name is a confirmed PTR name.
+const HELOMatchesPTR CheckID = "helo.matches-ptr"
 
-const fixHELOMatchesPTR = "Make the sending MTA's HELO name the same as the forward-confirmed PTR name of its IP (or change the PTR to match the HELO name)."
+// RFC 5321 section 4.1.4 forbids refusing mail for a mismatch alone, so it
+// only ever warns.
+var heloMatchesPTR = check{
+	id:       HELOMatchesPTR,
+	what:     "HELO equals a forward-confirmed PTR name",
+	warnWhen: "mismatch (RFC 5321 section 4.1.4: never more than a flag)",
+	rfc:      "RFC 5321 section 4.1.4",
+	action:   Flag,
+	fix:      "Make the sending MTA's HELO name the same as the forward-confirmed PTR name of its IP (or change the PTR to match the HELO name).",
+	gate:     sendingHost,
+	run:      checkHELOMatchesPTR,
+}
 
 func checkHELOMatchesPTR(ctx context.Context, ev *evaluation) Result {
-	if ev.identitySkip != "" {
-		return skip(ev.identitySkip)
-	}
 	h, err := ParseHELO(ev.heloRaw)
 	if ev.heloRaw == "" || err != nil {
 		return skip("no valid HELO name to compare")

@@ -5,15 +5,21 @@ import (
 	"fmt"
 )
 
-// helo.syntax: the HELO/EHLO argument is an FQDN or an address literal of
-// the client IP (RFC 5321 section 4.1.1.1, section 4.1.3, section 2.3.5).
+// HELOSyntax is the check of the HELO/EHLO argument's syntax.
+const HELOSyntax CheckID = "helo.syntax"
 
-const fixHELOSyntax = "Configure the sending MTA to greet with its fully qualified host name (e.g. Postfix smtp_helo_name, Sendmail confDOMAIN_NAME), ideally the name its IP's PTR points to."
+var heloSyntax = check{
+	id:       HELOSyntax,
+	what:     "HELO is an FQDN, or an address literal `[ip]` equal to the client IP",
+	failWhen: "bare IP, single label, bad syntax, literal not the client IP",
+	rfc:      "RFC 5321 sections 4.1.1.1, 4.1.3, 2.3.5",
+	action:   Flag,
+	fix:      "Configure the sending MTA to greet with its fully qualified host name (e.g. Postfix smtp_helo_name, Sendmail confDOMAIN_NAME), ideally the name its IP's PTR points to.",
+	gate:     sendingHost,
+	run:      checkHELOSyntax,
+}
 
 func checkHELOSyntax(_ context.Context, ev *evaluation) Result {
-	if ev.identitySkip != "" {
-		return skip(ev.identitySkip)
-	}
 	if ev.heloRaw == "" {
 		return skip("no HELO/EHLO name given")
 	}

@@ -5,17 +5,24 @@ import (
 	"fmt"
 )
 
-// mx.outbound-ip: an MX address that is one of this relay's outbound IPs
-// (outbound.ips, or the connecting client) must also accept SMTP on port 25
-// (RFC 5321 section 5.1: an MX host receives mail); listing send-only IPs as MX is
-// a common mistake.
+// MXOutboundIP is the check of MX addresses that are this relay's outbound IPs.
+const MXOutboundIP CheckID = "mx.outbound-ip"
 
-const fixMXOutboundIP = "Do not list outbound-only sending IPs as MX hosts: point the MX records at hosts that receive mail, or make that IP accept SMTP on port {port}."
+// Listing send-only IPs as MX is a common mistake: an MX host receives mail.
+var mxOutboundIP = check{
+	id:          MXOutboundIP,
+	aboutDomain: true,
+	what:        "an MX address that is one of this relay's outbound IPs (or the client)",
+	failWhen:    "it does not accept port 25",
+	warnWhen:    "it does (dual role, informational)",
+	rfc:         "RFC 5321 section 5.1",
+	action:      Defer,
+	fix:         "Do not list outbound-only sending IPs as MX hosts: point the MX records at hosts that receive mail, or make that IP accept SMTP on port {port}.",
+	gate:        probedMX,
+	run:         checkMXOutboundIP,
+}
 
 func checkMXOutboundIP(ctx context.Context, ev *evaluation) Result {
-	if reason := ev.probeSkip(ctx); reason != "" {
-		return skip(reason)
-	}
 	results := ev.probeResults(ctx)
 	res := Result{Status: StatusPass, Detail: "no MX address is an outbound IP of this relay"}
 	for _, t := range ev.mxTargets(ctx) {

@@ -7,11 +7,23 @@ import (
 	"strings"
 )
 
-// mx.port25: each usable MX address accepts TCP on port 25 and greets with
-// SMTP (RFC 5321 section 3.1, section 4.2); any well-formed greeting, even 554, proves an
-// SMTP server. Timeouts are inconclusive, never a failure.
+// MXPort25 is the check that the MX hosts accept SMTP on port 25.
+const MXPort25 CheckID = "mx.port25"
 
-const fixMXPort25 = "Make every MX host accept SMTP on port {port} from the Internet (check firewalls and that the mail server listens on a public address), or remove hosts that do not receive mail from the MX records."
+// Any well-formed greeting, even 554, proves an SMTP server; timeouts and
+// errors that say the path from here is broken are inconclusive.
+var mxPort25 = check{
+	id:          MXPort25,
+	aboutDomain: true,
+	what:        "each usable MX address (preference order, capped) accepts TCP on port 25 and greets with SMTP; any well-formed reply code (`220`, `554`, `421`) proves an SMTP server, even when the greeting then runs long, is cut off or stalls",
+	failWhen:    "every probed host refused or spoke something else",
+	warnWhen:    "some hosts did",
+	rfc:         "RFC 5321 sections 3.1 and 4.2",
+	action:      Defer,
+	fix:         "Make every MX host accept SMTP on port {port} from the Internet (check firewalls and that the mail server listens on a public address), or remove hosts that do not receive mail from the MX records.",
+	gate:        probedMX,
+	run:         checkMXPort25,
+}
 
 // hostProbes is one MX host and the probes of its addresses.
 type hostProbes struct {
@@ -51,9 +63,6 @@ func (h hostProbes) worst() (netip.Addr, ProbeResult) {
 }
 
 func checkMXPort25(ctx context.Context, ev *evaluation) Result {
-	if reason := ev.probeSkip(ctx); reason != "" {
-		return skip(reason)
-	}
 	results := ev.probeResults(ctx)
 	var hosts []hostProbes
 	allowed := 0
@@ -73,7 +82,7 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 	}
 	var undecided *target // a target whose lookup failed: it might be the one that works
 	for _, t := range ev.mxTargets(ctx) {
-		if t.temp != nil {
+		if t.undecided() {
 			undecided = &t
 			break
 		}

@@ -6,15 +6,24 @@ import (
 	"strings"
 )
 
-// mx.records: the sender domain's MX RRset (RFC 5321 section 5.1, implicit MX via
-// A/AAAA only after NXDOMAIN/NODATA; RFC 7505 null MX).
+// MXRecords is the check of the sender domain's MX RRset.
+const MXRecords CheckID = "mx.records"
 
-const fixMXRecords = "Publish MX records naming the hosts that receive mail for the domain (RFC 5321 section 5.1); a domain that sends mail must be able to receive replies and bounces, so no null MX."
+// Implicit MX via A/AAAA only after NXDOMAIN/NODATA, never after an error.
+var mxRecords = check{
+	id:          MXRecords,
+	aboutDomain: true,
+	what:        "the domain's MX records",
+	failWhen:    "NXDOMAIN; no MX and no A/AAAA; null MX (`0 .`) alone or mixed",
+	warnWhen:    "no MX, but A/AAAA (implicit MX)",
+	rfc:         "RFC 5321 section 5.1, RFC 7505",
+	action:      Defer,
+	fix:         "Publish MX records naming the hosts that receive mail for the domain (RFC 5321 section 5.1); a domain that sends mail must be able to receive replies and bounces, so no null MX.",
+	gate:        senderDomain,
+	run:         checkMXRecords,
+}
 
 func checkMXRecords(ctx context.Context, ev *evaluation) Result {
-	if reason := ev.domainSkip(); reason != "" {
-		return skip(reason)
-	}
 	d := ev.sender.Domain
 	f := ev.mxSet(ctx)
 	switch {

@@ -2,34 +2,94 @@ package policy
 
 import "context"
 
-// check is one registered check. Each lives in its own check_*.go file.
+// check is one check: what it is and how it runs, declared together in its
+// own check_*.go file. Adding a check is that file and a line in checks.
 type check struct {
-	id          CheckID
-	aboutDomain bool   // about the sender domain (else the sending host)
-	fix         string // what to change on warn or fail
-	run         func(ctx context.Context, ev *evaluation) Result
+	id CheckID
+	// aboutDomain says the check is about the sender domain (else the
+	// sending host); allow-lists and the evaluation's two chains go by it.
+	aboutDomain bool
+	what        string // what it checks, for the catalogue
+	failWhen    string // when it fails; "" if it never does
+	warnWhen    string // when it warns; "" if it never does
+	rfc         string
+	// action is what a failure does by default (policy.actions).
+	action Verdict
+	// enhanced is the RFC 3463 subject.detail of a refusal it causes ("7.1"
+	// when empty); a result may name another (null MX: "7.27").
+	enhanced string
+	// fix says what the owner of the domain or host should change; {port}
+	// stands for probe.port.
+	fix string
+	// gate says why the check does not apply to an evaluation ("" when it
+	// does); it is not run then, and reports skip with that reason.
+	gate func(ctx context.Context, ev *evaluation) string
+	run  func(ctx context.Context, ev *evaluation) Result
 }
 
 // checks is the registry, in the order of the SPEC table and of reports.
-var checks = []check{
-	{DomainSyntax, true, fixDomainSyntax, checkDomainSyntax},
-	{MXRecords, true, fixMXRecords, checkMXRecords},
-	{MXTargets, true, fixMXTargets, checkMXTargets},
-	{MXPort25, true, fixMXPort25, checkMXPort25},
-	{MXOutboundIP, true, fixMXOutboundIP, checkMXOutboundIP},
-	{HELOSyntax, false, fixHELOSyntax, checkHELOSyntax},
-	{ClientPTR, false, fixClientPTR, checkClientPTR},
-	{ClientFCrDNS, false, fixClientFCrDNS, checkClientFCrDNS},
-	{HELOMatchesPTR, false, fixHELOMatchesPTR, checkHELOMatchesPTR},
+var checks = []*check{
+	&domainSyntax,
+	&mxRecords,
+	&mxTargets,
+	&mxPort25,
+	&mxOutboundIP,
+	&heloSyntax,
+	&clientPTR,
+	&clientFCrDNS,
+	&heloMatchesPTR,
 }
 
-var checkIndex = func() map[CheckID]int {
-	m := make(map[CheckID]int, len(checks))
-	for i, c := range checks {
-		m[c.id] = i
+var checkIndex = func() map[CheckID]*check {
+	m := make(map[CheckID]*check, len(checks))
+	for _, c := range checks {
+		m[c.id] = c
 	}
 	return m
 }()
+
+// The gates the checks share.
+
+// senderDomain applies to a sender domain that is valid and not allow-listed.
+func senderDomain(_ context.Context, ev *evaluation) string { return ev.domainSkip() }
+
+// mailExchangers applies where the domain has MX targets to examine.
+func mailExchangers(ctx context.Context, ev *evaluation) string {
+	if reason := ev.domainSkip(); reason != "" {
+		return reason
+	}
+	return ev.mxSet(ctx).unusableReason()
+}
+
+// probedMX applies where some MX target can be probed.
+func probedMX(ctx context.Context, ev *evaluation) string { return ev.probeSkip(ctx) }
+
+// sendingHost applies to an identity-checked client.
+func sendingHost(_ context.Context, ev *evaluation) string { return ev.identitySkip }
+
+// CheckInfo describes a check, for documentation and tools.
+type CheckInfo struct {
+	ID CheckID
+	// Subject is "sender domain" or "sending host".
+	Subject                  string
+	What, FailWhen, WarnWhen string
+	RFC                      string
+	Default                  Verdict
+	Fix                      string
+}
+
+// Catalogue describes every check, in report order.
+func Catalogue() []CheckInfo {
+	infos := make([]CheckInfo, len(checks))
+	for i, c := range checks {
+		subject := "sending host"
+		if c.aboutDomain {
+			subject = "sender domain"
+		}
+		infos[i] = CheckInfo{c.id, subject, c.what, c.failWhen, c.warnWhen, c.rfc, c.action, c.fix}
+	}
+	return infos
+}
 
 func skip(detail string) Result { return Result{Status: StatusSkip, Detail: detail} }
 

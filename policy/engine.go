@@ -67,6 +67,17 @@ type Report struct {
 // Verdict is the decision's verdict.
 func (r *Report) Verdict() Verdict { return r.Decision.Verdict }
 
+// Check returns the result of the check id (the zero Result for an
+// unknown id).
+func (r *Report) Check(id CheckID) Result {
+	for _, c := range r.Checks {
+		if c.ID == id {
+			return c
+		}
+	}
+	return Result{}
+}
+
 // Cause returns the result that set the verdict, if any.
 func (r *Report) Cause() (Result, bool) {
 	if r.Decision.Cause < 0 || r.Decision.Cause >= len(r.Checks) {
@@ -267,11 +278,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 			}()
 			for i, c := range checks {
 				if c.aboutDomain == aboutDomain {
-					got[i] = c.run(work, ev)
-					got[i].ID = c.id
-					if s := got[i].Status; s == StatusFail || s == StatusWarn {
-						got[i].fix = e.fixes[i]
-					}
+					got[i] = e.runCheck(work, ev, i)
 					done <- i
 				}
 			}
@@ -323,6 +330,26 @@ wait:
 	}
 	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
 	return rep
+}
+
+// runCheck runs the i-th check, or reports why it does not apply, and fills
+// in what its descriptor says about a finding.
+func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
+	c := checks[i]
+	var r Result
+	if reason := c.gate(ctx, ev); reason != "" {
+		r = skip(reason)
+	} else {
+		r = c.run(ctx, ev)
+	}
+	r.ID = c.id
+	if r.Status == StatusFail || r.Status == StatusWarn {
+		r.fix = e.fixes[i]
+		if r.Enhanced == "" {
+			r.Enhanced = c.enhanced
+		}
+	}
+	return r
 }
 
 // Reconfigure returns an engine for cfg that keeps prev's caches where they

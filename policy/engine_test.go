@@ -32,7 +32,7 @@ func TestEngineSPECTable(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
 			r := e.Evaluate(context.Background(), c.Request())
-			if got := spectest.Statuses(r.Checks); got != c.Want {
+			if got := spectest.Findings(r.Checks); got != c.Want {
 				t.Errorf("statuses\n got %s\nwant %s", got, c.Want)
 				for _, ch := range r.Checks {
 					t.Logf("  %-18s %-9s %s", ch.ID, ch.Status, ch.Detail)
@@ -114,8 +114,8 @@ func TestPolicyOverridesInEngine(t *testing.T) {
 		t.Errorf("on_temperror defer: %s %q", r.Verdict(), reply)
 	}
 	r = e.Evaluate(ctx, policy.Request{Sender: "a@outonly.test"})
-	if r.Verdict() != policy.Pass || r.Checks[1].Status != policy.StatusSkip {
-		t.Errorf("allow-listed domain: %s, %s", r.Verdict(), spectest.Statuses(r.Checks))
+	if r.Verdict() != policy.Pass || r.Check(policy.MXRecords).Status != policy.StatusSkip {
+		t.Errorf("allow-listed domain: %s, %s", r.Verdict(), spectest.Findings(r.Checks))
 	}
 }
 
@@ -125,11 +125,11 @@ func TestSkipIdentityNetworks(t *testing.T) {
 	cfg.SkipIdentityNetworks = policy.DefaultConfig().SkipIdentityNetworks
 	e := newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@ok.test", ClientIP: netip.MustParseAddr("127.0.3.2"), HELO: "localhost"})
-	if got := spectest.Statuses(r.Checks); got != "pass pass pass pass pass / skip skip skip skip" {
+	if got := spectest.Findings(r.Checks); got != "helo.syntax=skip client.ptr=skip client.fcrdns=skip helo.matches-ptr=skip" {
 		t.Errorf("loopback client: %s", got)
 	}
-	if !strings.Contains(r.Checks[5].Detail, "identity.skip_networks") {
-		t.Errorf("skip detail %q", r.Checks[5].Detail)
+	if !strings.Contains(r.Check(policy.HELOSyntax).Detail, "identity.skip_networks") {
+		t.Errorf("skip detail %q", r.Check(policy.HELOSyntax).Detail)
 	}
 }
 
@@ -150,7 +150,7 @@ func TestWarmCacheMakesNoNetworkCalls(t *testing.T) {
 	req := policy.Request{Sender: "a@warm.test", ClientIP: netip.MustParseAddr("127.0.4.9"), HELO: "out.warm.test"}
 	first := e.Evaluate(context.Background(), req)
 	if first.Verdict() != policy.Pass {
-		t.Fatalf("cold evaluation: %s %s", first.Verdict(), spectest.Statuses(first.Checks))
+		t.Fatalf("cold evaluation: %s %s", first.Verdict(), spectest.Findings(first.Checks))
 	}
 	queries, conns := sb.DNS.Queries(), servers["127.0.4.1"].Connections()+servers["127.0.4.2"].Connections()
 	if queries == 0 || conns != 2 {
@@ -163,8 +163,8 @@ func TestWarmCacheMakesNoNetworkCalls(t *testing.T) {
 	if got := servers["127.0.4.1"].Connections() + servers["127.0.4.2"].Connections() - conns; got != 0 {
 		t.Errorf("warm evaluation made %d SMTP connections", got)
 	}
-	if spectest.Statuses(second.Checks) != spectest.Statuses(first.Checks) || second.Verdict() != first.Verdict() {
-		t.Errorf("warm result differs: %s vs %s", spectest.Statuses(second.Checks), spectest.Statuses(first.Checks))
+	if spectest.Findings(second.Checks) != spectest.Findings(first.Checks) || second.Verdict() != first.Verdict() {
+		t.Errorf("warm result differs: %s vs %s", spectest.Findings(second.Checks), spectest.Findings(first.Checks))
 	}
 }
 
@@ -277,7 +277,7 @@ func TestDeadResolverIsTempError(t *testing.T) {
 	cfg.Resolver.Timeout = 200 * time.Millisecond
 	e := newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@ok.test", ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "mail.good.test"})
-	if got, want := spectest.Statuses(r.Checks), "pass temperror skip skip skip / pass temperror skip skip"; got != want {
+	if got, want := spectest.Findings(r.Checks), "mx.records=temperror mx.targets=skip mx.port25=skip mx.outbound-ip=skip client.ptr=temperror client.fcrdns=skip helo.matches-ptr=skip"; got != want {
 		t.Errorf("statuses %s, want %s", got, want)
 	}
 	if r.Verdict() != policy.Pass || !r.Decision.TempError {
@@ -304,8 +304,8 @@ func TestDecisionDeadline(t *testing.T) {
 	if took := time.Since(began); took > cfg.Probe.GreetingTimeout/2 {
 		t.Errorf("evaluation took %v past its deadline", took)
 	}
-	if r.Checks[3].Status != policy.StatusTempError {
-		t.Errorf("mx.port25 %s: %s", r.Checks[3].Status, r.Checks[3].Detail)
+	if r.Check(policy.MXPort25).Status != policy.StatusTempError {
+		t.Errorf("mx.port25 %s: %s", r.Check(policy.MXPort25).Status, r.Check(policy.MXPort25).Detail)
 	}
 	// The probe goes on in the background. The server hangs up on it rather
 	// than wait out the greeting timeout: only a probe still running sees
@@ -318,7 +318,7 @@ func TestDecisionDeadline(t *testing.T) {
 	if st := e.ProbeCacheStats(); st.Hits == before.Hits || st.Misses != before.Misses {
 		t.Errorf("the abandoned probe did not reach the cache: %+v, then %+v", before, st)
 	}
-	if c := r.Checks[3]; c.Status != policy.StatusFail || !strings.Contains(c.Detail, "closed the connection") {
+	if c := r.Check(policy.MXPort25); c.Status != policy.StatusFail || !strings.Contains(c.Detail, "closed the connection") {
 		t.Errorf("mx.port25 from the cache %s: %s; want the hang-up the probe saw", c.Status, c.Detail)
 	}
 	if n := silent.Connections(); n != 1 {
@@ -333,7 +333,7 @@ func TestBlockedEgressSkipsInsteadOfDeferring(t *testing.T) {
 	cfg.Policy.OnTempError = policy.Defer
 	e := newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@blackhole.test"})
-	if c := r.Checks[3]; c.Status != policy.StatusSkip || !strings.Contains(c.Detail, "outbound port 25 looks blocked") {
+	if c := r.Check(policy.MXPort25); c.Status != policy.StatusSkip || !strings.Contains(c.Detail, "outbound port 25 looks blocked") {
 		t.Errorf("mx.port25 %s: %s", c.Status, c.Detail)
 	}
 	if r.Verdict() != policy.Pass {
@@ -384,14 +384,14 @@ func TestBackgroundCompletionAfterDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	if r := e.Evaluate(ctx, policy.Request{Sender: "a@late.test"}); !r.Incomplete {
-		t.Fatalf("not cut off by the deadline: %s", spectest.Statuses(r.Checks))
+		t.Fatalf("not cut off by the deadline: %s", spectest.Findings(r.Checks))
 	}
 	waitFor(t, "the MX to be probed after the deadline", func() bool { return srv.Connections() > 0 })
 	waitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
 	queries := sb.DNS.Queries()
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@late.test"})
 	if r.Incomplete || r.Verdict() != policy.Pass || sb.DNS.Queries() != queries || srv.Connections() != 1 {
-		t.Errorf("second evaluation: %s, %d more queries, %d connections", spectest.Statuses(r.Checks), sb.DNS.Queries()-queries, srv.Connections())
+		t.Errorf("second evaluation: %s, %d more queries, %d connections", spectest.Findings(r.Checks), sb.DNS.Queries()-queries, srv.Connections())
 	}
 }
 
@@ -423,7 +423,7 @@ func TestNonsensicalSettingsTakeDefaults(t *testing.T) {
 	e := newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), spectest.Cases[0].Request())
 	if r.Verdict() != policy.Pass {
-		t.Errorf("%s", spectest.Statuses(r.Checks))
+		t.Errorf("%s", spectest.Findings(r.Checks))
 	}
 }
 

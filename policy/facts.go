@@ -211,20 +211,25 @@ func (f mxFacts) unusableReason() string {
 	return ""
 }
 
-// target is one MX host and what its addresses are good for.
+// target is one MX host and what its lookups found; mx.targets judges it.
 type target struct {
 	MX
 	allowed  bool         // in policy.allow_mx_hosts: trusted, not probed
-	alias    string       // the canonical name, when the target is a CNAME (usable, but against RFC 2181)
-	problem  string       // why the target is unusable ("" if usable or undecided)
+	literal  bool         // an IP address written as a host name: not looked up
+	alias    string       // the canonical name, when the target is a CNAME
 	temp     error        // its lookup failed: undecided
+	nxdomain bool         // the name does not exist
 	addrs    []netip.Addr // addresses that may be probed, v4 and v6 interleaved
 	excluded []string     // special-purpose addresses left out, with why
 }
 
+// usable reports whether mail can go to the target: probes go to those.
 func (t target) usable() bool {
-	return t.problem == "" && t.temp == nil && (len(t.addrs) > 0 || t.allowed)
+	return !t.literal && t.temp == nil && (len(t.addrs) > 0 || t.allowed)
 }
+
+// undecided reports whether the target's lookup failed before it had a usable address.
+func (t target) undecided() bool { return !t.usable() && t.temp != nil }
 
 func (ev *evaluation) mxTargets(ctx context.Context) []target {
 	return ev.targets.get(func() []target {
@@ -247,8 +252,7 @@ func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) t
 	if t.allowed {
 		return t
 	}
-	if isIPLiteralName(mx.Host) {
-		t.problem = fmt.Sprintf("%s is an IP address, not a host name (RFC 5321 section 5.1)", mx.Host)
+	if t.literal = isIPLiteralName(mx.Host); t.literal {
 		return t
 	}
 	a, aaaa := ev.lookupBoth(ctx, mx.Host)
@@ -278,12 +282,8 @@ func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) t
 		t.temp = a.err
 	case aaaa.err != nil:
 		t.temp = aaaa.err
-	case len(t.excluded) > 0:
-		t.problem = fmt.Sprintf("%s resolves only to special-purpose addresses: %s", mx.Host, strings.Join(t.excluded, ", "))
-	case a.ans.Kind == NXDomain:
-		t.problem = fmt.Sprintf("%s does not exist (NXDOMAIN)", mx.Host)
 	default:
-		t.problem = fmt.Sprintf("%s has no A or AAAA records", mx.Host)
+		t.nxdomain = a.ans.Kind == NXDomain
 	}
 	return t
 }

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
@@ -69,9 +70,22 @@ func headerSafe(s string) string {
 	}, Printable(s, 255))
 }
 
+// The SMTP replies of mxguard's refusals (RFC 5321 reply codes, RFC 3463
+// enhanced status codes: class.subject.detail).
+const (
+	CodeDefer  = 451 // class 4: try again later
+	CodeReject = 550 // class 5: do not
+	// subjectDefault is the subject.detail of a refusal for policy reasons
+	// (7.1, "delivery not authorized"), unless the check names another;
+	// subjectTempError (4.3, "directory server failure") is a deferral by
+	// policy.on_temperror.
+	subjectDefault   = "7.1"
+	subjectTempError = "4.3"
+)
+
 // Reply is an SMTP reply for a defer or reject verdict.
 type Reply struct {
-	Code     int    // 451 or 550
+	Code     int    // CodeDefer or CodeReject
 	Enhanced string // RFC 3463 code, e.g. "4.7.1"
 	Text     string // one line: domain, check, host, and what to fix
 }
@@ -96,16 +110,13 @@ func (r *Report) ReplyAs(v Verdict) (reply Reply, ok bool) {
 	if v < Defer || !found {
 		return Reply{}, false
 	}
-	class, code := "4", 451
+	class, code := "4", CodeDefer
 	if v == Reject {
-		class, code = "5", 550
+		class, code = "5", CodeReject
 	}
-	subject := "7.1"
-	if cause.Enhanced != "" {
-		subject = cause.Enhanced
-	}
+	subject := cmp.Or(cause.Enhanced, subjectDefault)
 	if r.Decision.ByTempError {
-		subject = "4.3"
+		subject = subjectTempError
 	}
 	var b strings.Builder
 	domain := r.Domain

@@ -49,19 +49,6 @@ func (s *Status) UnmarshalText(b []byte) error {
 // CheckID names a check; the IDs are a public interface (headers, JSON, config keys).
 type CheckID string
 
-// The checks, in the order of the SPEC table.
-const (
-	DomainSyntax   CheckID = "domain.syntax"
-	MXRecords      CheckID = "mx.records"
-	MXTargets      CheckID = "mx.targets"
-	MXPort25       CheckID = "mx.port25"
-	MXOutboundIP   CheckID = "mx.outbound-ip"
-	HELOSyntax     CheckID = "helo.syntax"
-	ClientPTR      CheckID = "client.ptr"
-	ClientFCrDNS   CheckID = "client.fcrdns"
-	HELOMatchesPTR CheckID = "helo.matches-ptr"
-)
-
 // CheckIDs lists every check in report order.
 func CheckIDs() []CheckID {
 	ids := make([]CheckID, len(checks))
@@ -80,8 +67,8 @@ func (id CheckID) Known() bool {
 // AboutDomain reports whether the check is about the sender domain (as opposed
 // to the sending host); allow-lists pick their checks by this.
 func (id CheckID) AboutDomain() bool {
-	i, ok := checkIndex[id]
-	return ok && checks[i].aboutDomain
+	c, ok := checkIndex[id]
+	return ok && c.aboutDomain
 }
 
 // Result is what one check found.

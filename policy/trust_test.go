@@ -27,14 +27,14 @@ func TestOutboundIPCountsAuthenticatedAndAllowListedClients(t *testing.T) {
 		"allow-listed":  {Sender: "a@refused.test", ClientIP: client},
 	} {
 		r := e.Evaluate(context.Background(), req)
-		if c := r.Checks[4]; c.ID != policy.MXOutboundIP || c.Status != policy.StatusFail {
+		if c := r.Check(policy.MXOutboundIP); c.ID != policy.MXOutboundIP || c.Status != policy.StatusFail {
 			t.Errorf("%s client: %s %s (%s)", name, c.ID, c.Status, c.Detail)
 		}
 	}
 	cfg.SkipIdentityNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	e = newEngine(t, cfg)
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@refused.test", ClientIP: client})
-	if c := r.Checks[4]; c.Status != policy.StatusPass {
+	if c := r.Check(policy.MXOutboundIP); c.Status != policy.StatusPass {
 		t.Errorf("client in identity.skip_networks: mx.outbound-ip %s (%s)", c.Status, c.Detail)
 	}
 }

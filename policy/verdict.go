@@ -48,19 +48,13 @@ func ParseAction(s string) (Verdict, error) {
 	return Pass, fmt.Errorf("unknown action %q (want ignore, flag, hold, defer or reject)", s)
 }
 
-// DefaultActions is the SPEC's action for a failing check.
+// DefaultActions is each check's action for a failure, as its file declares it.
 func DefaultActions() map[CheckID]Verdict {
-	return map[CheckID]Verdict{
-		DomainSyntax:   Reject,
-		MXRecords:      Defer,
-		MXTargets:      Defer,
-		MXPort25:       Defer,
-		MXOutboundIP:   Defer,
-		HELOSyntax:     Flag,
-		ClientPTR:      Flag,
-		ClientFCrDNS:   Flag,
-		HELOMatchesPTR: Flag,
+	actions := make(map[CheckID]Verdict, len(checks))
+	for _, c := range checks {
+		actions[c.id] = c.action
 	}
+	return actions
 }
 
 // Policy maps check results to a verdict.

@@ -104,7 +104,7 @@ func TestCheckSPECTable(t *testing.T) {
 				t.Fatalf("%d report lines; stderr %s", len(lines), errOut)
 			}
 			r := lines[0]
-			if got := spectest.Statuses(r.Checks); got != c.Want {
+			if got := spectest.Findings(r.Checks); got != c.Want {
 				t.Errorf("statuses\n got %s\nwant %s", got, c.Want)
 			}
 			if r.Verdict != c.Verdict {
@@ -171,7 +171,7 @@ func TestCheckBatchServesRepeatsFromCache(t *testing.T) {
 		t.Errorf("three evaluations of one domain made %d DNS queries; one makes %d", got, once)
 	}
 	for _, l := range lines {
-		if l.Domain != "ok.test" || spectest.Statuses(l.Checks) != "pass pass pass pass pass / pass pass pass pass" {
+		if l.Domain != "ok.test" || spectest.Findings(l.Checks) != "" {
 			t.Errorf("line %+v", l)
 		}
 	}
@@ -352,7 +352,7 @@ func TestOutcomeWithTempErrors(t *testing.T) {
 		r.Decision = cfg.Policy.Decide(r.Domain, r.ClientIP, r.Checks)
 		word, code := outcome(engine, r)
 		if word != c.word || code != c.code {
-			t.Errorf("on_temperror %v, %s: %s %d, want %s %d", c.onTemp, spectest.Statuses(c.checks), word, code, c.word, c.code)
+			t.Errorf("on_temperror %v, %s: %s %d, want %s %d", c.onTemp, spectest.Findings(c.checks), word, code, c.word, c.code)
 		}
 		var out bytes.Buffer
 		writeHuman(&out, r, word)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/configs"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -24,6 +25,26 @@ func TestEmbeddedDefaultMatchesEngineDefaults(t *testing.T) {
 	d := Default()
 	if d.Milter.Listen.Spec != "inet:127.0.0.1:8891" || d.DecisionTimeout.D != 20*time.Second || d.Header.Name != "X-MXGuard" {
 		t.Errorf("defaults: listen %q, decision_timeout %v, header %q", d.Milter.Listen, d.DecisionTimeout.D, d.Header.Name)
+	}
+}
+
+// configs/mxguard.yaml lists every check's default action, in report order:
+// the file an operator copies names each check it can tune.
+func TestEmbeddedDefaultListsEveryCheck(t *testing.T) {
+	d := Default()
+	for _, id := range policy.CheckIDs() {
+		if v, ok := d.Policy.Actions[id]; !ok || v != policy.DefaultActions()[id] {
+			t.Errorf("configs/mxguard.yaml: policy.actions.%s is missing or not the default", id)
+		}
+	}
+	text := string(configs.Default)
+	last := -1
+	for _, id := range policy.CheckIDs() {
+		i := strings.Index(text, "    "+string(id)+":")
+		if i < last {
+			t.Errorf("configs/mxguard.yaml: policy.actions.%s is out of report order", id)
+		}
+		last = i
 	}
 }
 
