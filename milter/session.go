@@ -231,7 +231,7 @@ func (s *session) envelopeReply() gomilter.Response {
 		return gomilter.RespContinue // fail open; the header says temperror
 	}
 	reply, ok := r.Reply()
-	if !ok {
+	if !ok || r.Enforced() < policy.Defer { // policy.mode: report refuses nothing
 		return gomilter.RespContinue
 	}
 	msg.replied = reply.String()
@@ -347,8 +347,8 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		}
 	}
 	verdict := final.Verdict()
-	applied := verdict
-	if msg.nonSMTP && verdict >= policy.Defer {
+	applied := final.Enforced()
+	if msg.nonSMTP && applied >= policy.Defer {
 		applied = msg.cfg.NonSMTPAction
 		if applied == policy.Pass { // unset: the documented default
 			applied = policy.Hold
@@ -358,7 +358,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		}
 	}
 	note := ""
-	if applied != verdict {
+	if applied != verdict && !final.ReportOnly {
 		note = applied.String() + " (not received over SMTP; milter.non_smtp_action)"
 	}
 	s.logDecision(msg, final, verdict.String(), subject, note)
@@ -366,7 +366,11 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		reply, _ := final.ReplyAs(applied)
 		return replyCode(reply.String()), nil
 	}
-	if err := m.AddHeader(msg.cfg.HeaderName, policy.Header(applied.String(), envelope, from...)); err != nil {
+	word := applied.String() // what was done; under policy.mode: report, what would have been
+	if final.ReportOnly {
+		word = verdict.String()
+	}
+	if err := m.AddHeader(msg.cfg.HeaderName, policy.Header(word, envelope, from...)); err != nil {
 		return nil, err
 	}
 	if applied == policy.Hold {
@@ -459,6 +463,9 @@ func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject, 
 	}
 	if applied != "" {
 		attrs = append(attrs, "applied", applied)
+	}
+	if r.ReportOnly {
+		attrs = append(attrs, "mode", "report")
 	}
 	if findings := findings(r); findings != "" {
 		attrs = append(attrs, "findings", findings)

@@ -332,3 +332,26 @@ func TestNonSMTPMailReachesAFinalState(t *testing.T) {
 		t.Errorf("temperror deferral of local mail: reply %q, header %q, quarantine %q", r.Reply, got, r.Quarantine)
 	}
 }
+
+// policy.mode: report refuses and holds nothing; the header says what
+// enforcement would have done.
+func TestReportModeEnforcesNothing(t *testing.T) {
+	h := newHarness(t, func(p *policy.Config, _ *milter.Config, _ *milter.Options) {
+		p.Policy.ReportOnly = true
+		p.Policy.Actions[policy.MXTargets] = policy.Hold
+	})
+	for from, header := range map[string]string{
+		"a@ok.test":         "pass; mode=report; domain=ok.test; ip=127.0.3.1",
+		"a@refused.test":    "defer; mode=report; domain=refused.test; ip=127.0.3.1; mx.port25=fail",
+		"a@[127.0.0.1]":     "reject; mode=report; domain=[127.0.0.1]; ip=127.0.3.1; domain.syntax=fail",
+		"a@literal-mx.test": "hold; mode=report; domain=literal-mx.test; ip=127.0.3.1; mx.targets=fail",
+	} {
+		r := h.play(t, goodConn(message(from)))[0]
+		if got, _ := r.Header("X-MXGuard"); !r.Accepted() || got != header || r.Quarantine != "" {
+			t.Errorf("%s: %s %q, header %q, quarantine %q", from, r.Stage, r.Reply, got, r.Quarantine)
+		}
+	}
+	if h.rec.count("defer") != 1 || h.rec.count("reject") != 1 {
+		t.Errorf("decisions are counted by the verdict enforcement would apply: %v", h.rec.outcomes)
+	}
+}

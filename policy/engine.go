@@ -62,6 +62,18 @@ type Report struct {
 	// Incomplete is set when the deadline ended the evaluation before every
 	// check finished; the unfinished ones say temperror.
 	Incomplete bool
+	// ReportOnly is policy.mode: report: front ends apply no verdict but
+	// the header (see Policy.ReportOnly).
+	ReportOnly bool
+}
+
+// Enforced is the verdict a front end applies: the verdict, or Flag (the
+// header alone) under policy.mode: report.
+func (r *Report) Enforced() Verdict {
+	if r.ReportOnly {
+		return min(r.Verdict(), Flag)
+	}
+	return r.Verdict()
 }
 
 // Verdict is the decision's verdict.
@@ -327,6 +339,7 @@ wait:
 		Checks:     results,
 		Elapsed:    time.Since(began),
 		Incomplete: incomplete,
+		ReportOnly: e.cfg.Policy.ReportOnly,
 	}
 	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
 	return rep

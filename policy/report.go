@@ -20,12 +20,15 @@ func (r *Report) TempErrorHeaderValue() string {
 }
 
 // Header formats the header of a message judged on several reports: the
-// verdict word, the envelope report as in HeaderValue, then each further
-// report (a From header domain) as "from=DOMAIN" followed by its own
-// domain findings.
+// verdict word ("mode=report" after it under policy.mode: report), the
+// envelope report as in HeaderValue, then each further report (a From
+// header domain) as "from=DOMAIN" followed by its own domain findings.
 func Header(verdict string, envelope *Report, from ...*Report) string {
 	var b strings.Builder
 	b.WriteString(verdict)
+	if envelope.ReportOnly {
+		b.WriteString("; mode=report")
+	}
 	b.WriteString("; domain=")
 	envelope.writeDomain(&b)
 	if envelope.ClientIP.IsValid() {

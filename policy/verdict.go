@@ -69,6 +69,18 @@ type Policy struct {
 	AllowNetworks []netip.Prefix
 	// AllowMXHosts are MX host names trusted to accept mail; they are not probed.
 	AllowMXHosts []string
+	// ReportOnly is policy.mode: report. Verdicts are decided as usual, but
+	// front ends refuse and hold nothing: every message gets the header
+	// with the verdict enforcement would have applied, and "mode=report".
+	ReportOnly bool
+}
+
+// Mode names the policy mode: "enforce" or "report".
+func (p *Policy) Mode() string {
+	if p.ReportOnly {
+		return "report"
+	}
+	return "enforce"
 }
 
 // DefaultPolicy is the SPEC default: default actions, accept on temperror.

@@ -298,8 +298,11 @@ func newPrinter(w io.Writer, asJSON bool) *printer {
 
 // jsonReport is the SPEC's JSON line.
 type jsonReport struct {
-	Domain    string          `json:"domain"`
-	Verdict   policy.Verdict  `json:"verdict"`
+	Domain  string         `json:"domain"`
+	Verdict policy.Verdict `json:"verdict"`
+	// Mode is "report" under policy.mode: report (the verdict is what
+	// enforcement would apply); left out otherwise.
+	Mode      string          `json:"mode,omitempty"`
 	Checks    []policy.Result `json:"checks"`
 	ElapsedMS int64           `json:"elapsed_ms"`
 }
@@ -309,7 +312,11 @@ func (p *printer) print(engine *policy.Engine, r *policy.Report) int {
 	defer func() { p.n++ }()
 	headline, code := outcome(engine, r)
 	if p.json {
-		p.enc.Encode(jsonReport{Domain: r.Domain, Verdict: r.Verdict(), Checks: r.Checks, ElapsedMS: r.Elapsed.Milliseconds()})
+		j := jsonReport{Domain: r.Domain, Verdict: r.Verdict(), Checks: r.Checks, ElapsedMS: r.Elapsed.Milliseconds()}
+		if r.ReportOnly {
+			j.Mode = "report"
+		}
+		p.enc.Encode(j)
 	} else {
 		if p.n > 0 {
 			fmt.Fprintln(p.w)

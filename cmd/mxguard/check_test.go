@@ -511,3 +511,23 @@ func TestASCIIWriterKeepsJSONValues(t *testing.T) {
 		t.Errorf("decoded %q (%v), want %q; line %s", got, err, want, buf.String())
 	}
 }
+
+// Under policy.mode: report, check reports what enforcement would do and
+// says that serve would enforce none of it.
+func TestCheckReportMode(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	cfg := filepath.Join(t.TempDir(), "report.yaml")
+	if err := os.WriteFile(cfg, []byte("policy:\n  mode: report\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--config", cfg, "--resolver", sb.DNS.Addr, "--probe-port", strconv.Itoa(int(sb.Port)), "--allow-net", "127.0.0.0/8"}
+	code, out, _ := runCLI(t, "", append([]string{"check", "--json"}, append(flags, "refused.test")...)...)
+	var line struct{ Verdict, Mode string }
+	if err := json.Unmarshal([]byte(out), &line); err != nil || code != exitDefer || line.Verdict != "defer" || line.Mode != "report" {
+		t.Errorf("JSON: exit %d, %q (%v)", code, out, err)
+	}
+	_, out, _ = runCLI(t, "", append([]string{"check"}, append(flags, "refused.test")...)...)
+	if !strings.Contains(out, "policy.mode: report") {
+		t.Errorf("human output does not name the mode:\n%s", out)
+	}
+}

@@ -419,3 +419,32 @@ func waitQueued(t *testing.T, lab *mtalab.Lab, n int) {
 	}
 	t.Fatalf("%d messages queued, want %d", got, n)
 }
+
+// policy.mode: report through a real Postfix: everything is delivered, with
+// the verdict enforcement would have applied in the header.
+func TestPostfixReportMode(t *testing.T) {
+	rig := startRig(t, "postfix", "policy:\n  mode: report\n  actions:\n    mx.targets: hold\n")
+	errs := sendSession(t, rig.lab.Addr, "127.0.3.1", "mail.good.test",
+		mail{"a@refused.test", "would-defer"}, mail{"a@[127.0.0.1]", "would-reject"}, mail{"a@literal-mx.test", "would-hold"})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("message %d refused in report mode: %v", i, err)
+		}
+	}
+	got := bySubject(waitSink(t, rig.sink, 3))
+	for subject, header := range map[string]string{
+		"would-defer":  "X-MXGuard: defer; mode=report; domain=refused.test; ip=127.0.3.1; mx.port25=fail\r\n",
+		"would-reject": "X-MXGuard: reject; mode=report; domain=[127.0.0.1]; ip=127.0.3.1; domain.syntax=fail\r\n",
+		"would-hold":   "X-MXGuard: hold; mode=report; domain=literal-mx.test; ip=127.0.3.1; mx.targets=fail\r\n",
+	} {
+		if len(got[subject]) != 1 || !strings.Contains(got[subject][0], header) {
+			t.Errorf("%s: %q", subject, got[subject])
+		}
+	}
+	if held, err := rig.lab.Held(); err != nil || len(held) != 0 {
+		t.Errorf("held in report mode: %v %v", held, err)
+	}
+	if log := rig.mxguard.log.String(); strings.Count(log, "mode=report") != 3 {
+		t.Errorf("decision lines without the mode:\n%s", log)
+	}
+}

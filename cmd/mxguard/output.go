@@ -23,6 +23,9 @@ func writeHuman(w io.Writer, r *policy.Report, headline string) {
 	if v := strings.ToUpper(r.Verdict().String()); v != headline && r.Decision.ByTempError {
 		fmt.Fprintf(w, "  (serve would %s: policy.on_temperror is %s)", r.Verdict(), r.Verdict())
 	}
+	if r.ReportOnly {
+		fmt.Fprint(w, "  (policy.mode: report: serve would only add the header)")
+	}
 	if r.ClientIP.IsValid() {
 		fmt.Fprintf(w, "  client %s", r.ClientIP)
 	}

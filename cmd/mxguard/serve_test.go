@@ -229,8 +229,8 @@ func TestServeUnixSocketMetricsReloadAndDrain(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		`mxguard_decisions_total{verdict="flag"} 1`,
-		`mxguard_decisions_total{verdict="defer"} 1`,
+		`mxguard_decisions_total{mode="enforce",verdict="flag"} 1`,
+		`mxguard_decisions_total{mode="enforce",verdict="defer"} 1`,
 		`mxguard_check_results_total{check="mx.port25",status="fail"} 1`,
 		`mxguard_dns_queries_total{outcome="noerror",type="MX"}`,
 		`mxguard_probes_total{outcome="refused"} 1`,

@@ -52,6 +52,13 @@ type Milter struct {
 	NonSMTPAction      NonSMTPAction `yaml:"non_smtp_action"`
 }
 
+// Mode is policy.mode: enforce or report.
+type Mode string
+
+func (m *Mode) UnmarshalYAML(n *yaml.Node) error {
+	return oneOf(n, (*string)(m), "enforce", "report")
+}
+
 // NonSMTPAction is what a defer or reject verdict becomes for mail that did
 // not come over SMTP: hold, flag or reject.
 type NonSMTPAction string
@@ -135,6 +142,7 @@ type Identity struct {
 type Policy struct {
 	Actions       Actions     `yaml:"actions"`
 	OnTempError   OnTempError `yaml:"on_temperror"`
+	Mode          Mode        `yaml:"mode"`
 	AllowDomains  []Domain    `yaml:"allow_domains"`
 	AllowNetworks []Prefix    `yaml:"allow_networks"`
 	AllowMXHosts  []Domain    `yaml:"allow_mx_hosts"`
@@ -353,6 +361,7 @@ func (c *Config) Engine() policy.Config {
 			AllowDomains:  domains(c.Policy.AllowDomains),
 			AllowNetworks: prefixes(c.Policy.AllowNetworks),
 			AllowMXHosts:  domains(c.Policy.AllowMXHosts),
+			ReportOnly:    c.Policy.Mode == "report",
 		},
 		MaxPTRNames:        c.Identity.MaxPTRNames,
 		CheckAuthenticated: c.Identity.CheckAuthenticated,

@@ -39,8 +39,8 @@ func New(engine Engine) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mxguard_decisions_total", Help: "Decisions by verdict (temperror: failed open).",
-		}, []string{"verdict"}),
+			Name: "mxguard_decisions_total", Help: "Decisions by verdict (temperror: failed open) and policy mode (report: nothing was enforced).",
+		}, []string{"verdict", "mode"}),
 		checkResults: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_check_results_total", Help: "Check results by check ID and status.",
 		}, []string{"check", "status"}),
@@ -99,7 +99,9 @@ func New(engine Engine) *Metrics {
 		}
 	}
 	for _, v := range []string{"pass", "flag", "hold", "defer", "reject", "temperror"} {
-		m.decisions.WithLabelValues(v)
+		for _, mode := range []string{"enforce", "report"} {
+			m.decisions.WithLabelValues(v, mode)
+		}
 	}
 	return m
 }
@@ -142,7 +144,11 @@ func (m *Metrics) SessionClosed() { m.activeSessions.Dec() }
 
 // Decision implements milter.Recorder.
 func (m *Metrics) Decision(r *policy.Report, outcome string) {
-	m.decisions.WithLabelValues(outcome).Inc()
+	mode := "enforce"
+	if r.ReportOnly {
+		mode = "report"
+	}
+	m.decisions.WithLabelValues(outcome, mode).Inc()
 	for _, c := range r.Checks {
 		if cs := m.checkCounters[c.ID]; int(c.Status) < len(cs) {
 			cs[c.Status].Inc()
