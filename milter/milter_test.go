@@ -103,7 +103,7 @@ func TestVerdictsAndActions(t *testing.T) {
 		{"a@nullmx.test", "", "", "451 4.7.27 nullmx.test: mx.records fail", "rcpt"},
 		{"a@[127.0.0.1]", "", "", "550 5.7.1 [127.0.0.1]: domain.syntax fail", "rcpt"},
 		{"", "pass; domain=<>; ip=127.0.3.1", "", "", "eom"},
-		{"a@servfail.test", "pass; domain=servfail.test; ip=127.0.3.1; mx.records=temperror", "", "", "eom"},
+		{"a@servfail.test", "pass; domain=servfail.test; ip=127.0.3.1; mx.records=temperror; spf.relay=temperror", "", "", "eom"},
 	}
 	for _, c := range cases {
 		t.Run(c.from, func(t *testing.T) {

@@ -169,6 +169,9 @@ func dnsEntrySize(k dnsKey, e dnsEntry) int64 {
 		for _, s := range a.Names {
 			n += 16 + len(s)
 		}
+		for _, s := range a.TXT {
+			n += 16 + len(s)
+		}
 	}
 	return int64(n)
 }

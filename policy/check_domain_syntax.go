@@ -7,6 +7,7 @@ const DomainSyntax CheckID = "domain.syntax"
 
 var domainSyntax = check{
 	id:          DomainSyntax,
+	chain:       chainMX,
 	aboutDomain: true,
 	what:        "the sender domain is a DNS host name (LDH labels, at most 253 octets, IDN converted to A-labels; no address literal, no bare IP). A plain label such as `mx--01` is valid; only labels starting `xn--` must be valid A-labels",
 	failWhen:    "invalid",

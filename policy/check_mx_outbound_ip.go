@@ -11,6 +11,7 @@ const MXOutboundIP CheckID = "mx.outbound-ip"
 // Listing send-only IPs as MX is a common mistake: an MX host receives mail.
 var mxOutboundIP = check{
 	id:          MXOutboundIP,
+	chain:       chainMX,
 	aboutDomain: true,
 	what:        "an MX address that is one of this relay's outbound IPs (or the client)",
 	failWhen:    "it does not accept port 25",

@@ -14,6 +14,7 @@ const MXPort25 CheckID = "mx.port25"
 // errors that say the path from here is broken are inconclusive.
 var mxPort25 = check{
 	id:          MXPort25,
+	chain:       chainMX,
 	aboutDomain: true,
 	what:        "each usable MX address (preference order, capped) accepts TCP on port 25 and greets with SMTP; any well-formed reply code (`220`, `554`, `421`) proves an SMTP server, even when the greeting then runs long, is cut off or stalls",
 	failWhen:    "every probed host refused or spoke something else",

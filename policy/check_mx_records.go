@@ -12,6 +12,7 @@ const MXRecords CheckID = "mx.records"
 // Implicit MX via A/AAAA only after NXDOMAIN/NODATA, never after an error.
 var mxRecords = check{
 	id:          MXRecords,
+	chain:       chainMX,
 	aboutDomain: true,
 	what:        "the domain's MX records",
 	failWhen:    "NXDOMAIN; no MX and no A/AAAA; null MX (`0 .`) alone or mixed",

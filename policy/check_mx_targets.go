@@ -12,6 +12,7 @@ const MXTargets CheckID = "mx.targets"
 
 var mxTargets = check{
 	id:          MXTargets,
+	chain:       chainMX,
 	aboutDomain: true,
 	what:        "each MX target is a host name with A/AAAA records: not an IP literal, not a special-purpose address (RFC 6890: loopback, RFC 1918, CGNAT, link-local, ULA, documentation, multicast, reserved). A target that is a CNAME breaks RFC 2181 section 10.3, but every major MTA follows it: it is usable, with a warning, and its addresses are probed",
 	failWhen:    "no target usable",

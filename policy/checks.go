@@ -9,10 +9,13 @@ type check struct {
 	// aboutDomain says the check is about the sender domain (else the
 	// sending host); allow-lists and the evaluation's two chains go by it.
 	aboutDomain bool
-	what        string // what it checks, for the catalogue
-	failWhen    string // when it fails; "" if it never does
-	warnWhen    string // when it warns; "" if it never does
-	rfc         string
+	// chain is the sequence the check runs in: checks of one chain run in
+	// order, building on each other's facts; chains run side by side.
+	chain    chain
+	what     string // what it checks, for the catalogue
+	failWhen string // when it fails; "" if it never does
+	warnWhen string // when it warns; "" if it never does
+	rfc      string
 	// action is what a failure does by default (policy.actions).
 	action Verdict
 	// enhanced is the RFC 3463 subject.detail of a refusal it causes ("7.1"
@@ -27,6 +30,17 @@ type check struct {
 	run  func(ctx context.Context, ev *evaluation) Result
 }
 
+type chain uint8
+
+// The chains: the sender domain's mail exchangers, the sending host, and the
+// sender domain's authentication policies (DNS only, no probes to wait for).
+const (
+	chainMX chain = iota
+	chainHost
+	chainAuth
+	numChains
+)
+
 // checks is the registry, in the order of the SPEC table and of reports.
 var checks = []*check{
 	&domainSyntax,
@@ -38,6 +52,8 @@ var checks = []*check{
 	&clientPTR,
 	&clientFCrDNS,
 	&heloMatchesPTR,
+	&spfRelay,
+	&dmarcRecord,
 }
 
 var checkIndex = func() map[CheckID]*check {

@@ -5,6 +5,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -274,9 +275,9 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	got := make([]Result, len(checks))       // written by a chain before it signals
 	work, cancel := outliving(ctx, e.budget) // the last chain to finish cancels it
 	var chains atomic.Int32
-	chains.Store(2)
+	chains.Store(int32(numChains))
 	var failure atomic.Pointer[string]
-	for _, aboutDomain := range []bool{true, false} {
+	for chain := range chain(numChains) {
 		go func() {
 			defer func() {
 				if v := recover(); v != nil { // a bug must not take the daemon down
@@ -289,7 +290,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 				}
 			}()
 			for i, c := range checks {
-				if c.aboutDomain == aboutDomain {
+				if c.chain == chain {
 					got[i] = e.runCheck(work, ev, i)
 					done <- i
 				}
@@ -357,7 +358,7 @@ func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
 	}
 	r.ID = c.id
 	if r.Status == StatusFail || r.Status == StatusWarn {
-		r.fix = e.fixes[i]
+		r.fix = cmp.Or(r.fix, e.fixes[i]) // a check may say exactly what to change
 		if r.Enhanced == "" {
 			r.Enhanced = c.enhanced
 		}

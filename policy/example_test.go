@@ -16,7 +16,8 @@ func Example() {
 	sb, _ := smtptest.NewSandbox()
 	defer sb.Close()
 	sb.Serve("127.0.0.25", smtptest.Accept)
-	sb.Zone.MX("example.test", 10, "mx.example.test").A("mx.example.test", "127.0.0.25")
+	sb.Zone.MX("example.test", 10, "mx.example.test").A("mx.example.test", "127.0.0.25").
+		TXT("_dmarc.example.test", "v=DMARC1; p=none")
 
 	cfg := policy.DefaultConfig()
 	cfg.Resolver.Servers = []string{sb.DNS.Addr}

@@ -56,6 +56,7 @@ type Answer struct {
 	MX      []MX         // MX answers, sorted by preference then host
 	Addrs   []netip.Addr // A or AAAA answers
 	Names   []string     // PTR answers, lowercase, no trailing dot
+	TXT     []string     // TXT answers, each record's strings joined (RFC 7208 section 3.3)
 	// TTL is the smallest TTL of the records used, or for a negative answer
 	// the SOA minimum (RFC 2308); TTLKnown is false when the server gave none.
 	TTL      time.Duration
@@ -67,6 +68,8 @@ const (
 	maxMXRecords   = 64
 	maxAddrRecords = 32
 	maxPTRRecords  = 16
+	maxTXTRecords  = 16
+	maxTXTLength   = 4096 // octets of one record's joined strings; longer ones are cut
 )
 
 // DNSErrorKind classifies a failed lookup.
@@ -336,6 +339,11 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 			if len(ans.Names) < maxPTRRecords {
 				ans.Names = append(ans.Names, canonicalName(v.Ptr))
 			}
+		case *dns.TXT:
+			if len(ans.TXT) < maxTXTRecords {
+				txt := strings.Join(v.Txt, "")
+				ans.TXT = append(ans.TXT, strings.Clone(txt[:min(len(txt), maxTXTLength)]))
+			}
 		default:
 			continue
 		}
@@ -354,7 +362,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 		}
 	}
 	switch {
-	case len(ans.MX)+len(ans.Addrs)+len(ans.Names) > 0:
+	case len(ans.MX)+len(ans.Addrs)+len(ans.Names)+len(ans.TXT) > 0:
 		ans.Kind = Found
 	case r.Rcode == dns.RcodeNameError:
 		ans.Kind = NXDomain

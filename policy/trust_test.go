@@ -45,6 +45,8 @@ func TestReconfigureDropsAnswersOfOtherResolvers(t *testing.T) {
 	first, second := spectest.Sandbox(t), spectest.Sandbox(t)
 	first.Zone.MX("moved.test", 10, "mx.refused.test")
 	second.Zone.MX("moved.test", 10, "mx.accept.test")
+	spectest.Authenticated(first.Zone, "moved.test")
+	spectest.Authenticated(second.Zone, "moved.test")
 	req := policy.Request{Sender: "a@moved.test"}
 
 	cfg := spectest.Config(first)
@@ -147,6 +149,20 @@ func TestDetailsAndRepliesAreASCII(t *testing.T) {
 					break
 				}
 			}
+		}
+	}
+}
+
+// spf.relay's fix text names the mechanism that would authorize this relay.
+func TestSPFFixNamesTheMechanism(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	e := newEngine(t, spectest.Config(sb))
+	for domain, want := range map[string]string{
+		"spf-partial.test": "Add ip4:127.0.2.2 to the SPF record of spf-partial.test",
+		"spf-none.test":    `"v=spf1 ip4:127.0.2.1 ip4:127.0.2.2 ~all"`,
+	} {
+		if fix := e.Evaluate(context.Background(), policy.Request{Domain: domain}).Check(policy.SPFRelay).Fix(); !strings.Contains(fix, want) {
+			t.Errorf("%s: fix %q lacks %q", domain, fix, want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,6 +155,24 @@ func Delay(d time.Duration) Fault { return Fault{kind: faultDelay, delay: d} }
 type faultKey struct {
 	name  string
 	qtype uint16 // 0: every type
+}
+
+// Names lists, sorted, the names (without the root dot) that own records of
+// type rrtype (dns.TypeMX, ...), for tests that add to every such name.
+func (z *Zone) Names(rrtype uint16) []string {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	var names []string
+	for owner, rrs := range z.records {
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == rrtype {
+				names = append(names, strings.TrimSuffix(owner, "."))
+				break
+			}
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // SetFault gives every query for name a fault; Fault{} clears it.
