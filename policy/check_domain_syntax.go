@@ -15,7 +15,7 @@ var domainSyntax = check{
 	action:      Reject,
 	fix:         "Send with an envelope sender whose domain is a registered host name (letters, digits, '-'; no address literals).",
 	gate: func(_ context.Context, ev *evaluation) string {
-		if ev.sender.Null || ev.sender.Unqualified {
+		if ev.sender.Null || ev.sender.Unqualified || ev.self {
 			return ev.domainSkip()
 		}
 		return ""

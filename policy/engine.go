@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,9 @@ type Config struct {
 	Cache    CacheConfig
 	// OutboundIPs are this relay's own egress addresses (mx.outbound-ip).
 	OutboundIPs []netip.Prefix
+	// EgressHELO is the name the relay greets with, for SelfCheck; empty
+	// means this host's name.
+	EgressHELO string
 	// SkipIdentityNetworks are clients not identity-checked (default loopback).
 	SkipIdentityNetworks []netip.Prefix
 	Policy               Policy
@@ -50,6 +54,9 @@ type Request struct {
 	HELO string
 	// AuthUser is the SMTP AUTH login of the client ({auth_authen}), if any.
 	AuthUser string
+	// self marks the relay's own egress address (SelfCheck): always
+	// identity-checked, no sender domain.
+	self bool
 }
 
 // Report is the result of one evaluation.
@@ -178,6 +185,9 @@ func (c Config) withDefaults() Config {
 		c.Policy.Actions = DefaultActions()
 	}
 	c.MaxPTRNames = positive(c.MaxPTRNames, d.MaxPTRNames)
+	if c.EgressHELO == "" {
+		c.EgressHELO, _ = os.Hostname()
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -335,12 +345,15 @@ wait:
 	}
 	rep := &Report{
 		Domain:     ev.sender.Domain,
-		Null:       ev.sender.Null,
+		Null:       ev.sender.Null && !ev.self,
 		ClientIP:   ev.client,
 		Checks:     results,
 		Elapsed:    time.Since(began),
 		Incomplete: incomplete,
 		ReportOnly: e.cfg.Policy.ReportOnly,
+	}
+	if ev.self { // the subject is the relay's own address
+		rep.Domain = ev.client.String()
 	}
 	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
 	return rep
@@ -364,6 +377,19 @@ func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
 		}
 	}
 	return r
+}
+
+// SelfCheck checks the relay itself, as receivers will see it: each single
+// address of outbound.ips with helo, by the semantics of client.ptr,
+// client.fcrdns, helo.syntax and helo.matches-ptr (the domain checks skip).
+// It returns one report per address, in outbound.ips order.
+func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
+	ips := singleOutboundIPs(e.cfg.OutboundIPs)
+	reports := make([]*Report, len(ips))
+	for i, ip := range ips {
+		reports[i] = e.Evaluate(ctx, Request{ClientIP: ip, HELO: helo, self: true})
+	}
+	return reports
 }
 
 // Reconfigure returns an engine for cfg that keeps prev's caches where they

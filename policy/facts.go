@@ -20,6 +20,7 @@ type evaluation struct {
 	sender  Sender
 	client  netip.Addr
 	heloRaw string
+	self    bool // SelfCheck: the relay's own address
 	// identitySkip says why the sending host is not checked ("" = it is).
 	identitySkip string
 
@@ -51,8 +52,10 @@ func newEvaluation(e *Engine, req Request) *evaluation {
 		sender:  sender,
 		client:  req.ClientIP.Unmap(),
 		heloRaw: strings.TrimSpace(req.HELO),
+		self:    req.self,
 	}
 	switch {
+	case req.self:
 	case !ev.client.IsValid():
 		ev.identitySkip = "no client IP given"
 	case inPrefixes(ev.client, e.cfg.SkipIdentityNetworks):
@@ -68,6 +71,8 @@ func newEvaluation(e *Engine, req Request) *evaluation {
 // domainSkip says why the domain checks after domain.syntax do not run.
 func (ev *evaluation) domainSkip() string {
 	switch {
+	case ev.self:
+		return "egress self-check: no sender domain"
 	case ev.sender.Null:
 		return "null sender <>: no domain to check"
 	case ev.sender.Unqualified:

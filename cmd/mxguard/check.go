@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,7 @@ type checkOptions struct {
 	jsonOut     bool
 	file        string
 	concurrency int
+	self        bool
 	set         map[string]bool // flags given, even if empty
 }
 
@@ -64,13 +66,17 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object per domain per line")
 	fs.StringVar(&o.file, "file", "", "read domains or addresses from `FILE`, one per line (\"-\": stdin)")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "domains checked at once with --file")
+	fs.BoolVar(&o.self, "self", false, "check this relay itself: each single outbound.ips address with outbound.helo (or --helo)")
 	targets, err := parseInterspersed(fs, args)
 	if err != nil {
 		return usageError(stderr, err)
 	}
 	o.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
-	if (len(targets) == 0) == (o.file == "") {
+	if o.self && (len(targets) > 0 || o.file != "" || o.set["client-ip"]) {
+		return usageError(stderr, errors.New("--self checks the relay itself: it takes no domains, --file or --client-ip"))
+	}
+	if !o.self && (len(targets) == 0) == (o.file == "") {
 		fmt.Fprint(stderr, "mxguard check: name domains or addresses, or --file, but not both\n\n")
 		fs.Usage()
 		return exitUsage
@@ -89,8 +95,11 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	base := policy.Request{ClientIP: client, HELO: o.helo}
 	out := newPrinter(stdout, o.jsonOut)
+	if o.self {
+		return runSelfCheck(ctx, engine, cmp.Or(o.helo, engine.Config().EgressHELO), out, stderr)
+	}
+	base := policy.Request{ClientIP: client, HELO: o.helo}
 	var in io.Reader = strings.NewReader(strings.Join(targets, "\n"))
 	var progress io.Writer
 	if o.file != "" {
@@ -112,6 +121,20 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard check: %v\n", err)
 		return exitUsage
+	}
+	return code
+}
+
+// runSelfCheck checks the relay's own outbound addresses with helo: one
+// report each, exit status as for domains.
+func runSelfCheck(ctx context.Context, engine *policy.Engine, helo string, out *printer, stderr io.Writer) int {
+	reports := engine.SelfCheck(ctx, helo)
+	if len(reports) == 0 {
+		return usageError(stderr, errors.New("--self: outbound.ips holds no single address (set it, or give --outbound-ip)"))
+	}
+	code := exitPass
+	for _, r := range reports {
+		code = worse(code, out.print(engine, r))
 	}
 	return code
 }

@@ -133,6 +133,8 @@ func (d *daemon) run() error {
 	}
 	d.log.Info("mxguard serving", "milter", d.cfg.Milter.Listen.Spec, "metrics", d.cfg.Metrics.Listen,
 		"config", d.source(), "resolvers", engine.Resolvers())
+	stopSelfCheck := d.selfCheckEvery(d.cfg.Outbound.SelfCheckInterval.D)
+	defer stopSelfCheck()
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -147,6 +149,53 @@ func (d *daemon) run() error {
 				continue
 			}
 			return d.shutdown(sig, served, httpSrv)
+		}
+	}
+}
+
+// selfCheckEvery runs the egress self-check now and then every interval, in
+// the background, with the engine serving at the time; it never touches
+// mail. The returned function stops it.
+func (d *daemon) selfCheckEvery(interval time.Duration) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			d.selfCheck(ctx)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// selfCheck checks the relay's own outbound addresses, logs every finding
+// and exports them.
+func (d *daemon) selfCheck(ctx context.Context) {
+	engine := d.engine.Load()
+	helo := engine.Config().EgressHELO
+	reports := engine.SelfCheck(ctx, helo)
+	if ctx.Err() != nil {
+		return
+	}
+	d.metrics.SelfCheck(reports)
+	for _, r := range reports {
+		clean := true
+		for _, c := range r.Checks {
+			if c.Status == policy.StatusWarn || c.Status == policy.StatusFail || c.Status == policy.StatusTempError {
+				clean = false
+				d.log.Warn("egress self-check", "address", r.ClientIP.String(), "helo", helo, "check", string(c.ID),
+					"status", c.Status.String(), "detail", c.Detail, "fix", c.Fix())
+			}
+		}
+		if clean {
+			d.log.Info("egress self-check passed", "address", r.ClientIP.String(), "helo", helo)
 		}
 	}
 }
@@ -198,15 +247,16 @@ func (d *daemon) reload() {
 func (d *daemon) warnRestartOnly(next *config.Config) {
 	old := d.started
 	for key, changed := range map[string]bool{
-		"milter.listen":              old.Milter.Listen != next.Milter.Listen,
-		"milter.socket_mode":         old.Milter.SocketMode != next.Milter.SocketMode,
-		"milter.max_sessions":        old.Milter.MaxSessions != next.Milter.MaxSessions,
-		"milter.idle_timeout":        old.Milter.IdleTimeout != next.Milter.IdleTimeout,
-		"milter.transaction_timeout": old.Milter.TransactionTimeout != next.Milter.TransactionTimeout,
-		"metrics.listen":             old.Metrics.Listen != next.Metrics.Listen,
-		"checks.header_from":         old.Checks.HeaderFrom != next.Checks.HeaderFrom,
-		"milter.reply_at":            old.Milter.ReplyAt != next.Milter.ReplyAt,
-		"log.format":                 old.Log.Format != next.Log.Format,
+		"milter.listen":                old.Milter.Listen != next.Milter.Listen,
+		"milter.socket_mode":           old.Milter.SocketMode != next.Milter.SocketMode,
+		"milter.max_sessions":          old.Milter.MaxSessions != next.Milter.MaxSessions,
+		"milter.idle_timeout":          old.Milter.IdleTimeout != next.Milter.IdleTimeout,
+		"milter.transaction_timeout":   old.Milter.TransactionTimeout != next.Milter.TransactionTimeout,
+		"outbound.self_check_interval": old.Outbound.SelfCheckInterval != next.Outbound.SelfCheckInterval,
+		"metrics.listen":               old.Metrics.Listen != next.Metrics.Listen,
+		"checks.header_from":           old.Checks.HeaderFrom != next.Checks.HeaderFrom,
+		"milter.reply_at":              old.Milter.ReplyAt != next.Milter.ReplyAt,
+		"log.format":                   old.Log.Format != next.Log.Format,
 	} {
 		if changed {
 			d.log.Warn("this setting changes only on restart", "key", key)

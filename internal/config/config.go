@@ -126,9 +126,12 @@ type Cache struct {
 	ProbeTimeoutTTL Duration `yaml:"probe_timeout_ttl"`
 }
 
-// Outbound lists the relay's own egress addresses.
+// Outbound describes the relay's own egress: its addresses and HELO name.
 type Outbound struct {
 	IPs []Prefix `yaml:"ips"`
+	// HELO is the name the relay greets with; empty means the host's name.
+	HELO              string   `yaml:"helo"`
+	SelfCheckInterval Duration `yaml:"self_check_interval"`
 }
 
 // Identity configures the sending-host checks.
@@ -287,6 +290,12 @@ func (c *Config) validate() error {
 		errs = append(errs, c.errorAt("cache.negative_max_ttl", "is below cache.min_ttl"))
 	}
 	positive("identity.max_ptr_names", c.Identity.MaxPTRNames)
+	nonZero("outbound.self_check_interval", c.Outbound.SelfCheckInterval)
+	if c.Outbound.HELO != "" {
+		if _, err := policy.ParseHELO(c.Outbound.HELO); err != nil {
+			errs = append(errs, c.errorAt("outbound.helo", "%v", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -354,6 +363,7 @@ func (c *Config) Engine() policy.Config {
 			ProbeTimeoutTTL: c.Cache.ProbeTimeoutTTL.D,
 		},
 		OutboundIPs:          prefixes(c.Outbound.IPs),
+		EgressHELO:           c.Outbound.HELO,
 		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),
 		Policy: policy.Policy{
 			Actions:       actions,

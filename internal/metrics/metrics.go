@@ -28,6 +28,7 @@ type Metrics struct {
 	cacheLookups   *prometheus.CounterVec
 	activeSessions prometheus.Gauge
 	reloads        *prometheus.CounterVec
+	selfCheck      *prometheus.GaugeVec
 }
 
 // Engine gives the metrics the engine serving now (it changes on reload).
@@ -77,9 +78,13 @@ func New(engine Engine) *Metrics {
 			return float64(engine().ProbeCacheStats().Entries)
 		}
 	}
+	m.selfCheck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mxguard_self_check",
+		Help: "The egress self-check: 1 for the status each check of each outbound address has now, 0 for the others.",
+	}, []string{"address", "check", "status"})
 	m.reg.MustRegister(
 		m.decisions, m.checkResults, m.decisionTime, m.dnsQueries, m.dnsTime, m.probes, m.probeTime,
-		m.cacheLookups, m.activeSessions, m.reloads,
+		m.cacheLookups, m.activeSessions, m.reloads, m.selfCheck,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mxguard_cache_entries", Help: "Entries in the cache.", ConstLabels: prometheus.Labels{"cache": "dns"},
 		}, cacheEntries("dns")),
@@ -163,5 +168,25 @@ func (m *Metrics) Reload(ok bool) {
 		m.reloads.WithLabelValues("ok").Inc()
 	} else {
 		m.reloads.WithLabelValues("error").Inc()
+	}
+}
+
+// SelfCheck exports the egress self-check's host checks, replacing the last
+// one's (an address taken out of outbound.ips disappears).
+func (m *Metrics) SelfCheck(reports []*policy.Report) {
+	m.selfCheck.Reset()
+	for _, r := range reports {
+		for _, c := range r.Checks {
+			if c.ID.AboutDomain() {
+				continue // no sender domain: they skip
+			}
+			for st := policy.StatusPass; st <= policy.StatusFail; st++ {
+				v := 0.0
+				if c.Status == st {
+					v = 1
+				}
+				m.selfCheck.WithLabelValues(r.ClientIP.String(), string(c.ID), st.String()).Set(v)
+			}
+		}
 	}
 }

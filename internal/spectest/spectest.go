@@ -32,6 +32,7 @@ const (
 	ipAccept6   = "::1"
 	IPOutDual   = "127.0.2.1" // outbound IP that also accepts SMTP
 	IPOutOnly   = "127.0.2.2" // outbound IP that does not
+	ipOutOther  = "127.0.2.3" // outbound IP whose PTR names another host
 )
 
 const (
@@ -165,6 +166,10 @@ func Sandbox(t testing.TB) *smtptest.Sandbox {
 		z.TXT(name, "v=spf1 ip4:127.0.2.0/24 -all")
 	}
 	z.TXT("mail.dmarc-org.test", "v=spf1 ip4:127.0.2.0/24 -all")
+
+	// The relay's own outbound addresses, for the egress self-check.
+	z.PTR(IPOutDual, "relay.good.test").A("relay.good.test", IPOutDual)
+	z.PTR(ipOutOther, "other.good.test").A("other.good.test", ipOutOther)
 
 	// Sending hosts.
 	z.PTR("127.0.3.1", "mail.good.test").A("mail.good.test", "127.0.3.1")
