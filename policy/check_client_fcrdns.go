@@ -12,7 +12,7 @@ const ClientFCrDNS CheckID = "client.fcrdns"
 // The forward lookup is A for an IPv4 client and AAAA for IPv6.
 var clientFCrDNS = check{
 	id:       ClientFCrDNS,
-	chain:    chainHost,
+	chain:    chainDNS,
 	what:     "some PTR name resolves (A or AAAA) back to the client IP",
 	failWhen: "none does",
 	rfc:      "RFC 1912 section 2.1, RFC 7372",

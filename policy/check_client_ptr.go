@@ -11,7 +11,7 @@ const ClientPTR CheckID = "client.ptr"
 
 var clientPTR = check{
 	id:       ClientPTR,
-	chain:    chainHost,
+	chain:    chainDNS,
 	what:     "the client IP has PTR records",
 	failWhen: "none",
 	rfc:      "RFC 1912 section 2.1, RFC 7372",

@@ -19,7 +19,7 @@ const DMARCRecord CheckID = "dmarc.record"
 // organizational domain's (the Public Suffix List's registrable domain).
 var dmarcRecord = check{
 	id:          DMARCRecord,
-	chain:       chainAuth,
+	chain:       chainDNS,
 	aboutDomain: true,
 	what:        "the organizational domain of the sender (Public Suffix List) publishes one valid DMARC record at `_dmarc.`; a sub-domain without its own uses the organizational domain's",
 	failWhen:    "the record is malformed or there are several",
@@ -31,7 +31,25 @@ var dmarcRecord = check{
 	run:         checkDMARCRecord,
 }
 
+// checkDMARCRecord remembers its result per domain (for cache.min_ttl; a
+// temperror for cache.error_ttl), as spf.relay does.
 func checkDMARCRecord(ctx context.Context, ev *evaluation) Result {
+	e := ev.e
+	if r, ok := e.dmarc.get(ev.sender.Domain); ok {
+		return r
+	}
+	r := discoverDMARC(ctx, ev)
+	ttl := e.cfg.Cache.MinTTL
+	if r.Status == StatusTempError {
+		ttl = e.cfg.Cache.ErrorTTL
+	}
+	if ctx.Err() == nil {
+		e.dmarc.add(ev.sender.Domain, r, ttl)
+	}
+	return r
+}
+
+func discoverDMARC(ctx context.Context, ev *evaluation) Result {
 	d := ev.sender.Domain
 	names := []string{"_dmarc." + d}
 	if org, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil && org != d {

@@ -13,7 +13,7 @@ const HELOMatchesPTR CheckID = "helo.matches-ptr"
 // only ever warns.
 var heloMatchesPTR = check{
 	id:       HELOMatchesPTR,
-	chain:    chainHost,
+	chain:    chainDNS,
 	what:     "HELO equals a forward-confirmed PTR name",
 	warnWhen: "mismatch (RFC 5321 section 4.1.4: never more than a flag)",
 	rfc:      "RFC 5321 section 4.1.4",

@@ -10,7 +10,7 @@ const HELOSyntax CheckID = "helo.syntax"
 
 var heloSyntax = check{
 	id:       HELOSyntax,
-	chain:    chainHost,
+	chain:    chainDNS,
 	what:     "HELO is an FQDN, or an address literal `[ip]` equal to the client IP",
 	failWhen: "bare IP, single label, bad syntax, literal not the client IP",
 	rfc:      "RFC 5321 sections 4.1.1.1, 4.1.3, 2.3.5",

@@ -19,7 +19,7 @@ const SPFRelay CheckID = "spf.relay"
 // macros), through mxguard's caching resolver.
 var spfRelay = check{
 	id:          SPFRelay,
-	chain:       chainAuth,
+	chain:       chainDNS,
 	aboutDomain: true,
 	what:        "the sender domain's SPF policy authorizes every single outbound address in `outbound.ips` (wider prefixes are not evaluated). Receivers will judge this relay's mail by it",
 	failWhen:    "some outbound address gets `fail`, or the policy is `permerror`",
@@ -31,7 +31,7 @@ var spfRelay = check{
 		if reason := ev.domainSkip(); reason != "" {
 			return reason
 		}
-		if len(singleOutboundIPs(ev.e.cfg.OutboundIPs)) == 0 {
+		if len(ev.e.outboundSingles) == 0 {
 			return "outbound.ips holds no single address to evaluate SPF for"
 		}
 		return ""
@@ -57,6 +57,32 @@ type spfOutcome struct {
 	err    error
 }
 
+// spfKey is one SPF evaluation: a domain's policy for one address.
+type spfKey struct {
+	domain string
+	ip     netip.Addr
+}
+
+// spfFor evaluates the SPF policy of domain for ip, or remembers it (for
+// cache.min_ttl; a temperror for cache.error_ttl).
+func (e *Engine) spfFor(ctx context.Context, domain string, ip netip.Addr) spfOutcome {
+	key := spfKey{domain, ip}
+	if o, ok := e.spf.get(key); ok {
+		return o
+	}
+	res, err := spf.CheckHostWithSender(ip.AsSlice(), domain, "postmaster@"+domain,
+		spf.WithContext(ctx), spf.WithResolver(netResolver{e.resolver}))
+	o := spfOutcome{ip, res, err}
+	ttl := e.cfg.Cache.MinTTL
+	if res == spf.TempError {
+		ttl = e.cfg.Cache.ErrorTTL
+	}
+	if ctx.Err() == nil { // an answer cut short by the deadline is not the domain's
+		e.spf.add(key, o, ttl)
+	}
+	return o
+}
+
 // The SPF results in order of how much they hurt this relay's mail.
 var spfRank = map[spf.Result]int{spf.Pass: 0, spf.None: 1, spf.Neutral: 1, spf.SoftFail: 2, spf.TempError: 3, spf.Fail: 4, spf.PermError: 4}
 
@@ -64,12 +90,10 @@ func checkSPFRelay(ctx context.Context, ev *evaluation) Result {
 	d := ev.sender.Domain
 	var outcomes []spfOutcome
 	worst := spfOutcome{result: spf.Pass}
-	for _, ip := range singleOutboundIPs(ev.e.cfg.OutboundIPs) {
-		res, err := spf.CheckHostWithSender(ip.AsSlice(), d, "postmaster@"+d,
-			spf.WithContext(ctx), spf.WithResolver(netResolver{ev.e.resolver}))
-		o := spfOutcome{ip, res, err}
+	for _, ip := range ev.e.outboundSingles {
+		o := ev.e.spfFor(ctx, d, ip)
 		outcomes = append(outcomes, o)
-		if spfRank[res] > spfRank[worst.result] {
+		if spfRank[o.result] > spfRank[worst.result] {
 			worst = o
 		}
 	}

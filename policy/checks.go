@@ -32,12 +32,12 @@ type check struct {
 
 type chain uint8
 
-// The chains: the sender domain's mail exchangers, the sending host, and the
-// sender domain's authentication policies (DNS only, no probes to wait for).
+// The chains: the sender domain's mail exchangers (DNS, then probes), and
+// the checks that need DNS alone (the sending host; the sender domain's SPF
+// and DMARC), which so never wait for a probe.
 const (
 	chainMX chain = iota
-	chainHost
-	chainAuth
+	chainDNS
 	numChains
 )
 

@@ -115,7 +115,11 @@ type Engine struct {
 	resolver *cachedResolver
 	prober   *cachedProber
 	raw      *SMTPProber // behind prober; holds the egress state
-	fixes    []string    // each check's fix text, with this engine's settings
+	spf      *ttlLRU[spfKey, spfOutcome]
+	dmarc    *ttlLRU[string, Result] // dmarc.record by domain: DNS only
+	// outboundSingles are the single addresses of OutboundIPs.
+	outboundSingles []netip.Addr
+	fixes           []string // each check's fix text, with this engine's settings
 }
 
 // DefaultConfig is the engine configuration used when a setting is left zero;
@@ -213,6 +217,17 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probe %w", err)
 	}
+	// The SPF and DMARC results read DNS answers alone, which the DNS cache
+	// keeps at least cache.min_ttl: kept as long, a warm decision does not
+	// parse records again.
+	spfLRU, err := newTTLLRU[spfKey, spfOutcome](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("SPF %w", err)
+	}
+	dmarcLRU, err := newTTLLRU[string, Result](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("DMARC %w", err)
+	}
 	client.observer = cfg.Observer
 	raw := NewSMTPProber(cfg.Probe)
 	raw.observer = cfg.Observer
@@ -224,13 +239,16 @@ func New(cfg Config) (*Engine, error) {
 	// a slot.
 	evalBudget := 2*budget + cfg.Probe.QueueTimeout + cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout
 	return &Engine{
-		cfg:      cfg,
-		budget:   evalBudget,
-		servers:  client.Servers(),
-		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
-		prober:   &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
-		raw:      raw,
-		fixes:    fixTexts(cfg),
+		cfg:             cfg,
+		budget:          evalBudget,
+		servers:         client.Servers(),
+		resolver:        &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
+		prober:          &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
+		raw:             raw,
+		spf:             spfLRU,
+		dmarc:           dmarcLRU,
+		outboundSingles: singleOutboundIPs(cfg.OutboundIPs),
+		fixes:           fixTexts(cfg),
 	}, nil
 }
 
@@ -384,9 +402,8 @@ func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
 // client.fcrdns, helo.syntax and helo.matches-ptr (the domain checks skip).
 // It returns one report per address, in outbound.ips order.
 func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
-	ips := singleOutboundIPs(e.cfg.OutboundIPs)
-	reports := make([]*Report, len(ips))
-	for i, ip := range ips {
+	reports := make([]*Report, len(e.outboundSingles))
+	for i, ip := range e.outboundSingles {
 		reports[i] = e.Evaluate(ctx, Request{ClientIP: ip, HELO: helo, self: true})
 	}
 	return reports
@@ -406,7 +423,7 @@ func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
 	if slices.Equal(e.servers, prev.servers) && c.DNSEntries == d.DNSEntries && c.DNSMaxBytes == d.DNSMaxBytes &&
 		c.MinTTL == d.MinTTL && c.MaxTTL == d.MaxTTL && c.NegativeTTL == d.NegativeTTL &&
 		c.NegativeMaxTTL == d.NegativeMaxTTL && c.ErrorTTL == d.ErrorTTL {
-		e.resolver.lru = prev.resolver.lru
+		e.resolver.lru, e.spf, e.dmarc = prev.resolver.lru, prev.spf, prev.dmarc
 	}
 	p, q := e.cfg.Probe, prev.cfg.Probe
 	if c.ProbeEntries == d.ProbeEntries && c.ProbeAcceptTTL == d.ProbeAcceptTTL &&
