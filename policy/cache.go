@@ -205,7 +205,7 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 		e := r.Val.(dnsEntry)
 		return e.ans, e.err
 	case <-ctx.Done():
-		return nil, &DNSError{Kind: ErrTimeout, Name: name, Type: qtype, Err: ctx.Err()}
+		return nil, &dnsError{Kind: ErrTimeout, Name: name, Type: qtype, Err: ctx.Err()}
 	}
 }
 
@@ -230,7 +230,7 @@ func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
 func safeLookup(ctx context.Context, r Resolver, name string, qtype uint16) (a *Answer, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			a, err = nil, &DNSError{Kind: ErrBadResponse, Name: name, Type: qtype, Err: fmt.Errorf("internal error: %v", v)}
+			a, err = nil, &dnsError{Kind: ErrBadResponse, Name: name, Type: qtype, Err: fmt.Errorf("internal error: %v", v)}
 		}
 	}()
 	return r.Lookup(ctx, name, qtype)

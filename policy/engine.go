@@ -114,7 +114,7 @@ type Engine struct {
 	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
-	raw      *SMTPProber // behind prober; holds the egress state
+	raw      *smtpProber // behind prober; holds the egress state
 	spf      *ttlLRU[spfKey, spfOutcome]
 	dmarc    *ttlLRU[string, Result] // dmarc.record by domain: DNS only
 	// outboundSingles are the single addresses of OutboundIPs.
@@ -205,7 +205,7 @@ func (c Config) withDefaults() Config {
 // Zero settings take their DefaultConfig value.
 func New(cfg Config) (*Engine, error) {
 	cfg = cfg.withDefaults()
-	client, err := NewDNSClient(cfg.Resolver)
+	client, err := newDNSClient(cfg.Resolver)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("DMARC %w", err)
 	}
 	client.observer = cfg.Observer
-	raw := NewSMTPProber(cfg.Probe)
+	raw := newSMTPProber(cfg.Probe)
 	raw.observer = cfg.Observer
 	// A shared lookup gets room for all its attempts plus one follow-up query
 	// at the end of a CNAME chain.

@@ -21,7 +21,7 @@ type netResolver struct {
 func (n netResolver) lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	a, err := n.r.Lookup(ctx, name, qtype)
 	if err != nil {
-		var de *DNSError
+		var de *dnsError
 		msg := err.Error()
 		if errors.As(err, &de) && de.Err != nil {
 			msg = de.Err.Error()

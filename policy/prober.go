@@ -119,8 +119,8 @@ const (
 	quitFloor        = 50 * time.Millisecond
 )
 
-// SMTPProber connects to port probe.port, reads the greeting, says QUIT.
-type SMTPProber struct {
+// smtpProber connects to port probe.port, reads the greeting, says QUIT.
+type smtpProber struct {
 	cfg      ProbeConfig
 	dial     func(ctx context.Context, network, address string) (net.Conn, error)
 	slots    chan struct{}
@@ -131,10 +131,10 @@ type SMTPProber struct {
 	peak     atomic.Int64
 }
 
-// NewSMTPProber returns a prober for cfg.
-func NewSMTPProber(cfg ProbeConfig) *SMTPProber {
+// newSMTPProber returns a prober for cfg.
+func newSMTPProber(cfg ProbeConfig) *smtpProber {
 	cfg = cfg.withDefaults()
-	return &SMTPProber{
+	return &smtpProber{
 		cfg:      cfg,
 		dial:     (&net.Dialer{Timeout: cfg.ConnectTimeout}).DialContext,
 		slots:    make(chan struct{}, cfg.Concurrency),
@@ -159,19 +159,19 @@ func (c ProbeConfig) withDefaults() ProbeConfig {
 
 // InFlight is the number of probes connected or connecting now, and the
 // most there have been at once.
-func (p *SMTPProber) InFlight() (now, peak int) {
+func (p *smtpProber) InFlight() (now, peak int) {
 	return int(p.inFlight.Load()), int(p.peak.Load())
 }
 
 // Allowed reports whether ip may be probed: an ordinary global address, or a
 // special-purpose one inside probe.allow_networks.
-func (p *SMTPProber) Allowed(ip netip.Addr) bool {
+func (p *smtpProber) Allowed(ip netip.Addr) bool {
 	return SpecialPurpose(ip) == "" || inPrefixes(ip, p.cfg.AllowNetworks)
 }
 
 // Probe connects to ip on the configured port. It never dials an address
 // that Allowed refuses.
-func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
+func (p *smtpProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	if !p.Allowed(ip) {
 		return ProbeResult{Outcome: OutcomeNotAllowed,
 			Detail: fmt.Sprintf("%s is %s; not probed (see probe.allow_networks)", ip, SpecialPurpose(ip))}
@@ -193,7 +193,7 @@ func (p *SMTPProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 }
 
 // acquire takes a probe slot, waiting within MaxQueued and QueueTimeout.
-func (p *SMTPProber) acquire(ctx context.Context) bool {
+func (p *smtpProber) acquire(ctx context.Context) bool {
 	select {
 	case p.slots <- struct{}{}:
 		return true
@@ -215,7 +215,7 @@ func (p *SMTPProber) acquire(ctx context.Context) bool {
 	return false
 }
 
-func (p *SMTPProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
+func (p *smtpProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	conn, err := p.dial(ctx, "tcp", netip.AddrPortFrom(ip, p.cfg.Port).String())
 	if err != nil {
 		return classifyDialError(err)

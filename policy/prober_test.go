@@ -12,9 +12,9 @@ import (
 	"github.com/mxguard/mxguard/smtptest"
 )
 
-func testProber(t *testing.T, sb *smtptest.Sandbox) *SMTPProber {
+func testProber(t *testing.T, sb *smtptest.Sandbox) *smtpProber {
 	t.Helper()
-	return NewSMTPProber(ProbeConfig{
+	return newSMTPProber(ProbeConfig{
 		Port:            sb.Port,
 		ConnectTimeout:  300 * time.Millisecond,
 		GreetingTimeout: 500 * time.Millisecond,
@@ -135,7 +135,7 @@ func TestProbeNeverDialsDisallowedAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewSMTPProber(ProbeConfig{Port: sb.Port}) // no allow_networks
+	p := newSMTPProber(ProbeConfig{Port: sb.Port}) // no allow_networks
 	for _, ip := range []string{"127.0.7.30", "10.0.0.1", "169.254.169.254", "::1", "fd00::1", "192.0.2.1"} {
 		r := p.Probe(context.Background(), netip.MustParseAddr(ip))
 		if r.Outcome != OutcomeNotAllowed || !strings.Contains(r.Detail, "probe.allow_networks") {
@@ -153,7 +153,7 @@ func TestProbeConcurrencyCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: 200 * time.Millisecond, Concurrency: 3,
+	p := newSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: 200 * time.Millisecond, Concurrency: 3,
 		AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.40/32")}})
 	var wg sync.WaitGroup
 	for i := 0; i < 12; i++ {
@@ -178,7 +178,7 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	// Probes of the silent host end only when cancelled, so the test decides
 	// when the slot frees; the queue's own timer is the only clock left.
 	const queueTimeout = 2 * time.Second
-	p := NewSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute, Concurrency: 1,
+	p := newSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute, Concurrency: 1,
 		MaxQueued: 2, QueueTimeout: queueTimeout, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.41/32")}})
 	ip := netip.MustParseAddr("127.0.7.41")
 	probe := func(ctx context.Context) <-chan ProbeResult {
@@ -269,7 +269,7 @@ func TestProbeHonoursCancellation(t *testing.T) {
 	if _, err := sb.Serve("127.0.7.60", smtptest.Silent); err != nil {
 		t.Fatal(err)
 	}
-	p := NewSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute,
+	p := newSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute,
 		AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

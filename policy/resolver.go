@@ -14,7 +14,7 @@ import (
 )
 
 // Resolver looks up one (name, type) and returns the answer with its TTL.
-// Implementations: the network client (DNSClient) and the cache in front of it.
+// Implementations: the network client (dnsClient) and the cache in front of it.
 type Resolver interface {
 	Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error)
 }
@@ -23,7 +23,7 @@ type Resolver interface {
 type AnswerKind uint8
 
 // The kinds of answer. Errors (SERVFAIL, timeout) are not answers: they come
-// back as *DNSError.
+// back as *dnsError.
 const (
 	Found    AnswerKind = iota
 	NXDomain            // the name does not exist
@@ -84,8 +84,8 @@ const (
 	ErrNetwork                         // the resolver could not be reached
 )
 
-// DNSError is a lookup that produced no answer.
-type DNSError struct {
+// dnsError is a lookup that produced no answer.
+type dnsError struct {
 	Kind   DNSErrorKind
 	Name   string
 	Type   uint16
@@ -93,7 +93,7 @@ type DNSError struct {
 	Err    error
 }
 
-func (e *DNSError) Error() string {
+func (e *dnsError) Error() string {
 	where := ""
 	if e.Server != "" {
 		where = " from " + e.Server
@@ -101,7 +101,7 @@ func (e *DNSError) Error() string {
 	return fmt.Sprintf("%s %s: %v%s", dns.TypeToString[e.Type], e.Name, e.Err, where)
 }
 
-func (e *DNSError) Unwrap() error { return e.Err }
+func (e *dnsError) Unwrap() error { return e.Err }
 
 // ResolverConfig configures the DNS client.
 type ResolverConfig struct {
@@ -117,22 +117,22 @@ type ResolverConfig struct {
 	UDPSize uint16
 }
 
-// DNSClient queries recursive resolvers over UDP with EDNS0, retries over TCP
+// dnsClient queries recursive resolvers over UDP with EDNS0, retries over TCP
 // on truncation, chases CNAMEs and keeps NXDOMAIN, NODATA and errors apart.
 // It is used instead of net.Resolver, which hides TTLs, CNAMEs and IP-literal
 // MX targets, and which /etc/hosts can override.
-type DNSClient struct {
+type dnsClient struct {
 	cfg      ResolverConfig
 	udp      *dns.Client
 	tcp      *dns.Client
 	observer Observer
 }
 
-// NewDNSClient returns a client for cfg, reading /etc/resolv.conf when cfg
+// newDNSClient returns a client for cfg, reading /etc/resolv.conf when cfg
 // names no servers.
-func NewDNSClient(cfg ResolverConfig) (*DNSClient, error) {
+func newDNSClient(cfg ResolverConfig) (*dnsClient, error) {
 	if len(cfg.Servers) == 0 {
-		servers, err := SystemResolvers("/etc/resolv.conf")
+		servers, err := systemResolvers("/etc/resolv.conf")
 		if err != nil {
 			return nil, err
 		}
@@ -145,7 +145,7 @@ func NewDNSClient(cfg ResolverConfig) (*DNSClient, error) {
 		}
 	}
 	cfg = cfg.withDefaults()
-	return &DNSClient{
+	return &dnsClient{
 		cfg:      cfg,
 		udp:      &dns.Client{Net: "udp", Timeout: cfg.Timeout, UDPSize: cfg.UDPSize},
 		tcp:      &dns.Client{Net: "tcp", Timeout: cfg.Timeout},
@@ -162,8 +162,8 @@ func (c ResolverConfig) withDefaults() ResolverConfig {
 	return c
 }
 
-// SystemResolvers reads the nameservers of a resolv.conf file.
-func SystemResolvers(path string) ([]string, error) {
+// systemResolvers reads the nameservers of a resolv.conf file.
+func systemResolvers(path string) ([]string, error) {
 	cc, err := dns.ClientConfigFromFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading resolvers: %w", err)
@@ -179,10 +179,10 @@ func SystemResolvers(path string) ([]string, error) {
 }
 
 // Servers returns the resolvers in use.
-func (c *DNSClient) Servers() []string { return slices.Clone(c.cfg.Servers) }
+func (c *dnsClient) Servers() []string { return slices.Clone(c.cfg.Servers) }
 
 // Lookup resolves name/qtype, following CNAMEs.
-func (c *DNSClient) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+func (c *dnsClient) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	ans := &Answer{}
 	qname := dns.Fqdn(strings.ToLower(name))
 	seen := map[string]bool{qname: true}
@@ -194,7 +194,7 @@ func (c *DNSClient) Lookup(ctx context.Context, name string, qtype uint16) (*Ans
 		}
 		next, done, perr := parseResponse(msg, qname, qtype, ans, seen, c.cfg.MaxCNAMEDepth)
 		if perr != nil {
-			return nil, &DNSError{Kind: ErrCNAMELoop, Name: name, Type: qtype, Server: server, Err: perr}
+			return nil, &dnsError{Kind: ErrCNAMELoop, Name: name, Type: qtype, Server: server, Err: perr}
 		}
 		if done {
 			return ans, nil
@@ -205,11 +205,11 @@ func (c *DNSClient) Lookup(ctx context.Context, name string, qtype uint16) (*Ans
 
 // exchange sends one query, rotating over servers and retrying over TCP when
 // the UDP answer is truncated.
-func (c *DNSClient) exchange(ctx context.Context, qname string, qtype uint16) (*dns.Msg, string, *DNSError) {
+func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*dns.Msg, string, *dnsError) {
 	q := new(dns.Msg)
 	q.SetQuestion(qname, qtype)
 	q.SetEdns0(c.cfg.UDPSize, false)
-	var last *DNSError
+	var last *dnsError
 	start := int(q.Id) % len(c.cfg.Servers)
 	for attempt := 0; attempt < c.cfg.Attempts; attempt++ {
 		if ctx.Err() != nil {
@@ -219,7 +219,7 @@ func (c *DNSClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 		began := time.Now()
 		r, err := c.exchangeOnce(ctx, q, server)
 		if err == nil && r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-			err = &DNSError{Kind: ErrServFail, Type: qtype, Server: server, Err: errors.New(dns.RcodeToString[r.Rcode])}
+			err = &dnsError{Kind: ErrServFail, Type: qtype, Server: server, Err: errors.New(dns.RcodeToString[r.Rcode])}
 		}
 		c.observer.DNSQuery(qtype, queryOutcome(r, err), time.Since(began))
 		if err == nil {
@@ -229,12 +229,12 @@ func (c *DNSClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 		q.Id = dns.Id() // a fresh ID per attempt, so a late answer cannot match
 	}
 	if last == nil {
-		last = &DNSError{Kind: ErrTimeout, Type: qtype, Err: errors.New("no answer before the deadline")}
+		last = &dnsError{Kind: ErrTimeout, Type: qtype, Err: errors.New("no answer before the deadline")}
 	}
 	return nil, "", last
 }
 
-func (c *DNSClient) exchangeOnce(ctx context.Context, q *dns.Msg, server string) (*dns.Msg, *DNSError) {
+func (c *dnsClient) exchangeOnce(ctx context.Context, q *dns.Msg, server string) (*dns.Msg, *dnsError) {
 	r, _, err := c.udp.ExchangeContext(ctx, q, server)
 	if err == nil && r.Truncated {
 		r, _, err = c.tcp.ExchangeContext(ctx, q, server)
@@ -247,14 +247,14 @@ func (c *DNSClient) exchangeOnce(ctx context.Context, q *dns.Msg, server string)
 	}
 	if len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) ||
 		r.Question[0].Qtype != q.Question[0].Qtype || !r.Response {
-		return nil, &DNSError{Kind: ErrBadResponse, Type: q.Question[0].Qtype, Server: server,
+		return nil, &dnsError{Kind: ErrBadResponse, Type: q.Question[0].Qtype, Server: server,
 			Err: errors.New("answer does not match the question")}
 	}
 	return r, nil
 }
 
 // queryOutcome names an attempt's result for metrics.
-func queryOutcome(r *dns.Msg, err *DNSError) string {
+func queryOutcome(r *dns.Msg, err *dnsError) string {
 	switch {
 	case err == nil:
 		return strings.ToLower(dns.RcodeToString[r.Rcode])
@@ -268,7 +268,7 @@ func queryOutcome(r *dns.Msg, err *DNSError) string {
 	return "network-error"
 }
 
-func classifyNetError(err error, qtype uint16, server string) *DNSError {
+func classifyNetError(err error, qtype uint16, server string) *dnsError {
 	kind := ErrNetwork
 	var ne net.Error
 	switch {
@@ -281,7 +281,7 @@ func classifyNetError(err error, qtype uint16, server string) *DNSError {
 		strings.Contains(err.Error(), "overflow"), strings.HasPrefix(err.Error(), "dns: "):
 		kind = ErrBadResponse
 	}
-	return &DNSError{Kind: kind, Type: qtype, Server: server, Err: err}
+	return &dnsError{Kind: kind, Type: qtype, Server: server, Err: err}
 }
 
 // parseResponse folds one response into ans. It follows the CNAME chain from

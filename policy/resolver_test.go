@@ -15,9 +15,9 @@ import (
 	"github.com/mxguard/mxguard/smtptest"
 )
 
-func testClient(t *testing.T, servers ...string) *DNSClient {
+func testClient(t *testing.T, servers ...string) *dnsClient {
 	t.Helper()
-	c, err := NewDNSClient(ResolverConfig{Servers: servers, Timeout: 300 * time.Millisecond, Attempts: 2, MaxCNAMEDepth: 4})
+	c, err := newDNSClient(ResolverConfig{Servers: servers, Timeout: 300 * time.Millisecond, Attempts: 2, MaxCNAMEDepth: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,9 +26,9 @@ func testClient(t *testing.T, servers ...string) *DNSClient {
 
 func dnsErrorKind(t *testing.T, err error) DNSErrorKind {
 	t.Helper()
-	var de *DNSError
+	var de *dnsError
 	if !errors.As(err, &de) {
-		t.Fatalf("error %v (%T) is not a *DNSError", err, err)
+		t.Fatalf("error %v (%T) is not a *dnsError", err, err)
 	}
 	return de.Kind
 }
