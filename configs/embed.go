@@ -14,6 +14,12 @@ var Default []byte
 //go:embed postfix/main.cf
 var PostfixMainCf []byte
 
+// PostfixPolicyCf is configs/postfix/policy-service.cf, the policy service
+// settings for Postfix.
+//
+//go:embed postfix/policy-service.cf
+var PostfixPolicyCf []byte
+
 // SendmailMc is configs/sendmail/mxguard.mc, the milter settings for Sendmail.
 //
 //go:embed sendmail/mxguard.mc

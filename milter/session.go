@@ -374,7 +374,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		return nil, err
 	}
 	if applied == policy.Hold {
-		if err := m.Quarantine(holdReason(final)); err != nil {
+		if err := m.Quarantine(final.HoldReason()); err != nil {
 			return nil, err
 		}
 	}
@@ -412,11 +412,6 @@ func (s *session) failOpen(m *gomilter.Modifier, msg *message, r *policy.Report,
 		return nil, err
 	}
 	return gomilter.RespContinue, nil
-}
-
-func holdReason(r *policy.Report) string {
-	c, _ := r.Cause()
-	return policy.Printable(fmt.Sprintf("mxguard: %s: %s %s: %s", r.Domain, c.ID, c.Status, c.Detail), 400)
 }
 
 func (s *session) Abort(m *gomilter.Modifier) error {
@@ -467,7 +462,7 @@ func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject, 
 	if r.ReportOnly {
 		attrs = append(attrs, "mode", "report")
 	}
-	if findings := findings(r); findings != "" {
+	if findings := r.Findings(); findings != "" {
 		attrs = append(attrs, "findings", findings)
 	}
 	if c, ok := r.Cause(); ok {
@@ -489,14 +484,4 @@ func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject, 
 		attrs = append(attrs, "mta", policy.Printable(s.mta, maxLogText))
 	}
 	s.m.log.Info("decision", attrs...)
-}
-
-func findings(r *policy.Report) string {
-	var parts []string
-	for _, c := range r.Checks {
-		if c.Status == policy.StatusWarn || c.Status == policy.StatusFail || c.Status == policy.StatusTempError {
-			parts = append(parts, fmt.Sprintf("%s=%s", c.ID, c.Status))
-		}
-	}
-	return strings.Join(parts, " ")
 }

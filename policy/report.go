@@ -63,6 +63,21 @@ func (r *Report) writeFindings(b *strings.Builder, domainOnly bool) {
 	}
 }
 
+// Findings lists every check that warned, failed or could not finish, as
+// id=status, for logs.
+func (r *Report) Findings() string {
+	var b strings.Builder
+	r.writeFindings(&b, false)
+	return strings.ReplaceAll(strings.TrimPrefix(b.String(), "; "), "; ", " ")
+}
+
+// HoldReason is the quarantine reason of a hold: the domain, and the check
+// that caused it.
+func (r *Report) HoldReason() string {
+	c, _ := r.Cause()
+	return Printable(fmt.Sprintf("mxguard: %s: %s %s: %s", r.Domain, c.ID, c.Status, c.Detail), 400)
+}
+
 // headerSafe keeps a (possibly invalid) domain from breaking the header.
 func headerSafe(s string) string {
 	return strings.Map(func(r rune) rune {

@@ -52,14 +52,24 @@ type mtaRig struct {
 	mxguard *daemonProc
 	cfg     string // mxguard's configuration file
 	milter  string // its socket, host:port
+	policy  string // its policy service socket, host:port, when the lab uses it
 	lab     *mtalab.Lab
 	sink    *smtptest.SMTPServer
 }
 
-// startRig starts the rig; extraConfig is appended to mxguard's
-// configuration, and milterConfig lines go into its milter section.
+// viaPolicyService is the rig of Postfix asking mxguard's policy service
+// (configs/postfix/policy-service.cf) instead of its milter.
+const viaPolicyService = "postfix-policy"
+
+// startRig starts the rig for mta ("postfix", "sendmail" or
+// viaPolicyService); extraConfig is appended to mxguard's configuration,
+// and milterConfig lines go into its milter section.
 func startRig(t *testing.T, mta, extraConfig string, milterConfig ...string) *mtaRig {
 	t.Helper()
+	front := "milter"
+	if mta == viaPolicyService {
+		mta, front = "postfix", "policy"
+	}
 	requireMTA(t, mta)
 	r := &mtaRig{sb: spectest.Sandbox(t)}
 	var err error
@@ -70,13 +80,21 @@ func startRig(t *testing.T, mta, extraConfig string, milterConfig ...string) *mt
 	t.Cleanup(func() { r.sink.Close() })
 	r.milter = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	r.cfg = filepath.Join(t.TempDir(), "mxguard.yaml")
+	if front == "policy" {
+		r.policy = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		extraConfig += "policy_service:\n  listen: inet:" + r.policy + "\n"
+	}
 	cfg := sandboxConfig(r.sb, "inet:"+r.milter, freeTCPPort(t), extraConfig)
 	for _, line := range milterConfig {
 		cfg = strings.Replace(cfg, "milter:\n", "milter:\n  "+line+"\n", 1)
 	}
 	writeFile(t, r.cfg, cfg)
 	r.mxguard = startDaemon(t, r.cfg, "tcp", r.milter)
-	if r.lab, err = mtalab.Start(mta, mtalab.Options{Milter: "inet:" + r.milter, Relay: r.sink.Addr}); err != nil {
+	opts := mtalab.Options{Milter: "inet:" + r.milter, Relay: r.sink.Addr}
+	if front == "policy" {
+		opts = mtalab.Options{PolicyService: "inet:" + r.policy, Relay: r.sink.Addr}
+	}
+	if r.lab, err = mtalab.Start(mta, opts); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -446,5 +464,79 @@ func TestPostfixReportMode(t *testing.T) {
 	}
 	if log := rig.mxguard.log.String(); strings.Count(log, "mode=report") != 3 {
 		t.Errorf("decision lines without the mode:\n%s", log)
+	}
+}
+
+// The same scenarios through Postfix's check_policy_service and mxguard's
+// policy front end (configs/postfix/policy-service.cf): headers prepended
+// once per message, 451, 550 and HOLD, several messages per connection.
+// A policy service cannot remove the forged header the client sent; the
+// milter does.
+func TestPostfixPolicyServiceEndToEnd(t *testing.T) {
+	rig := startRig(t, viaPolicyService, "policy:\n  actions:\n    mx.targets: hold\n")
+	errs := sendSession(t, rig.lab.Addr, "127.0.3.1", "mail.good.test",
+		mail{"a@ok.test", "passing"},
+		mail{"a@some-refused.test", "flagged"},
+		mail{"a@refused.test", "deferred"},
+		mail{"a@[127.0.0.1]", "rejected"},
+		mail{"a@literal-mx.test", "held"},
+		mail{"", "bounce"},
+		mail{"b@ok.test", "passing-again"},
+	)
+	wantCodes := []int{0, 0, 451, 550, 0, 0, 0}
+	for i, err := range errs {
+		if replyCode(err) != wantCodes[i] || (wantCodes[i] == 0) != (err == nil) {
+			t.Errorf("message %d: %v, want code %d", i, err, wantCodes[i])
+		}
+	}
+	// Postfix puts its own words before the text ("Recipient address rejected: ").
+	if e := errs[2].Error(); !strings.Contains(e, "4.7.1 ") || !strings.Contains(e, "refused.test: mx.port25 fail") || !strings.Contains(e, "Fix: ") {
+		t.Errorf("the deferral does not say what to fix: %v", errs[2])
+	}
+	got := bySubject(waitSink(t, rig.sink, 4))
+	for subject, header := range map[string]string{
+		"passing":       "X-MXGuard: pass; domain=ok.test; ip=127.0.3.1\r\n",
+		"flagged":       "X-MXGuard: flag; domain=some-refused.test; ip=127.0.3.1; mx.port25=warn\r\n",
+		"bounce":        "X-MXGuard: pass; domain=<>; ip=127.0.3.1\r\n",
+		"passing-again": "X-MXGuard: pass; domain=ok.test; ip=127.0.3.1\r\n",
+	} {
+		if len(got[subject]) != 1 || strings.Count(got[subject][0], header) != 1 {
+			t.Errorf("%s: want one %q:\n%q", subject, header, got[subject])
+		}
+	}
+	held, err := rig.lab.Held()
+	if err != nil || len(held) != 1 {
+		t.Errorf("held: %v (%v), want the one held message", held, err)
+	}
+	log := rig.mxguard.log.String()
+	if n := strings.Count(log, "msg=decision"); n != 7 || strings.Count(log, "front=policy") != 7 {
+		t.Errorf("%d decision lines for 7 messages:\n%s", n, log)
+	}
+}
+
+// Killing mxguard under the policy front end loses nothing: while it is
+// down, Postfix's default_action=DUNNO lets mail through unchecked; once it
+// is back, mail is checked again.
+func TestPostfixPolicyServiceSurvivesMxguardKill(t *testing.T) {
+	rig := startRig(t, viaPolicyService, "")
+	send := func(subject string) {
+		if err := sendSession(t, rig.lab.Addr, "127.0.3.1", "mail.good.test", mail{"a@ok.test", subject})[0]; err != nil {
+			t.Errorf("%s: %v", subject, err)
+		}
+	}
+	send("before")
+	rig.mxguard.cmd.Process.Signal(syscall.SIGKILL)
+	<-rig.mxguard.done
+	rig.mxguard.done <- nil
+	began := time.Now()
+	send("while-down")
+	t.Logf("a message while mxguard was down took %v", time.Since(began))
+	startDaemon(t, rig.cfg, "tcp", rig.policy)
+	send("after")
+	got := bySubject(waitSink(t, rig.sink, 3))
+	for subject, checked := range map[string]bool{"before": true, "while-down": false, "after": true} {
+		if len(got[subject]) != 1 || strings.Contains(got[subject][0], "X-MXGuard: pass; domain=ok.test") != checked {
+			t.Errorf("%s: delivered %d times, checked: want %v:\n%q", subject, len(got[subject]), checked, got[subject])
+		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/postfixpolicy"
 )
 
 const serveUsage = `Usage: mxguard serve [--config FILE]
@@ -41,7 +42,9 @@ type daemon struct {
 	level   *slog.LevelVar
 	metrics *metrics.Metrics
 	engine  atomic.Pointer[policy.Engine]
-	milter  *milter.Milter
+	milter  *milter.Milter        // nil when milter.listen is empty
+	policy  *postfixpolicy.Server // nil when policy_service.listen is empty
+	fronts  []frontEnd
 	serving atomic.Bool
 }
 
@@ -100,39 +103,26 @@ func (d *daemon) run() error {
 		return err
 	}
 	d.engine.Store(engine)
-	replyAt := milter.StageRcpt
-	if d.cfg.Milter.ReplyAt == "mail" {
-		replyAt = milter.StageMail
-	}
-	d.milter = milter.New(d.milterConfig(d.cfg, engine), milter.Options{
-		HeaderFrom:         d.cfg.Checks.HeaderFrom,
-		ReplyAt:            replyAt,
-		MaxSessions:        d.cfg.Milter.MaxSessions,
-		IdleTimeout:        d.cfg.Milter.IdleTimeout.D,
-		TransactionTimeout: d.cfg.Milter.TransactionTimeout.D,
-		Log:                d.log,
-		Recorder:           d.metrics,
-	})
-	ln, err := listen(d.cfg.Milter.Listen, d.cfg.Milter.SocketMode.M)
-	if err != nil {
+	served := make(chan error, 2)
+	if err := d.startFrontEnds(engine, served); err != nil {
 		return err
 	}
-	served := make(chan error, 1)
-	go func() { served <- d.milter.Serve(ln) }()
 	d.serving.Store(true)
 
 	var httpSrv *http.Server
 	if addr := d.cfg.Metrics.Listen; addr != "" {
 		mln, err := net.Listen("tcp", addr)
 		if err != nil {
-			d.milter.Shutdown(context.Background())
+			for _, f := range d.fronts {
+				f.shutdown(context.Background())
+			}
 			return fmt.Errorf("metrics.listen: %w", err)
 		}
 		httpSrv = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go httpSrv.Serve(mln)
 	}
-	d.log.Info("mxguard serving", "milter", d.cfg.Milter.Listen.Spec, "metrics", d.cfg.Metrics.Listen,
-		"config", d.source(), "resolvers", engine.Resolvers())
+	d.log.Info("mxguard serving", "milter", d.cfg.Milter.Listen.Spec, "policy_service", d.cfg.PolicyService.Listen.Spec,
+		"metrics", d.cfg.Metrics.Listen, "config", d.source(), "resolvers", engine.Resolvers())
 	stopSelfCheck := d.selfCheckEvery(d.cfg.Outbound.SelfCheckInterval.D)
 	defer stopSelfCheck()
 
@@ -142,7 +132,7 @@ func (d *daemon) run() error {
 	for {
 		select {
 		case err := <-served:
-			return fmt.Errorf("milter listener: %w", err)
+			return err
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
 				d.reload()
@@ -230,7 +220,12 @@ func (d *daemon) reload() {
 		if engine, err = d.newEngine(cfg, d.engine.Load()); err == nil {
 			d.warnRestartOnly(cfg)
 			d.engine.Store(engine)
-			d.milter.Reload(d.milterConfig(cfg, engine))
+			if d.milter != nil {
+				d.milter.Reload(d.milterConfig(cfg, engine))
+			}
+			if d.policy != nil {
+				d.policy.Reload(d.policyConfig(cfg, engine))
+			}
 			setLevel(d.level, cfg.Log.Level)
 			d.cfg = cfg
 			d.metrics.Reload(true)
@@ -267,11 +262,20 @@ func (d *daemon) warnRestartOnly(next *config.Config) {
 func (d *daemon) shutdown(sig os.Signal, served <-chan error, httpSrv *http.Server) error {
 	d.serving.Store(false)
 	drain := d.cfg.Milter.DrainTimeout.D
-	d.log.Info("draining sessions", "signal", sig.String(), "sessions", d.milter.ActiveSessions(), "timeout", drain)
+	sessions := 0
+	for _, f := range d.fronts {
+		sessions += f.active()
+	}
+	d.log.Info("draining sessions", "signal", sig.String(), "sessions", sessions, "timeout", drain)
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	err := d.milter.Shutdown(ctx)
-	<-served
+	var err error
+	for _, f := range d.fronts {
+		err = errors.Join(err, f.shutdown(ctx))
+	}
+	for range d.fronts {
+		<-served
+	}
 	if httpSrv != nil {
 		httpSrv.Shutdown(context.Background())
 	}
@@ -281,6 +285,61 @@ func (d *daemon) shutdown(sig os.Signal, served <-chan error, httpSrv *http.Serv
 	}
 	d.log.Info("mxguard stopped")
 	return err
+}
+
+// frontEnd is a protocol mxguard serves the engine on.
+type frontEnd struct {
+	active   func() int
+	shutdown func(context.Context) error
+}
+
+// startFrontEnds opens the milter and the policy service, whichever are
+// configured; each reports on served when it stops serving.
+func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) error {
+	c := d.cfg
+	if c.Milter.Listen.Spec != "" {
+		replyAt := milter.StageRcpt
+		if c.Milter.ReplyAt == "mail" {
+			replyAt = milter.StageMail
+		}
+		d.milter = milter.New(d.milterConfig(c, engine), milter.Options{
+			HeaderFrom:         c.Checks.HeaderFrom,
+			ReplyAt:            replyAt,
+			MaxSessions:        c.Milter.MaxSessions,
+			IdleTimeout:        c.Milter.IdleTimeout.D,
+			TransactionTimeout: c.Milter.TransactionTimeout.D,
+			Log:                d.log,
+			Recorder:           d.metrics,
+		})
+		ln, err := listen("milter.listen", c.Milter.Listen, c.Milter.SocketMode.M)
+		if err != nil {
+			return err
+		}
+		go func() { served <- fmt.Errorf("milter listener: %w", d.milter.Serve(ln)) }()
+		d.fronts = append(d.fronts, frontEnd{d.milter.ActiveSessions, d.milter.Shutdown})
+	}
+	if c.PolicyService.Listen.Spec != "" {
+		d.policy = postfixpolicy.New(d.policyConfig(c, engine), postfixpolicy.Options{
+			MaxConns:    c.PolicyService.MaxConnections,
+			IdleTimeout: c.PolicyService.IdleTimeout.D,
+			Log:         d.log,
+			Recorder:    d.metrics,
+		})
+		ln, err := listen("policy_service.listen", c.PolicyService.Listen, c.Milter.SocketMode.M)
+		if err != nil {
+			for _, f := range d.fronts {
+				f.shutdown(context.Background())
+			}
+			return err
+		}
+		go func() { served <- fmt.Errorf("policy service listener: %w", d.policy.Serve(ln)) }()
+		d.fronts = append(d.fronts, frontEnd{d.policy.ActiveConns, d.policy.Shutdown})
+	}
+	return nil
+}
+
+func (d *daemon) policyConfig(c *config.Config, engine *policy.Engine) *postfixpolicy.Config {
+	return &postfixpolicy.Config{Engine: engine, HeaderName: c.Header.Name, DecisionTimeout: c.DecisionTimeout.D}
 }
 
 func (d *daemon) httpHandler() http.Handler {
@@ -298,21 +357,21 @@ func (d *daemon) httpHandler() http.Handler {
 
 // listen opens the milter socket. A stale unix socket left by a crash is
 // removed; a live one (another mxguard) is an error.
-func listen(s config.Socket, mode os.FileMode) (net.Listener, error) {
+func listen(key string, s config.Socket, mode os.FileMode) (net.Listener, error) {
 	if s.Network != "unix" {
 		ln, err := net.Listen(s.Network, s.Address)
 		if err != nil {
-			return nil, fmt.Errorf("milter.listen %s: %w", s.Spec, err)
+			return nil, fmt.Errorf("%s %s: %w", key, s.Spec, err)
 		}
 		return ln, nil
 	}
 	if fi, err := os.Lstat(s.Address); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("milter.listen %s: the path exists and is not a socket", s.Spec)
+			return nil, fmt.Errorf("%s %s: the path exists and is not a socket", key, s.Spec)
 		}
 		if c, err := net.DialTimeout("unix", s.Address, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("milter.listen %s: something is already listening there", s.Spec)
+			return nil, fmt.Errorf("%s %s: something is already listening there", key, s.Spec)
 		}
 		os.Remove(s.Address)
 	}
@@ -320,11 +379,11 @@ func listen(s config.Socket, mode os.FileMode) (net.Listener, error) {
 	ln, err := net.Listen("unix", s.Address)
 	syscall.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("milter.listen %s: %w", s.Spec, err)
+		return nil, fmt.Errorf("%s %s: %w", key, s.Spec, err)
 	}
 	if err := os.Chmod(s.Address, mode); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("milter.listen %s: %w", s.Spec, err)
+		return nil, fmt.Errorf("%s %s: %w", key, s.Spec, err)
 	}
 	return ln, nil
 }

@@ -135,6 +135,14 @@ func warnings(c *config.Config, postfix commandTimeout) []string {
 				s.Spec, why))
 		}
 	}
+	if s := c.PolicyService.Listen; s.Network == "tcp" {
+		host, _, _ := net.SplitHostPort(s.Address)
+		if why := exposed(host); why != "" {
+			out = append(out, c.Describe("policy_service.listen",
+				"%s %s, and the policy protocol has no authentication: use 127.0.0.1, ::1 or a unix socket",
+				s.Spec, why))
+		}
+	}
 	if l := c.Metrics.Listen; l != "" {
 		host, _, _ := net.SplitHostPort(l)
 		if why := exposed(host); why != "" {

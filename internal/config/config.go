@@ -21,18 +21,19 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	Milter          Milter   `yaml:"milter"`
-	Metrics         Metrics  `yaml:"metrics"`
-	DecisionTimeout Duration `yaml:"decision_timeout"`
-	Header          Header   `yaml:"header"`
-	Checks          Checks   `yaml:"checks"`
-	Resolver        Resolver `yaml:"resolver"`
-	Probe           Probe    `yaml:"probe"`
-	Cache           Cache    `yaml:"cache"`
-	Outbound        Outbound `yaml:"outbound"`
-	Identity        Identity `yaml:"identity"`
-	Policy          Policy   `yaml:"policy"`
-	Log             Log      `yaml:"log"`
+	Milter          Milter        `yaml:"milter"`
+	PolicyService   PolicyService `yaml:"policy_service"`
+	Metrics         Metrics       `yaml:"metrics"`
+	DecisionTimeout Duration      `yaml:"decision_timeout"`
+	Header          Header        `yaml:"header"`
+	Checks          Checks        `yaml:"checks"`
+	Resolver        Resolver      `yaml:"resolver"`
+	Probe           Probe         `yaml:"probe"`
+	Cache           Cache         `yaml:"cache"`
+	Outbound        Outbound      `yaml:"outbound"`
+	Identity        Identity      `yaml:"identity"`
+	Policy          Policy        `yaml:"policy"`
+	Log             Log           `yaml:"log"`
 
 	// Source is the file the configuration came from.
 	Source string `yaml:"-"`
@@ -71,6 +72,13 @@ func (a *NonSMTPAction) UnmarshalYAML(n *yaml.Node) error {
 func (a NonSMTPAction) Verdict() policy.Verdict {
 	v, _ := policy.ParseAction(string(a)) // validated when loaded
 	return v
+}
+
+// PolicyService is the Postfix policy delegation listener.
+type PolicyService struct {
+	Listen         Socket   `yaml:"listen"`
+	MaxConnections int      `yaml:"max_connections"`
+	IdleTimeout    Duration `yaml:"idle_timeout"`
 }
 
 // Metrics is the HTTP listener for /metrics and /healthz.
@@ -234,6 +242,11 @@ func (c *Config) validate() error {
 			errs = append(errs, c.errorAt(key, "must be a positive duration"))
 		}
 	}
+	if c.Milter.Listen.Spec == "" && c.PolicyService.Listen.Spec == "" {
+		errs = append(errs, c.errorAt("milter.listen", "nothing to serve: set milter.listen, policy_service.listen or both"))
+	}
+	positive("policy_service.max_connections", c.PolicyService.MaxConnections)
+	nonZero("policy_service.idle_timeout", c.PolicyService.IdleTimeout)
 	positive("milter.max_sessions", c.Milter.MaxSessions)
 	nonZero("milter.idle_timeout", c.Milter.IdleTimeout)
 	nonZero("milter.transaction_timeout", c.Milter.TransactionTimeout)

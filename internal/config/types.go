@@ -240,6 +240,10 @@ func (s *Socket) UnmarshalYAML(n *yaml.Node) error {
 	if err != nil {
 		return err
 	}
+	if v == "" { // this front end is off
+		*s = Socket{}
+		return nil
+	}
 	sock, err := ParseSocket(v)
 	if err != nil {
 		return errAt(n, "%v", err)

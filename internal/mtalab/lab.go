@@ -19,6 +19,9 @@ import (
 type Options struct {
 	// Milter is the milter socket ("inet:127.0.0.1:8891"), or "" for none.
 	Milter string
+	// PolicyService is mxguard's policy service socket
+	// ("inet:127.0.0.1:10040"), or "" for none (Postfix only).
+	PolicyService string
 	// Relay is the host:port mail goes on to. Sendmail treats 127.0.0.1 as
 	// itself: use another loopback address. Empty discards the mail
 	// (Postfix only), to measure smtpd and the milter alone.

@@ -25,7 +25,6 @@ alias_database =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_peername_lookup = no
 smtp_dns_support_level = disabled
 syslog_name = postfixlab
@@ -79,6 +78,9 @@ func (postfix) start(l *Lab, o Options) error {
 	}
 	if o.Milter != "" {
 		cf += strings.ReplaceAll(string(configs.PostfixMainCf), "inet:127.0.0.1:8891", o.Milter)
+	}
+	if o.PolicyService != "" {
+		cf += strings.ReplaceAll(string(configs.PostfixPolicyCf), "inet:127.0.0.1:10040", o.PolicyService)
 	}
 	os.MkdirAll(postfixEtc(l), 0o755)
 	os.MkdirAll(filepath.Join(l.Dir, "spool"), 0o755) // postfix check fills it in, with the right owners

@@ -79,8 +79,8 @@ func (s *sendmail) bin(l *Lab) string { return filepath.Join(l.Dir, "sendmail") 
 func (s *sendmail) cf(l *Lab) string  { return filepath.Join(l.Dir, "sendmail.cf") }
 
 func (s *sendmail) start(l *Lab, o Options) error {
-	if o.Relay == "" {
-		return errors.New("a Sendmail lab needs a relay")
+	if o.Relay == "" || o.PolicyService != "" {
+		return errors.New("a Sendmail lab needs a relay, and has no policy service")
 	}
 	root := SendmailRoot()
 	// A copy without the setgid bit, so that the loader honours

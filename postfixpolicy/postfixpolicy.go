@@ -1,0 +1,372 @@
+// Package postfixpolicy is mxguard's second front end: the Postfix policy
+// delegation protocol (SMTPD_POLICY_README), on the same engine as the
+// milter. Postfix keeps one connection per smtpd process and asks once per
+// recipient; there is no per-session connect, negotiation or end of
+// message, which makes it much cheaper than a milter. It cannot remove
+// headers or see the message, so checks.header_from and the removal of
+// forged headers need the milter.
+package postfixpolicy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxguard/mxguard/policy"
+)
+
+// Config is what connections need. Reload swaps it; a request keeps the
+// Config it started with.
+type Config struct {
+	Engine          Evaluator
+	HeaderName      string
+	DecisionTimeout time.Duration
+}
+
+// Evaluator decides; *policy.Engine is the one mxguard uses.
+type Evaluator interface {
+	Evaluate(ctx context.Context, req policy.Request) *policy.Report
+}
+
+// Recorder counts decisions (Prometheus in mxguard serve).
+type Recorder interface {
+	Decision(r *policy.Report, outcome string)
+}
+
+// Options are fixed for the life of a Server.
+type Options struct {
+	// MaxConns caps concurrent connections (Postfix opens one per smtpd
+	// process); more wait to be accepted.
+	MaxConns int
+	// IdleTimeout closes a connection that sends no request for this long;
+	// Postfix reconnects when it needs to.
+	IdleTimeout time.Duration
+	Log         *slog.Logger
+	Recorder    Recorder
+}
+
+// Bounds on what a client may send: Postfix's requests are a few dozen
+// short attributes.
+const (
+	maxLine       = 4096
+	maxAttributes = 100
+	maxRequest    = 64 << 10
+)
+
+// Server answers policy requests.
+type Server struct {
+	cfg   atomic.Pointer[Config]
+	opts  Options
+	slots chan struct{}
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	closing   bool
+	wg        sync.WaitGroup
+}
+
+// New returns a Server for cfg.
+func New(cfg *Config, opts Options) *Server {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 1024
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 10 * time.Minute
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	s := &Server{opts: opts, slots: make(chan struct{}, opts.MaxConns), conns: map[net.Conn]struct{}{}}
+	s.cfg.Store(cfg)
+	return s
+}
+
+// Reload makes new requests use cfg.
+func (s *Server) Reload(cfg *Config) { s.cfg.Store(cfg) }
+
+func (s *Server) config() *Config { return s.cfg.Load() }
+
+// ErrServerClosed is what Serve returns after Shutdown.
+var ErrServerClosed = errors.New("postfixpolicy: server closed")
+
+// Serve answers connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		s.slots <- struct{}{}
+		c, err := ln.Accept()
+		if err != nil {
+			<-s.slots
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			// Out of file descriptors and the like: wait and retry.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.opts.Log.Warn("accepting a policy connection failed; retrying", "error", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			c.Close()
+			<-s.slots
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c)
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// Shutdown stops accepting, lets connections finish the request they are
+// answering, and closes them; when ctx ends first it closes them at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		// A connection between requests ends now; one answering ends after it.
+		c.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// ActiveConns is the number of open connections.
+func (s *Server) ActiveConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// conn is one Postfix connection: many requests, and the message the last
+// ones were about.
+type conn struct {
+	s   *Server
+	net net.Conn
+	in  *bufio.Reader
+	// The message of the last decision (Postfix's instance attribute) and
+	// what later requests of it get: its refusal again, or nothing more.
+	instance string
+	repeat   string
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		<-s.slots
+		s.wg.Done()
+	}()
+	c := &conn{s: s, net: nc, in: bufio.NewReaderSize(nc, maxLine)}
+	for {
+		if s.isClosing() {
+			return
+		}
+		nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+		attrs, err := readRequest(c.in)
+		switch {
+		case errors.Is(err, io.EOF):
+			return
+		case err != nil:
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				s.opts.Log.Warn("malformed policy request; closing the connection", "client", nc.RemoteAddr().String(), "error", err)
+			}
+			return
+		}
+		action := c.answer(attrs)
+		nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := fmt.Fprintf(nc, "action=%s\n\n", action); err != nil {
+			return
+		}
+	}
+}
+
+// errMalformed is a request that does not follow the protocol.
+var errMalformed = errors.New("malformed request")
+
+// readRequest reads name=value lines up to an empty line. Unknown names are
+// kept (and ignored by the caller); a line without "=", one longer than
+// maxLine, more than maxAttributes lines or maxRequest octets is malformed.
+func readRequest(in *bufio.Reader) (map[string]string, error) {
+	attrs := map[string]string{}
+	size, lines := 0, 0
+	for {
+		line, err := in.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("%w: a line longer than %d octets", errMalformed, maxLine)
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && (len(line) > 0 || lines > 0) {
+				return nil, fmt.Errorf("%w: cut off", errMalformed)
+			}
+			return nil, err
+		}
+		size += len(line)
+		lines++
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(line) == 0 {
+			if lines == 1 {
+				return nil, fmt.Errorf("%w: an empty request", errMalformed)
+			}
+			return attrs, nil
+		}
+		if lines > maxAttributes || size > maxRequest {
+			return nil, fmt.Errorf("%w: more than %d attributes or %d octets", errMalformed, maxAttributes, maxRequest)
+		}
+		name, value, ok := bytes.Cut(line, []byte("="))
+		if !ok || len(name) == 0 {
+			return nil, fmt.Errorf("%w: %q is not name=value", errMalformed, policy.Printable(string(line), 60))
+		}
+		attrs[string(name)] = string(value)
+	}
+}
+
+// answer decides one request. Only RCPT and DATA are decided (once per
+// message); everything else is DUNNO: the verdict needs the sender, and
+// only a recipient or DATA restriction can refuse the whole message.
+func (c *conn) answer(attrs map[string]string) string {
+	if attrs["request"] != "smtpd_access_policy" {
+		return "DUNNO"
+	}
+	if st := attrs["protocol_state"]; st != "RCPT" && st != "DATA" {
+		return "DUNNO"
+	}
+	instance := attrs["instance"]
+	if instance != "" && instance == c.instance {
+		return c.repeat
+	}
+	cfg := c.s.config()
+	req := policy.Request{Sender: attrs["sender"], HELO: attrs["helo_name"], AuthUser: attrs["sasl_username"]}
+	if ip, err := netip.ParseAddr(attrs["client_address"]); err == nil {
+		req.ClientIP = ip.Unmap()
+	}
+	if req.Sender == "" {
+		req.Sender = "<>"
+	}
+	action, repeat, r, outcome := c.decide(cfg, req)
+	c.instance, c.repeat = instance, repeat
+	c.s.log(attrs, r, outcome)
+	if c.s.opts.Recorder != nil {
+		c.s.opts.Recorder.Decision(r, outcome)
+	}
+	return action
+}
+
+// decide evaluates req within the decision timeout and returns the action,
+// what later requests of the same message get, the report and the outcome
+// for the log ("temperror" when it failed open).
+func (c *conn) decide(cfg *Config, req policy.Request) (action, repeat string, r *policy.Report, outcome string) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DecisionTimeout)
+	defer cancel()
+	r = evaluate(ctx, cfg.Engine, req)
+	if r.Incomplete { // fail open; the lookups finish in the background for the cache
+		return prepend(cfg, r.TempErrorHeaderValue()), "DUNNO", r, "temperror"
+	}
+	outcome = r.Verdict().String()
+	switch r.Enforced() {
+	case policy.Defer, policy.Reject:
+		reply, _ := r.Reply()
+		action = oneLine(reply.String())
+		return action, action, r, outcome
+	case policy.Hold:
+		return "HOLD " + oneLine(r.HoldReason()), "DUNNO", r, outcome
+	}
+	return prepend(cfg, r.HeaderValue()), "DUNNO", r, outcome
+}
+
+// evaluate runs the engine, turning a panic into a failed-open report.
+func evaluate(ctx context.Context, e Evaluator, req policy.Request) (r *policy.Report) {
+	defer func() {
+		if v := recover(); v != nil {
+			r = &policy.Report{Domain: policy.ParseSender(req.Sender).Domain, ClientIP: req.ClientIP, Incomplete: true}
+		}
+	}()
+	return e.Evaluate(ctx, req)
+}
+
+func prepend(cfg *Config, value string) string {
+	return "PREPEND " + cfg.HeaderName + ": " + oneLine(value)
+}
+
+// oneLine keeps an action on its line: the protocol ends it at a newline.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+}
+
+// log writes the decision's one line, as the milter does.
+func (s *Server) log(attrs map[string]string, r *policy.Report, outcome string) {
+	queueID := attrs["queue_id"]
+	if queueID == "" {
+		queueID = "NOQUEUE"
+	}
+	const maxText = 120
+	args := []any{
+		"queue_id", policy.Printable(queueID, maxText),
+		"verdict", outcome,
+		"front", "policy",
+		"domain", policy.Printable(r.Domain, maxText),
+		"client", r.ClientIP.String(),
+		"helo", policy.Printable(attrs["helo_name"], maxText),
+		"elapsed_ms", r.Elapsed.Milliseconds(),
+	}
+	if findings := r.Findings(); findings != "" {
+		args = append(args, "findings", findings)
+	}
+	if c, ok := r.Cause(); ok {
+		args = append(args, "cause", policy.Printable(fmt.Sprintf("%s %s: %s", c.ID, c.Status, c.Detail), 2*maxText))
+	}
+	if r.ReportOnly {
+		args = append(args, "mode", "report")
+	}
+	if attrs["sasl_username"] != "" {
+		args = append(args, "authenticated", true) // the login itself stays out of the log
+	}
+	s.opts.Log.Info("decision", args...)
+}
