@@ -231,11 +231,21 @@ func (s *Server) serveConn(nc net.Conn) {
 // errMalformed is a request that does not follow the protocol.
 var errMalformed = errors.New("malformed request")
 
+// request holds the attributes mxguard uses; Postfix sends some thirty.
+type request map[string]string
+
+// wanted are the attributes kept; the others are read and ignored, so that
+// a request costs no more than these.
+var wanted = map[string]bool{
+	"request": true, "protocol_state": true, "instance": true, "queue_id": true,
+	"client_address": true, "helo_name": true, "sender": true, "sasl_username": true,
+}
+
 // readRequest reads name=value lines up to an empty line. Unknown names are
-// kept (and ignored by the caller); a line without "=", one longer than
-// maxLine, more than maxAttributes lines or maxRequest octets is malformed.
-func readRequest(in *bufio.Reader) (map[string]string, error) {
-	attrs := map[string]string{}
+// ignored; a line without "=", one longer than maxLine, more than
+// maxAttributes lines or maxRequest octets is malformed.
+func readRequest(in *bufio.Reader) (request, error) {
+	attrs := make(request, len(wanted))
 	size, lines := 0, 0
 	for {
 		line, err := in.ReadSlice('\n')
@@ -264,14 +274,16 @@ func readRequest(in *bufio.Reader) (map[string]string, error) {
 		if !ok || len(name) == 0 {
 			return nil, fmt.Errorf("%w: %q is not name=value", errMalformed, policy.Printable(string(line), 60))
 		}
-		attrs[string(name)] = string(value)
+		if wanted[string(name)] { // no allocation: the compiler looks the bytes up
+			attrs[string(name)] = string(value)
+		}
 	}
 }
 
 // answer decides one request. Only RCPT and DATA are decided (once per
 // message); everything else is DUNNO: the verdict needs the sender, and
 // only a recipient or DATA restriction can refuse the whole message.
-func (c *conn) answer(attrs map[string]string) string {
+func (c *conn) answer(attrs request) string {
 	if attrs["request"] != "smtpd_access_policy" {
 		return "DUNNO"
 	}
@@ -341,7 +353,7 @@ func oneLine(s string) string {
 }
 
 // log writes the decision's one line, as the milter does.
-func (s *Server) log(attrs map[string]string, r *policy.Report, outcome string) {
+func (s *Server) log(attrs request, r *policy.Report, outcome string) {
 	queueID := attrs["queue_id"]
 	if queueID == "" {
 		queueID = "NOQUEUE"

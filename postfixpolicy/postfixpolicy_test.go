@@ -23,7 +23,7 @@ type rig struct {
 	addr string
 }
 
-func newRig(t *testing.T, tune func(*policy.Config, *Config, *Options)) *rig {
+func newRig(t testing.TB, tune func(*policy.Config, *Config, *Options)) *rig {
 	t.Helper()
 	sb := spectest.Sandbox(t)
 	pcfg := spectest.Config(sb)
@@ -59,12 +59,12 @@ func newRig(t *testing.T, tune func(*policy.Config, *Config, *Options)) *rig {
 
 // client is one Postfix smtpd's connection.
 type client struct {
-	t  *testing.T
+	t  testing.TB
 	c  net.Conn
 	in *bufio.Reader
 }
 
-func (r *rig) dial(t *testing.T) *client {
+func (r *rig) dial(t testing.TB) *client {
 	t.Helper()
 	c, err := net.Dial("tcp", r.addr)
 	if err != nil {

@@ -104,6 +104,7 @@ func serveNoop() (func(), string, error) {
 // milterRig is the sandbox with mxguard and the no-op milter in front of it.
 type milterRig struct {
 	sb       *benchSandbox
+	engine   *policy.Engine
 	mxguard  *milter.Milter
 	rec      *latencies
 	mxAddr   string
@@ -121,7 +122,7 @@ func startMilters() (*milterRig, error) {
 		sb.Close()
 		return nil, err
 	}
-	r := &milterRig{sb: sb, rec: &latencies{}}
+	r := &milterRig{sb: sb, engine: engine, rec: &latencies{}}
 	if r.mxguard, r.mxAddr, err = serveMxguard(engine, r.rec); err == nil {
 		r.stopNoop, r.noopAddr, err = serveNoop()
 	}

@@ -2,20 +2,25 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/mtalab"
+	"github.com/mxguard/mxguard/postfixpolicy"
 )
 
 // benchLab is a Postfix instance that discards what it accepts: the
@@ -25,12 +30,12 @@ type benchLab struct {
 	name string
 }
 
-func startBenchLab(name, milter string) (*benchLab, error) {
-	l, err := mtalab.Start("postfix", mtalab.Options{Milter: milter})
+func startBenchLab(s setup) (*benchLab, error) {
+	l, err := mtalab.Start("postfix", mtalab.Options{Milter: s.milter, PolicyService: s.policy})
 	if err != nil {
-		return nil, fmt.Errorf("postfix %s: %w", name, err)
+		return nil, fmt.Errorf("postfix %s: %w", s.name, err)
 	}
-	return &benchLab{l, name}, nil
+	return &benchLab{l, s.name}, nil
 }
 
 // injection is one smtp-source run.
@@ -40,22 +45,17 @@ type injection struct {
 	milterCPU time.Duration // CPU per message of this process, where the milters run
 }
 
-// setup is one way to run Postfix: without a milter, or with one.
-type setup struct{ name, milter string }
+// setup is one way to run Postfix: without a milter, with one, or with
+// mxguard's policy service.
+type setup struct{ name, milter, policy string }
 
 // runOnePostfix runs one setup alone, for a look with strace or perf.
 func runOnePostfix(name string, setups []setup, sessions, messages int) ([]row, error) {
-	var sock string
-	found := false
-	for _, s := range setups {
-		if s.name == name {
-			sock, found = s.milter, true
-		}
-	}
-	if !found {
+	i := slices.IndexFunc(setups, func(s setup) bool { return s.name == name })
+	if i < 0 {
 		return nil, fmt.Errorf("-only %q: want one of %v", name, setups)
 	}
-	l, err := startBenchLab(name, sock)
+	l, err := startBenchLab(setups[i])
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	messages := fs.Int("messages", 2000, "messages per round")
 	rounds := fs.Int("rounds", 3, "alternating rounds per setup")
 	cpuProfile := fs.String("cpuprofile", "", "write mxguard's CPU profile (its rounds only) to this file")
-	only := fs.String("only", "", "run just this setup (bare, no-op, mxguard), e.g. under strace -c")
+	only := fs.String("only", "", "run just this setup (bare, policy, no-op, mxguard, mxguard-unix), e.g. under strace -c")
 	fs.Parse(args)
 	if _, err := exec.LookPath("smtp-source"); err != nil || os.Geteuid() != 0 {
 		return nil, errors.New("needs root and Debian's postfix package (postfix, smtp-source)")
@@ -150,15 +150,24 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	}
 	os.Chmod(sock, 0o666) // smtpd runs as postfix
 	go m.Serve(uln)
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ps := postfixpolicy.New(&postfixpolicy.Config{Engine: rig.engine, HeaderName: "X-MXGuard", DecisionTimeout: 20 * time.Second},
+		postfixpolicy.Options{Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	go ps.Serve(pln)
+	defer ps.Shutdown(context.Background())
 	setups := []setup{
-		{"bare", ""}, {"no-op", "inet:" + noopAddr}, {"mxguard", "inet:" + mxAddr}, {"mxguard-unix", "unix:" + sock},
+		{"bare", "", ""}, {"policy", "", "inet:" + pln.Addr().String()}, {"no-op", "inet:" + noopAddr, ""},
+		{"mxguard", "inet:" + mxAddr, ""}, {"mxguard-unix", "unix:" + sock, ""},
 	}
 	if *only != "" {
 		return runOnePostfix(*only, setups, *sessions, *messages)
 	}
 	labs := make([]*benchLab, len(setups))
 	for i, s := range setups {
-		if labs[i], err = startBenchLab(s.name, s.milter); err != nil {
+		if labs[i], err = startBenchLab(s); err != nil {
 			return nil, err
 		}
 		defer labs[i].Stop()
@@ -208,23 +217,32 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 		}
 	}
 	decisions := rec.take()
+	const bare, policySvc, noop, mx, mxUnix = 0, 1, 2, 3, 4
 	rate := func(i int) float64 { return median(rates[i]) }
 	cpu := func(i int) time.Duration { return time.Duration(median(cpus[i])) }
 	milterCPU := func(i int) time.Duration { return time.Duration(median(milterCPUs[i])) }
-	mxVsNoop := rate(2) / rate(1)
-	over := func(i int) time.Duration { return cpu(i) - cpu(0) }
+	of := func(i, base int) float64 { return rate(i) / rate(base) }
+	over := func(i int) time.Duration { return cpu(i) - cpu(bare) }
+	line := func(i int) string {
+		return fmt.Sprintf("%.0f msg/s, %s CPU/msg (%.0f%% of bare), %s over bare", rate(i), ms(cpu(i)), 100*of(i, bare), ms(over(i)))
+	}
+	want := 3 * *rounds * *messages // the policy, TCP and unix rounds
 	rows := []row{
-		{"postfix", fmt.Sprintf("Postfix, no milter (%d sessions, %d msgs/round, median of %d)", *sessions, *messages, *rounds), fmt.Sprintf("%.0f msg/s, %s CPU/msg", rate(0), ms(cpu(0))), ""},
-		{"postfix", "Postfix + no-op go-milter", fmt.Sprintf("%.0f msg/s, %s CPU/msg (%.0f%% of bare)", rate(1), ms(cpu(1)), 100*rate(1)/rate(0)), ""},
-		{"postfix", "Postfix + mxguard (warm)", fmt.Sprintf("%.0f msg/s, %s CPU/msg (%.0f%% of bare)", rate(2), ms(cpu(2)), 100*rate(2)/rate(0)), ""},
-		{"postfix", "mxguard / no-op throughput", fmt.Sprintf("%.1f%%", 100*mxVsNoop), "≥ 95% " + verdict(mxVsNoop >= 0.95)},
-		{"postfix", "CPU over bare: no-op / mxguard", ms(over(1)) + " / " + ms(over(2)), "mxguard < no-op " + verdict(over(2) < over(1))},
-		{"postfix", "CPU in the milter process: no-op / mxguard", ms(milterCPU(1)) + " / " + ms(milterCPU(2)), ""},
-		{"postfix", "Postfix + mxguard on a unix socket", fmt.Sprintf("%.0f msg/s, %s CPU/msg (%.0f%% of bare), %s over bare", rate(3), ms(cpu(3)), 100*rate(3)/rate(0), ms(over(3))), ""},
+		{"postfix", fmt.Sprintf("Postfix, no milter (%d sessions, %d msgs/round, median of %d)", *sessions, *messages, *rounds), fmt.Sprintf("%.0f msg/s, %s CPU/msg", rate(bare), ms(cpu(bare))), ""},
+		{"postfix", "Postfix + mxguard policy service (warm)", line(policySvc), ""},
+		{"postfix", "policy service / bare throughput", fmt.Sprintf("%.1f%%", 100*of(policySvc, bare)), "≥ 90% " + verdict(of(policySvc, bare) >= 0.9)},
+		{"postfix", "policy service CPU over bare", ms(over(policySvc)), "≤ 0.3 ms " + verdict(over(policySvc) <= 300*time.Microsecond)},
+		{"postfix", "Postfix + no-op go-milter", line(noop), ""},
+		{"postfix", "Postfix + mxguard milter (warm)", line(mx), ""},
+		{"postfix", "milter / bare throughput", fmt.Sprintf("%.1f%%", 100*of(mx, bare)), "≥ 70% " + verdict(of(mx, bare) >= 0.7)},
+		{"postfix", "milter / no-op throughput", fmt.Sprintf("%.1f%%", 100*of(mx, noop)), "≥ 95% " + verdict(of(mx, noop) >= 0.95)},
+		{"postfix", "CPU over bare: no-op / mxguard milter", ms(over(noop)) + " / " + ms(over(mx)), "mxguard < no-op " + verdict(over(mx) < over(noop))},
+		{"postfix", "CPU in mxguard's process per message: policy / no-op milter / mxguard milter", ms(milterCPU(policySvc)) + " / " + ms(milterCPU(noop)) + " / " + ms(milterCPU(mx)), ""},
+		{"postfix", "Postfix + mxguard milter on a unix socket", line(mxUnix), ""},
 		{"postfix", "mxguard decision latency p50 / p99", ms(percentile(decisions, 50)) + " / " + ms(percentile(decisions, 99)), ""},
 		{"postfix", "DNS queries during the warm rounds", fmt.Sprint(sb.DNS.Queries() - dnsBefore), "0 " + verdict(sb.DNS.Queries() == dnsBefore)},
-		{"postfix", "messages mxguard decided (TCP and unix rounds)", fmt.Sprint(len(decisions)),
-			fmt.Sprintf("%d %s", 2**rounds**messages, verdict(len(decisions) == 2**rounds**messages))},
+		{"postfix", "messages mxguard decided (policy, TCP and unix rounds)", fmt.Sprint(len(decisions)),
+			fmt.Sprintf("%d %s", want, verdict(len(decisions) == want))},
 	}
 	return rows, nil
 }
