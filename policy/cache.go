@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +31,18 @@ type CacheConfig struct {
 	ErrorTTL time.Duration
 	// Probe result lifetimes by outcome: accepting longest, timeouts shortest.
 	ProbeAcceptTTL, ProbeRefusedTTL, ProbeTimeoutTTL time.Duration
+	// Prefetch refreshes an entry asked for in the last quarter of its life
+	// in the background, so that a domain in steady use never waits.
+	Prefetch bool
 }
 
 // expiring is a cached value and when it stops being served.
 type expiring[V any] struct {
 	value   V
 	expires time.Time
+	// refreshFrom is when a lookup of it should refresh it in the
+	// background (the last quarter of its life), for cache.prefetch.
+	refreshFrom time.Time
 }
 
 // ttlLRU is an LRU bounded by entry count, and optionally by the size of
@@ -73,21 +80,28 @@ func newSizedLRU[K comparable, V any](size int, maxBytes int64, sizeOf func(K, V
 }
 
 func (c *ttlLRU[K, V]) get(k K) (V, bool) {
+	v, ok, _ := c.getAging(k)
+	return v, ok
+}
+
+// getAging is get, and whether the entry is in the last quarter of its life.
+func (c *ttlLRU[K, V]) getAging(k K) (V, bool, bool) {
 	e, ok := c.lru.Get(k)
 	if !ok {
 		var zero V
-		return zero, false
+		return zero, false, false
 	}
-	if !c.now().Before(e.expires) {
+	now := c.now()
+	if !now.Before(e.expires) {
 		c.mu.Lock()
 		if e, ok := c.lru.Peek(k); ok && !c.now().Before(e.expires) {
 			c.lru.Remove(k)
 		}
 		c.mu.Unlock()
 		var zero V
-		return zero, false
+		return zero, false, false
 	}
-	return e.value, true
+	return e.value, true, !now.Before(e.refreshFrom)
 }
 
 // has reports whether k is cached and fresh, without touching its recency.
@@ -103,7 +117,7 @@ func (c *ttlLRU[K, V]) add(k K, v V, ttl time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.maxBytes <= 0 {
-		c.lru.Add(k, expiring[V]{v, c.now().Add(ttl)})
+		c.lru.Add(k, c.entry(v, ttl))
 		return
 	}
 	size := c.sizeOf(k, v)
@@ -111,11 +125,16 @@ func (c *ttlLRU[K, V]) add(k K, v V, ttl time.Duration) {
 		return // would evict everything else and still not fit
 	}
 	c.lru.Remove(k) // an update: its old size goes through onEvict
-	c.lru.Add(k, expiring[V]{v, c.now().Add(ttl)})
+	c.lru.Add(k, c.entry(v, ttl))
 	c.bytes.Add(size)
 	for c.bytes.Load() > c.maxBytes && c.lru.Len() > 0 {
 		c.lru.RemoveOldest()
 	}
+}
+
+func (c *ttlLRU[K, V]) entry(v V, ttl time.Duration) expiring[V] {
+	now := c.now()
+	return expiring[V]{v, now.Add(ttl), now.Add(ttl - ttl/4)}
 }
 
 // CacheStats counts cache traffic, for metrics and tests.
@@ -140,6 +159,7 @@ type cachedResolver struct {
 	lru     *ttlLRU[dnsKey, dnsEntry]
 	flight  singleflight.Group
 	counter *hitCounter
+	shared  *sharedLevel // nil: no fleet cache
 }
 
 // dnsEntry is a cached answer, or a cached failure.
@@ -178,27 +198,19 @@ func dnsEntrySize(k dnsKey, e dnsEntry) int64 {
 
 func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
 	key := dnsKey{canonicalName(name), qtype}
-	if e, ok := c.lru.get(key); ok {
+	if e, ok, aging := c.lru.getAging(key); ok {
 		c.counter.hit()
+		if aging && c.cfg.Prefetch {
+			c.flight.DoChan("r/"+key.name+"/"+strconv.Itoa(int(qtype)), func() (any, error) { // in the background
+				c.fetch(ctx, key, false)
+				return nil, nil
+			})
+		}
 		return e.ans, e.err
 	}
 	c.counter.miss()
 	ch := c.flight.DoChan(fmt.Sprintf("%s/%d", key.name, qtype), func() (any, error) {
-		if e, ok := c.lru.get(key); ok { // filled by a flight that ended after our miss
-			return e, nil
-		}
-		// The shared lookup runs on its own deadline: a caller that gives up
-		// must not fail the other waiters, and the answer still lands in the cache.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
-		defer cancel()
-		a, err := safeLookup(lctx, c.next, key.name, qtype)
-		e := dnsEntry{a, err}
-		if err != nil {
-			c.lru.add(key, e, c.cfg.ErrorTTL)
-		} else {
-			c.lru.add(key, e, c.ttlFor(a))
-		}
-		return e, nil
+		return c.fetch(ctx, key, true), nil
 	})
 	select {
 	case r := <-ch:
@@ -207,6 +219,40 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 	case <-ctx.Done():
 		return nil, &dnsError{Kind: ErrTimeout, Name: name, Type: qtype, Err: ctx.Err()}
 	}
+}
+
+// fetch gets key's answer from the fleet cache or from DNS and caches it.
+// A miss first looks at the local cache again (a flight that ended after
+// the miss may have filled it); a refresh ahead of expiry does not.
+func (c *cachedResolver) fetch(ctx context.Context, key dnsKey, miss bool) dnsEntry {
+	if e, ok := c.lru.get(key); ok && miss {
+		return e
+	}
+	// The shared lookup runs on its own deadline: a caller that gives up
+	// must not fail the other waiters, and the answer still lands in the cache.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.budget)
+	defer cancel()
+	sk := ""
+	if c.shared != nil {
+		sk = dnsSharedKey(c.shared.prefix, key)
+		if a, ttl, ok := c.shared.dns(lctx, sk, c.cfg.MaxTTL); ok && (miss || ttl > c.cfg.MinTTL/4) {
+			e := dnsEntry{a, nil}
+			c.lru.add(key, e, ttl)
+			return e
+		}
+	}
+	a, err := safeLookup(lctx, c.next, key.name, key.qtype)
+	e := dnsEntry{a, err}
+	if err != nil {
+		c.lru.add(key, e, c.cfg.ErrorTTL) // errors stay local: another node may do better
+		return e
+	}
+	ttl := c.ttlFor(a)
+	c.lru.add(key, e, ttl)
+	if c.shared != nil {
+		c.shared.cache.Set(sk, encodeDNS(a, c.lru.now().Add(ttl)), ttl)
+	}
+	return e
 }
 
 // cached reports whether a lookup would be answered from the cache.
@@ -257,28 +303,73 @@ type cachedProber struct {
 	lru     *ttlLRU[netip.Addr, ProbeResult]
 	flight  singleflight.Group
 	counter *hitCounter
+	shared  *sharedLevel // nil: no fleet cache
+	port    uint16       // in the shared key: a probe of another port is another fact
+	// lockFor is how long one probe can take: the fleet lock's lifetime,
+	// and the longest another node waits for its result.
+	lockFor time.Duration
 }
 
 func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
-	if r, ok := c.lru.get(ip); ok {
+	if r, ok, aging := c.lru.getAging(ip); ok {
 		c.counter.hit()
+		if aging && c.cfg.Prefetch {
+			c.flight.DoChan("r/"+ip.String(), func() (any, error) { // in the background
+				c.fetch(ctx, ip, false)
+				return nil, nil
+			})
+		}
 		return r
 	}
 	c.counter.miss()
-	ch := c.flight.DoChan(ip.String(), func() (any, error) {
-		if r, ok := c.lru.get(ip); ok { // filled by a flight that ended after our miss
-			return r, nil
-		}
-		r := safeProbe(context.WithoutCancel(ctx), c.next, ip) // bounded by the prober's own timeouts
-		c.lru.add(ip, r, c.ttlFor(r.Outcome))
-		return r, nil
-	})
+	ch := c.flight.DoChan(ip.String(), func() (any, error) { return c.fetch(ctx, ip, true), nil })
 	select {
 	case r := <-ch:
 		return r.Val.(ProbeResult)
 	case <-ctx.Done():
 		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "decision deadline reached before the probe finished"}
 	}
+}
+
+// fetch gets ip's probe result from the fleet cache, or probes it and
+// caches the result. Across the fleet one node probes an address at a time:
+// it takes the address's lock; the others wait for its result, within the
+// deadline of the decision that asked and the lock's life, then probe
+// themselves rather than wait longer.
+func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) ProbeResult {
+	if r, ok := c.lru.get(ip); ok && miss {
+		return r
+	}
+	wctx := context.WithoutCancel(ctx) // bounded by the prober's own timeouts
+	if c.shared != nil {
+		sk := probeSharedKey(c.shared.prefix, c.port, ip)
+		if r, ttl, ok := c.shared.probe(wctx, sk, c.cfg.ProbeAcceptTTL); ok && (miss || ttl > c.cfg.ProbeTimeoutTTL/4) {
+			c.lru.add(ip, r, ttl)
+			return r
+		}
+		unlock, mine := c.shared.cache.Lock(wctx, c.shared.prefix+"lock:"+sk, c.lockFor)
+		if !mine {
+			deadline := time.Now().Add(c.lockFor)
+			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+				deadline = d
+			}
+			if r, ttl, ok := c.shared.awaitProbe(wctx, sk, deadline, c.cfg.ProbeAcceptTTL); ok {
+				c.lru.add(ip, r, ttl)
+				return r
+			}
+		} else {
+			defer unlock()
+		}
+		r := safeProbe(wctx, c.next, ip)
+		if ttl := c.ttlFor(r.Outcome); ttl > 0 {
+			c.lru.add(ip, r, ttl)
+			c.shared.cache.Set(sk, encodeProbe(r, c.lru.now().Add(ttl)), ttl)
+		}
+		return r
+	}
+	r := safeProbe(wctx, c.next, ip)
+	c.lru.add(ip, r, c.ttlFor(r.Outcome))
+	return r
 }
 
 // cached reports whether a probe would be answered from the cache.

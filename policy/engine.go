@@ -36,6 +36,10 @@ type Config struct {
 	// they are left out: they are the relay's own users, often on dynamic
 	// addresses without reverse DNS.
 	CheckAuthenticated bool
+	// Shared, when set, is the fleet cache (cache.shared.url), under
+	// SharedPrefix.
+	Shared       SharedCache
+	SharedPrefix string
 	// Observer, when set, is told about every DNS query, probe and cache lookup.
 	Observer Observer
 	// Clock replaces time.Now in the caches, for tests.
@@ -150,8 +154,10 @@ func DefaultConfig() Config {
 			ProbeAcceptTTL:  time.Hour,
 			ProbeRefusedTTL: 10 * time.Minute,
 			ProbeTimeoutTTL: 2 * time.Minute,
+			Prefetch:        true,
 		},
 		SkipIdentityNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+		SharedPrefix:         "mxguard:v1:",
 		Policy:               DefaultPolicy(),
 		MaxPTRNames:          10,
 	}
@@ -238,12 +244,20 @@ func New(cfg Config) (*Engine, error) {
 	// targets' A/AAAA; or PTR, then its names) and a probe, with its wait for
 	// a slot.
 	evalBudget := 2*budget + cfg.Probe.QueueTimeout + cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout
+	var shared *sharedLevel
+	if cfg.Shared != nil {
+		shared = &sharedLevel{cache: cfg.Shared, prefix: cfg.SharedPrefix, now: cfg.Clock,
+			dnsCounter:   &hitCounter{observer: cfg.Observer, cache: "shared-dns"},
+			probeCounter: &hitCounter{observer: cfg.Observer, cache: "shared-probe"}}
+	}
 	return &Engine{
-		cfg:             cfg,
-		budget:          evalBudget,
-		servers:         client.Servers(),
-		resolver:        &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
-		prober:          &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
+		cfg:      cfg,
+		budget:   evalBudget,
+		servers:  client.Servers(),
+		resolver: &cachedResolver{next: client, cfg: cfg.Cache, budget: budget, lru: dnsLRU, shared: shared, counter: &hitCounter{observer: cfg.Observer, cache: "dns"}},
+		prober: &cachedProber{next: raw, cfg: cfg.Cache, lru: probeLRU, shared: shared, port: cfg.Probe.Port,
+			lockFor: cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout,
+			counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:             raw,
 		spf:             spfLRU,
 		dmarc:           dmarcLRU,

@@ -250,6 +250,7 @@ func TestProbeTTLPerOutcome(t *testing.T) {
 	cfg.Clock = clock.now
 	cfg.Cache.MaxTTL = 24 * time.Hour // keep DNS answers; watch probes only
 	cfg.Cache.ProbeAcceptTTL, cfg.Cache.ProbeRefusedTTL, cfg.Cache.ProbeTimeoutTTL = time.Hour, 10*time.Minute, time.Minute
+	cfg.Cache.Prefetch = false // lifetimes alone, without refreshes ahead of them
 	e := newEngine(t, cfg)
 	accept, err := sb.Serve("127.0.6.1", smtptest.Accept)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 
@@ -132,6 +133,17 @@ type Cache struct {
 	ProbeAcceptTTL  Duration `yaml:"probe_accept_ttl"`
 	ProbeRefusedTTL Duration `yaml:"probe_refused_ttl"`
 	ProbeTimeoutTTL Duration `yaml:"probe_timeout_ttl"`
+	Prefetch        bool     `yaml:"prefetch"`
+	Shared          Shared   `yaml:"shared"`
+}
+
+// Shared is the fleet cache on Redis or Valkey.
+type Shared struct {
+	// URL is redis://[user:password@]host:port/db, rediss://... or
+	// unix://[user:password@]/path; empty is off.
+	URL     string   `yaml:"url"`
+	Prefix  string   `yaml:"prefix"`
+	Timeout Duration `yaml:"timeout"`
 }
 
 // Outbound describes the relay's own egress: its addresses and HELO name.
@@ -296,6 +308,15 @@ func (c *Config) validate() error {
 	} {
 		nonZero(key, d)
 	}
+	if s := c.Cache.Shared; s.URL != "" {
+		if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			errs = append(errs, c.errorAt("cache.shared.url", "want redis://host:port/db, rediss://host:port/db or unix:///path"))
+		}
+		if s.Prefix == "" {
+			errs = append(errs, c.errorAt("cache.shared.prefix", "must not be empty: the fleet's keys need their own namespace"))
+		}
+		nonZero("cache.shared.timeout", s.Timeout)
+	}
 	if c.Cache.MaxTTL.D < c.Cache.MinTTL.D {
 		errs = append(errs, c.errorAt("cache.max_ttl", "is below cache.min_ttl"))
 	}
@@ -374,9 +395,11 @@ func (c *Config) Engine() policy.Config {
 			ProbeAcceptTTL:  c.Cache.ProbeAcceptTTL.D,
 			ProbeRefusedTTL: c.Cache.ProbeRefusedTTL.D,
 			ProbeTimeoutTTL: c.Cache.ProbeTimeoutTTL.D,
+			Prefetch:        c.Cache.Prefetch,
 		},
 		OutboundIPs:          prefixes(c.Outbound.IPs),
 		EgressHELO:           c.Outbound.HELO,
+		SharedPrefix:         c.Cache.Shared.Prefix,
 		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),
 		Policy: policy.Policy{
 			Actions:       actions,

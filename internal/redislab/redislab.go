@@ -1,0 +1,127 @@
+// Package redislab runs private redis-server instances on loopback for
+// mxguard's fleet-cache tests and benchmarks (Debian's redis-server; no
+// system instance is touched).
+package redislab
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is one redis-server.
+type Server struct {
+	Addr string // 127.0.0.1:port
+	URL  string // redis://127.0.0.1:port/0
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Available says why no redis-server can run here, or nil.
+func Available() error {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return errors.New("redis-server is not installed (apt-get install redis-server)")
+	}
+	return nil
+}
+
+// Require fails the test under CI, and skips it elsewhere, when no
+// redis-server can run.
+func Require(t testing.TB) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v; CI must provide it (.ci/run)", err)
+		}
+		t.Skip(err)
+	}
+}
+
+// Start starts a server with extra config directives (e.g. "requirepass",
+// "s3cret") and stops it when the test ends.
+func Start(t testing.TB, directives ...string) *Server {
+	t.Helper()
+	Require(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), dir: t.TempDir()}
+	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--protected-mode", "no"}, prefixed(directives)...)
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func prefixed(directives []string) []string {
+	out := make([]string, len(directives))
+	for i, d := range directives {
+		out[i] = d
+		if i%2 == 0 {
+			out[i] = "--" + d
+		}
+	}
+	return out
+}
+
+func (s *Server) start() error {
+	s.cmd = exec.Command("redis-server", s.args...)
+	s.cmd.Dir = s.dir
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait() }()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-s.done:
+			return fmt.Errorf("redis-server exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server does not listen on %s: %w", s.Addr, err)
+		}
+	}
+}
+
+// Kill stops the server at once (SIGKILL), as a crash would.
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGCONT) // a paused one must be able to die
+		s.cmd.Process.Kill()
+		<-s.done
+		s.cmd = nil
+	}
+}
+
+// Restart starts the server again on the same address, empty.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Pause stops the server answering (SIGSTOP) without closing connections,
+// as a wedged server does; Resume lets it go on.
+func (s *Server) Pause()  { s.cmd.Process.Signal(syscall.SIGSTOP) }
+func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }

@@ -1,0 +1,304 @@
+package sharedcache_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/mxguard/mxguard/internal/redislab"
+	"github.com/mxguard/mxguard/internal/sharedcache"
+	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+const timeout = 50 * time.Millisecond
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// node is one mxguard of a fleet: an engine with the shared level.
+func node(t *testing.T, sb *smtptest.Sandbox, url string) (*policy.Engine, *sharedcache.Redis) {
+	t.Helper()
+	shared, err := sharedcache.New(url, timeout, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(shared.Close)
+	cfg := spectest.Config(sb)
+	cfg.Shared = shared
+	e, err := policy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the shared cache to connect", shared.Up)
+	return e, shared
+}
+
+// admin is a plain client for looking at and tampering with the server.
+func admin(t *testing.T, srv *redislab.Server) rueidis.Client {
+	t.Helper()
+	opt, _ := rueidis.ParseURL(srv.URL)
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func exists(t *testing.T, c rueidis.Client, key string) bool {
+	n, err := c.Do(context.Background(), c.B().Exists().Key(key).Build()).AsInt64()
+	return err == nil && n == 1
+}
+
+const mxKey = "mxguard:v1:dns:15:" // + domain
+
+// A second node makes no DNS query and no probe for a domain the first
+// decided.
+func TestSecondNodeAsksNobody(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	a, _ := node(t, sb, srv.URL)
+	b, _ := node(t, sb, srv.URL)
+	mx, err := sb.Serve("127.0.20.1", smtptest.Accept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("fleet.test", 10, "mx.fleet.test").A("mx.fleet.test", "127.0.20.1")
+	spectest.Authenticated(sb.Zone, "fleet.test")
+	req := policy.Request{Sender: "a@fleet.test", ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "mail.good.test"}
+	if r := a.Evaluate(context.Background(), req); r.Verdict() != policy.Pass {
+		t.Fatalf("first node: %s", spectest.Findings(r.Checks))
+	}
+	c := admin(t, srv)
+	waitFor(t, "the first node's answers to reach the shared cache", func() bool {
+		return exists(t, c, mxKey+"fleet.test") && exists(t, c, "mxguard:v1:probe:"+fmt.Sprint(sb.Port)+":127.0.20.1")
+	})
+	queries, probes := sb.DNS.Queries(), mx.Connections()
+	r := b.Evaluate(context.Background(), req)
+	if r.Verdict() != policy.Pass || sb.DNS.Queries() != queries || mx.Connections() != probes {
+		t.Errorf("second node: %s, %d DNS queries, %d probes", r.Verdict(), sb.DNS.Queries()-queries, mx.Connections()-probes)
+	}
+	if st := b.SharedStats(); st.DNS.Hits == 0 || st.Probe.Hits != 1 {
+		t.Errorf("shared stats %+v", st)
+	}
+}
+
+// Concurrent misses on three nodes probe a remote MX once: one node takes
+// the address's lock, the others wait for its result.
+func TestOneProbeAcrossTheFleet(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	var nodes []*policy.Engine
+	for i := 0; i < 3; i++ {
+		e, _ := node(t, sb, srv.URL)
+		nodes = append(nodes, e)
+	}
+	mx, err := sb.Serve("127.0.20.2", smtptest.SlowGreeting(300*time.Millisecond)) // long enough to overlap
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("herd.fleet.test", 10, "mx.herd.fleet.test").A("mx.herd.fleet.test", "127.0.20.2")
+	var wg sync.WaitGroup
+	for _, e := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r := e.Evaluate(context.Background(), policy.Request{Domain: "herd.fleet.test"}); r.Check(policy.MXPort25).Status != policy.StatusPass {
+				t.Errorf("mx.port25 %s", r.Check(policy.MXPort25).Detail)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := mx.Connections(); n != 1 {
+		t.Errorf("the MX was probed %d times by the fleet", n)
+	}
+	waits := uint64(0)
+	for _, e := range nodes {
+		waits += e.SharedStats().LockWaits
+	}
+	if waits != 2 {
+		t.Errorf("%d nodes waited for the lock holder, want 2", waits)
+	}
+}
+
+// Redis killed mid-run: decisions go on from the local level, each adding
+// at most about the shared timeout; once it is back, it is used again.
+func TestRedisKilledAndRestarted(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	e, shared := node(t, sb, srv.URL)
+	local := localOnly(t, sb)
+	srv.Kill()
+	for i := 0; i < 20; i++ {
+		domain := fmt.Sprintf("d%d.down.test", i)
+		sb.Zone.MX(domain, 10, "mx.accept.test")
+		withShared, alone := timed(e, domain), timed(local, "x"+domain)
+		sb.Zone.MX("x"+domain, 10, "mx.accept.test")
+		if withShared > alone+10*timeout {
+			t.Errorf("%s: %v with a dead shared cache, %v without one", domain, withShared, alone)
+		}
+	}
+	if shared.Up() {
+		t.Error("the shared cache says it is up")
+	}
+	srv.Restart(t)
+	waitFor(t, "the breaker to close again", func() bool {
+		e.Evaluate(context.Background(), policy.Request{Domain: fmt.Sprintf("back%d.test", time.Now().UnixNano())})
+		return shared.Up()
+	})
+	c := admin(t, srv)
+	sb.Zone.MX("after.test", 10, "mx.accept.test")
+	e.Evaluate(context.Background(), policy.Request{Domain: "after.test"})
+	waitFor(t, "a write after the restart", func() bool { return exists(t, c, mxKey+"after.test") })
+}
+
+// A wedged Redis (SIGSTOP: connections open, no answers) costs one
+// timeout, then the breaker stops asking it.
+func TestRedisPausedIsBounded(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	e, shared := node(t, sb, srv.URL)
+	srv.Pause()
+	defer srv.Resume()
+	for i := 0; i < 10; i++ {
+		domain := fmt.Sprintf("d%d.paused.test", i)
+		sb.Zone.MX(domain, 10, "mx.accept.test")
+		if took := timed(e, domain); took > 2*time.Second { // the probe timeouts are 300+600 ms; a stall would be far longer
+			t.Errorf("%s took %v with a wedged shared cache", domain, took)
+		}
+	}
+	if shared.Up() || shared.Errors() == 0 {
+		t.Errorf("up %v, %d errors", shared.Up(), shared.Errors())
+	}
+}
+
+// Values are untrusted input: garbage, oversized, far-future or
+// inconsistent values are refused and the answer is looked up instead.
+func TestGarbageValuesAreRefused(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	e, _ := node(t, sb, srv.URL)
+	c := admin(t, srv)
+	future := time.Now().Add(48 * time.Hour).UnixMilli()
+	soon := time.Now().Add(time.Minute).UnixMilli()
+	for domain, value := range map[string]string{
+		"junk.test":     "not json at all",
+		"huge.test":     `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"t":["` + strings.Repeat("x", 100<<10) + `"]}`,
+		"future.test":   `{"v":1,"exp":` + fmt.Sprint(future) + `,"k":0,"mx":[{"p":10,"h":"evil.example"}]}`,
+		"negative.test": `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":1,"mx":[{"p":10,"h":"evil.example"}]}`,
+		"control.test":  `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[{"p":10,"h":"evil\r\nexample"}]}`,
+		"version.test":  `{"v":9,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[{"p":10,"h":"mx.accept.test"}]}`,
+		"unknown.test":  `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[],"extra":1}`,
+	} {
+		sb.Zone.MX(domain, 10, "mx.accept.test")
+		if err := c.Do(context.Background(), c.B().Set().Key(mxKey+domain).Value(value).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		queries := sb.DNS.QueryCount(domain, 15)
+		r := e.Evaluate(context.Background(), policy.Request{Domain: domain})
+		if got := r.Check(policy.MXRecords); got.Status != policy.StatusPass || !strings.Contains(got.Detail, "mx.accept.test") {
+			t.Errorf("%s: mx.records %s %q", domain, got.Status, got.Detail)
+		}
+		if sb.DNS.QueryCount(domain, 15) != queries+1 {
+			t.Errorf("%s: the garbage was believed (no DNS query)", domain)
+		}
+	}
+	if g := e.SharedStats().Garbage; g != 7 {
+		t.Errorf("%d values refused, want 7", g)
+	}
+}
+
+// Keys expire with the DNS TTL (clamped like the local cache's), so every
+// node drops an answer at the same time.
+func TestKeysExpireWithTheDNSTTL(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	e, _ := node(t, sb, srv.URL)
+	sb.Zone.MustAdd("ttl.test. 200 IN MX 10 mx.accept.test.", "short.test. 5 IN MX 10 mx.accept.test.")
+	e.Evaluate(context.Background(), policy.Request{Domain: "ttl.test"})
+	e.Evaluate(context.Background(), policy.Request{Domain: "short.test"})
+	c := admin(t, srv)
+	for domain, want := range map[string]time.Duration{"ttl.test": 200 * time.Second, "short.test": time.Minute /* cache.min_ttl */} {
+		waitFor(t, domain+" in the shared cache", func() bool { return exists(t, c, mxKey+domain) })
+		ms, err := c.Do(context.Background(), c.B().Pttl().Key(mxKey+domain).Build()).AsInt64()
+		if got := time.Duration(ms) * time.Millisecond; err != nil || got > want || got < want-10*time.Second {
+			t.Errorf("%s: expires in %v, want %v", domain, got, want)
+		}
+	}
+}
+
+// A password in the URL authenticates, and is never logged.
+func TestAuthAndRedaction(t *testing.T) {
+	srv := redislab.Start(t, "requirepass", "s3cret-pw")
+	var log syncBuffer
+	shared, err := sharedcache.New(strings.Replace(srv.URL, "redis://", "redis://:s3cret-pw@", 1), timeout, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	waitFor(t, "an authenticated connection", shared.Up)
+	shared.Set("k", []byte("v"), time.Minute)
+	waitFor(t, "the write", func() bool { v, ok := shared.Get(context.Background(), "k"); return ok && string(v) == "v" })
+	if strings.Contains(log.String(), "s3cret-pw") || !strings.Contains(log.String(), "xxxxx") {
+		t.Errorf("the log shows the password, or no redacted URL:\n%s", log.String())
+	}
+	wrong, err := sharedcache.New(strings.Replace(srv.URL, "redis://", "redis://:wrong@", 1), timeout, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	if _, ok := wrong.Get(context.Background(), "k"); ok || wrong.Up() {
+		t.Error("a wrong password was let in")
+	}
+}
+
+func localOnly(t *testing.T, sb *smtptest.Sandbox) *policy.Engine {
+	t.Helper()
+	e, err := policy.New(spectest.Config(sb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func timed(e *policy.Engine, domain string) time.Duration {
+	began := time.Now()
+	e.Evaluate(context.Background(), policy.Request{Domain: domain})
+	return time.Since(began)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
