@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/sharedcache"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/postfixpolicy"
@@ -44,6 +45,7 @@ type daemon struct {
 	engine  atomic.Pointer[policy.Engine]
 	milter  *milter.Milter        // nil when milter.listen is empty
 	policy  *postfixpolicy.Server // nil when policy_service.listen is empty
+	shared  *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
 	fronts  []frontEnd
 	serving atomic.Bool
 }
@@ -98,6 +100,15 @@ func setLevel(v *slog.LevelVar, name config.LogLevel) {
 
 func (d *daemon) run() error {
 	d.metrics = metrics.New(d.engine.Load)
+	if url := d.cfg.Cache.Shared.URL; url != "" {
+		shared, err := sharedcache.New(url, d.cfg.Cache.Shared.Timeout.D, d.log)
+		if err != nil {
+			return err
+		}
+		defer shared.Close()
+		d.shared = shared
+		d.metrics.WatchSharedCache(shared, d.engine.Load)
+	}
 	engine, err := d.newEngine(d.cfg, nil)
 	if err != nil {
 		return err
@@ -200,6 +211,9 @@ func (d *daemon) source() string {
 func (d *daemon) newEngine(c *config.Config, prev *policy.Engine) (*policy.Engine, error) {
 	pc := c.Engine()
 	pc.Observer = d.metrics
+	if d.shared != nil {
+		pc.Shared = d.shared
+	}
 	if prev == nil {
 		return policy.New(pc)
 	}
@@ -248,6 +262,8 @@ func (d *daemon) warnRestartOnly(next *config.Config) {
 		"milter.idle_timeout":          old.Milter.IdleTimeout != next.Milter.IdleTimeout,
 		"milter.transaction_timeout":   old.Milter.TransactionTimeout != next.Milter.TransactionTimeout,
 		"outbound.self_check_interval": old.Outbound.SelfCheckInterval != next.Outbound.SelfCheckInterval,
+		"cache.shared.url":             old.Cache.Shared.URL != next.Cache.Shared.URL,
+		"cache.shared.timeout":         old.Cache.Shared.Timeout != next.Cache.Shared.Timeout,
 		"metrics.listen":               old.Metrics.Listen != next.Metrics.Listen,
 		"checks.header_from":           old.Checks.HeaderFrom != next.Checks.HeaderFrom,
 		"milter.reply_at":              old.Milter.ReplyAt != next.Milter.ReplyAt,

@@ -190,3 +190,39 @@ func (m *Metrics) SelfCheck(reports []*policy.Report) {
 		}
 	}
 }
+
+// SharedCache is what the metrics read of the fleet cache.
+type SharedCache interface {
+	Up() bool
+	Errors() uint64
+	Dropped() uint64
+}
+
+// WatchSharedCache exports the fleet cache's state: its breaker, its
+// errors and dropped writes, and the engine's lock waits and refused values.
+// (Its hits and misses are mxguard_cache_lookups_total{cache="shared-dns"}
+// and {cache="shared-probe"}.)
+func (m *Metrics) WatchSharedCache(c SharedCache, engine Engine) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "mxguard_shared_cache_up", Help: "1 when the fleet cache is connected and its circuit breaker closed.",
+		}, func() float64 {
+			if c.Up() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mxguard_shared_cache_errors_total", Help: "Fleet cache commands that failed or timed out.",
+		}, func() float64 { return float64(c.Errors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mxguard_shared_cache_dropped_writes_total", Help: "Writes to the fleet cache dropped while it was down or behind.",
+		}, func() float64 { return float64(c.Dropped()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mxguard_shared_cache_lock_waits_total", Help: "Probes this node left to the node holding the address's lock.",
+		}, func() float64 { return float64(engine().SharedStats().LockWaits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mxguard_shared_cache_refused_values_total", Help: "Fleet cache values refused as malformed, oversized or expired.",
+		}, func() float64 { return float64(engine().SharedStats().Garbage) }),
+	)
+}
