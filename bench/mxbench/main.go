@@ -4,7 +4,7 @@
 // process, in alternating rounds, because the machines are shared and noisy.
 //
 //	go run ./bench/mxbench all          # every benchmark, one table
-//	go run ./bench/mxbench milter       # one of: milter postfix cold stampede memory batch
+//	go run ./bench/mxbench milter       # one of: milter postfix cold stampede memory batch fleet
 package main
 
 import (
@@ -32,6 +32,7 @@ var benches = []struct {
 	{"stampede", runStampede},
 	{"memory", runMemory},
 	{"batch", runBatch},
+	{"fleet", runFleet},
 }
 
 func main() {

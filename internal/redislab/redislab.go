@@ -50,20 +50,26 @@ func Require(t testing.TB) {
 func Start(t testing.TB, directives ...string) *Server {
 	t.Helper()
 	Require(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := StartServer(t.TempDir(), directives...)
 	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), dir: t.TempDir()}
-	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--protected-mode", "no"}, prefixed(directives)...)
-	if err := s.start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Kill)
 	return s
+}
+
+// StartServer starts a server keeping its files in dir; Kill stops it.
+func StartServer(dir string, directives ...string) (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), dir: dir}
+	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--protected-mode", "no"}, prefixed(directives)...)
+	return s, s.start()
 }
 
 func prefixed(directives []string) []string {
