@@ -302,3 +302,7 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func sharedcacheNew(url string) (*sharedcache.Redis, error) {
+	return sharedcache.New(url, timeout, quiet)
+}
