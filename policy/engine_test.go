@@ -211,6 +211,7 @@ func TestCacheHonoursTTLs(t *testing.T) {
 	advance := clock.advance
 	cfg.Cache.MinTTL, cfg.Cache.MaxTTL = 30*time.Second, time.Hour
 	cfg.Cache.NegativeMaxTTL = 10 * time.Minute
+	cfg.Cache.Prefetch = false // lifetimes alone, without refreshes ahead of them
 	e := newEngine(t, cfg)
 	sb.Zone.MustAdd("ttl.test. 120 IN MX 10 mx.accept.test.")
 	ctx := context.Background()
