@@ -2,9 +2,11 @@ package smtptest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,8 +275,19 @@ type queryKey struct {
 }
 
 // StartDNS serves zone on 127.0.0.1 at a free port.
+//
+// Its port lies below the Linux ephemeral range (32768-60999), as the
+// sandbox's SMTP port does: an outgoing connection cannot take it while a
+// test restarts the server on the same address.
 func StartDNS(zone *Zone) (*DNSServer, error) {
-	return StartDNSAt("127.0.0.1:0", zone)
+	var err error
+	for try := 0; try < 50; try++ {
+		var s *DNSServer
+		if s, err = StartDNSAt(net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12000))), zone); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
 }
 
 // StartDNSAt serves zone at addr (UDP and TCP on the same port; port 0 picks one).
