@@ -150,6 +150,8 @@ type dnsKey struct {
 	qtype uint16
 }
 
+func (k dnsKey) String() string { return k.name + "/" + strconv.Itoa(int(k.qtype)) }
+
 // cachedResolver answers from an LRU and collapses concurrent misses for the
 // same (name, type) into one upstream lookup.
 type cachedResolver struct {
@@ -201,7 +203,7 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 	if e, ok, aging := c.lru.getAging(key); ok {
 		c.counter.hit()
 		if aging && c.cfg.Prefetch {
-			c.flight.DoChan("r/"+key.name+"/"+strconv.Itoa(int(qtype)), func() (any, error) { // in the background
+			c.flight.DoChan("refresh "+key.String(), func() (any, error) { // in the background
 				c.fetch(ctx, key, false)
 				return nil, nil
 			})
@@ -209,9 +211,7 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 		return e.ans, e.err
 	}
 	c.counter.miss()
-	ch := c.flight.DoChan(fmt.Sprintf("%s/%d", key.name, qtype), func() (any, error) {
-		return c.fetch(ctx, key, true), nil
-	})
+	ch := c.flight.DoChan(key.String(), func() (any, error) { return c.fetch(ctx, key, true), nil })
 	select {
 	case r := <-ch:
 		e := r.Val.(dnsEntry)
@@ -225,8 +225,10 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 // A miss first looks at the local cache again (a flight that ended after
 // the miss may have filled it); a refresh ahead of expiry does not.
 func (c *cachedResolver) fetch(ctx context.Context, key dnsKey, miss bool) dnsEntry {
-	if e, ok := c.lru.get(key); ok && miss {
-		return e
+	if miss {
+		if e, ok := c.lru.get(key); ok {
+			return e
+		}
 	}
 	// The shared lookup runs on its own deadline: a caller that gives up
 	// must not fail the other waiters, and the answer still lands in the cache.
@@ -314,7 +316,7 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	if r, ok, aging := c.lru.getAging(ip); ok {
 		c.counter.hit()
 		if aging && c.cfg.Prefetch {
-			c.flight.DoChan("r/"+ip.String(), func() (any, error) { // in the background
+			c.flight.DoChan("refresh "+ip.String(), func() (any, error) { // in the background
 				c.fetch(ctx, ip, false)
 				return nil, nil
 			})
@@ -337,12 +339,15 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 // deadline of the decision that asked and the lock's life, then probe
 // themselves rather than wait longer.
 func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) ProbeResult {
-	if r, ok := c.lru.get(ip); ok && miss {
-		return r
+	if miss {
+		if r, ok := c.lru.get(ip); ok {
+			return r
+		}
 	}
 	wctx := context.WithoutCancel(ctx) // bounded by the prober's own timeouts
+	sk := ""
 	if c.shared != nil {
-		sk := probeSharedKey(c.shared.prefix, c.port, ip)
+		sk = probeSharedKey(c.shared.prefix, c.port, ip)
 		if r, ttl, ok := c.shared.probe(wctx, sk, c.cfg.ProbeAcceptTTL); ok && (miss || ttl > c.cfg.ProbeTimeoutTTL/4) {
 			c.lru.add(ip, r, ttl)
 			return r
@@ -358,17 +363,15 @@ func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) Prob
 				return r
 			}
 		} else {
-			defer unlock()
+			defer unlock() // after the result is written below
 		}
-		r := safeProbe(wctx, c.next, ip)
-		if ttl := c.ttlFor(r.Outcome); ttl > 0 {
-			c.lru.add(ip, r, ttl)
-			c.shared.cache.Set(sk, encodeProbe(r, c.lru.now().Add(ttl)), ttl)
-		}
-		return r
 	}
 	r := safeProbe(wctx, c.next, ip)
-	c.lru.add(ip, r, c.ttlFor(r.Outcome))
+	ttl := c.ttlFor(r.Outcome)
+	c.lru.add(ip, r, ttl)
+	if c.shared != nil && ttl > 0 {
+		c.shared.cache.Set(sk, encodeProbe(r, c.lru.now().Add(ttl)), ttl)
+	}
 	return r
 }
 
@@ -392,6 +395,14 @@ type hitCounter struct {
 	hits, misses atomic.Uint64
 	observer     Observer
 	cache        string
+}
+
+func (h *hitCounter) count(hit bool) {
+	if hit {
+		h.hit()
+	} else {
+		h.miss()
+	}
 }
 
 func (h *hitCounter) hit() {

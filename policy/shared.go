@@ -211,35 +211,32 @@ type sharedLevel struct {
 }
 
 func (s *sharedLevel) dns(ctx context.Context, key string, maxTTL time.Duration) (*Answer, time.Duration, bool) {
-	b, ok := s.cache.Get(ctx, key)
-	if !ok {
-		s.dnsCounter.miss()
-		return nil, 0, false
-	}
-	a, ttl, err := decodeDNS(b, s.now(), maxTTL)
-	if err != nil {
-		s.garbage.Add(1)
-		s.dnsCounter.miss()
-		return nil, 0, false
-	}
-	s.dnsCounter.hit()
-	return a, ttl, true
+	a, ttl, ok := read(s, ctx, key, maxTTL, decodeDNS)
+	s.dnsCounter.count(ok)
+	return a, ttl, ok
 }
 
 func (s *sharedLevel) probe(ctx context.Context, key string, maxTTL time.Duration) (ProbeResult, time.Duration, bool) {
+	r, ttl, ok := read(s, ctx, key, maxTTL, decodeProbe)
+	s.probeCounter.count(ok)
+	return r, ttl, ok
+}
+
+// read gets key's value and checks it; a refused value counts as garbage,
+// and is a miss like a missing one.
+func read[T any](s *sharedLevel, ctx context.Context, key string, maxTTL time.Duration,
+	decode func([]byte, time.Time, time.Duration) (T, time.Duration, error)) (T, time.Duration, bool) {
+	var zero T
 	b, ok := s.cache.Get(ctx, key)
 	if !ok {
-		s.probeCounter.miss()
-		return ProbeResult{}, 0, false
+		return zero, 0, false
 	}
-	r, ttl, err := decodeProbe(b, s.now(), maxTTL)
+	v, ttl, err := decode(b, s.now(), maxTTL)
 	if err != nil {
 		s.garbage.Add(1)
-		s.probeCounter.miss()
-		return ProbeResult{}, 0, false
+		return zero, 0, false
 	}
-	s.probeCounter.hit()
-	return r, ttl, true
+	return v, ttl, true
 }
 
 // awaitProbe waits, until deadline, for another node's probe result.
@@ -247,12 +244,9 @@ func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.
 	s.lockWaits.Add(1)
 	for wait := 10 * time.Millisecond; time.Now().Add(wait).Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
 		time.Sleep(wait)
-		if b, ok := s.cache.Get(ctx, key); ok {
-			if r, ttl, err := decodeProbe(b, s.now(), maxTTL); err == nil {
-				s.probeCounter.hit()
-				return r, ttl, true
-			}
-			s.garbage.Add(1)
+		if r, ttl, ok := read(s, ctx, key, maxTTL, decodeProbe); ok {
+			s.probeCounter.hit()
+			return r, ttl, true
 		}
 	}
 	return ProbeResult{}, 0, false
