@@ -205,10 +205,17 @@ func (s *Server) serveConn(nc net.Conn) {
 	}()
 	c := &conn{s: s, net: nc, in: bufio.NewReaderSize(nc, maxLine)}
 	for {
-		if s.isClosing() {
+		// Under the lock Shutdown takes: its deadline for idle connections
+		// must not be overwritten by the idle timeout.
+		s.mu.Lock()
+		closing := s.closing
+		if !closing {
+			nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+		}
+		s.mu.Unlock()
+		if closing {
 			return
 		}
-		nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 		attrs, err := readRequest(c.in)
 		switch {
 		case errors.Is(err, io.EOF):
