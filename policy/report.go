@@ -57,7 +57,7 @@ func (r *Report) writeFindings(b *strings.Builder, domainOnly bool) {
 		if domainOnly && !c.ID.AboutDomain() {
 			continue // the sending host is the envelope's, already listed
 		}
-		if c.Status == StatusWarn || c.Status == StatusFail || c.Status == StatusTempError {
+		if c.Finding() {
 			fmt.Fprintf(b, "; %s=%s", c.ID, c.Status)
 		}
 	}

@@ -84,5 +84,11 @@ type Result struct {
 	fix      string
 }
 
+// Finding reports whether the result is worth reporting: a warning, a
+// failure, or a check that could not finish.
+func (r Result) Finding() bool {
+	return r.Status == StatusWarn || r.Status == StatusFail || r.Status == StatusTempError
+}
+
 // Fix says, for a warn or fail, what the owner of the domain or host should change.
 func (r Result) Fix() string { return r.fix }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/spectest"
 )
 
@@ -78,5 +80,28 @@ func TestServeSelfCheck(t *testing.T) {
 		if !strings.Contains(log, w) {
 			t.Errorf("the log lacks %s:\n%s", w, log)
 		}
+	}
+}
+
+// A reload names every changed setting that only a restart applies.
+func TestReloadNamesRestartOnlySettings(t *testing.T) {
+	old, err := config.Parse("old.yaml", []byte("metrics:\n  listen: 127.0.0.1:9891\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := config.Parse("new.yaml", []byte("metrics:\n  listen: 127.0.0.1:9892\npolicy_service:\n  listen: inet:127.0.0.1:10040\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log syncBuffer
+	d := &daemon{started: old, log: slog.New(slog.NewTextHandler(&log, nil))}
+	d.warnRestartOnly(next)
+	for _, key := range []string{"metrics.listen", "policy_service.listen"} {
+		if !strings.Contains(log.String(), `msg="this setting changes only on restart" key=`+key) {
+			t.Errorf("no warning for %s:\n%s", key, log.String())
+		}
+	}
+	if strings.Count(log.String(), "changes only on restart") != 2 {
+		t.Errorf("warnings for unchanged settings:\n%s", log.String())
 	}
 }

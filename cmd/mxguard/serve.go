@@ -189,7 +189,7 @@ func (d *daemon) selfCheck(ctx context.Context) {
 	for _, r := range reports {
 		clean := true
 		for _, c := range r.Checks {
-			if c.Status == policy.StatusWarn || c.Status == policy.StatusFail || c.Status == policy.StatusTempError {
+			if c.Finding() {
 				clean = false
 				d.log.Warn("egress self-check", "address", r.ClientIP.String(), "helo", helo, "check", string(c.ID),
 					"status", c.Status.String(), "detail", c.Detail, "fix", c.Fix())
@@ -211,7 +211,7 @@ func (d *daemon) source() string {
 func (d *daemon) newEngine(c *config.Config, prev *policy.Engine) (*policy.Engine, error) {
 	pc := c.Engine()
 	pc.Observer = d.metrics
-	if d.shared != nil {
+	if d.shared != nil { // a nil *Redis would make a non-nil SharedCache
 		pc.Shared = d.shared
 	}
 	if prev == nil {
@@ -256,18 +256,21 @@ func (d *daemon) reload() {
 func (d *daemon) warnRestartOnly(next *config.Config) {
 	old := d.started
 	for key, changed := range map[string]bool{
-		"milter.listen":                old.Milter.Listen != next.Milter.Listen,
-		"milter.socket_mode":           old.Milter.SocketMode != next.Milter.SocketMode,
-		"milter.max_sessions":          old.Milter.MaxSessions != next.Milter.MaxSessions,
-		"milter.idle_timeout":          old.Milter.IdleTimeout != next.Milter.IdleTimeout,
-		"milter.transaction_timeout":   old.Milter.TransactionTimeout != next.Milter.TransactionTimeout,
-		"outbound.self_check_interval": old.Outbound.SelfCheckInterval != next.Outbound.SelfCheckInterval,
-		"cache.shared.url":             old.Cache.Shared.URL != next.Cache.Shared.URL,
-		"cache.shared.timeout":         old.Cache.Shared.Timeout != next.Cache.Shared.Timeout,
-		"metrics.listen":               old.Metrics.Listen != next.Metrics.Listen,
-		"checks.header_from":           old.Checks.HeaderFrom != next.Checks.HeaderFrom,
-		"milter.reply_at":              old.Milter.ReplyAt != next.Milter.ReplyAt,
-		"log.format":                   old.Log.Format != next.Log.Format,
+		"milter.listen":                  old.Milter.Listen != next.Milter.Listen,
+		"milter.socket_mode":             old.Milter.SocketMode != next.Milter.SocketMode,
+		"milter.max_sessions":            old.Milter.MaxSessions != next.Milter.MaxSessions,
+		"milter.idle_timeout":            old.Milter.IdleTimeout != next.Milter.IdleTimeout,
+		"milter.transaction_timeout":     old.Milter.TransactionTimeout != next.Milter.TransactionTimeout,
+		"policy_service.listen":          old.PolicyService.Listen != next.PolicyService.Listen,
+		"policy_service.max_connections": old.PolicyService.MaxConnections != next.PolicyService.MaxConnections,
+		"policy_service.idle_timeout":    old.PolicyService.IdleTimeout != next.PolicyService.IdleTimeout,
+		"outbound.self_check_interval":   old.Outbound.SelfCheckInterval != next.Outbound.SelfCheckInterval,
+		"cache.shared.url":               old.Cache.Shared.URL != next.Cache.Shared.URL,
+		"cache.shared.timeout":           old.Cache.Shared.Timeout != next.Cache.Shared.Timeout,
+		"metrics.listen":                 old.Metrics.Listen != next.Metrics.Listen,
+		"checks.header_from":             old.Checks.HeaderFrom != next.Checks.HeaderFrom,
+		"milter.reply_at":                old.Milter.ReplyAt != next.Milter.ReplyAt,
+		"log.format":                     old.Log.Format != next.Log.Format,
 	} {
 		if changed {
 			d.log.Warn("this setting changes only on restart", "key", key)
