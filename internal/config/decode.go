@@ -176,16 +176,6 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// CheckSyntax reports whether data is well-formed YAML. Its error names the
-// line the way other configuration errors do ("FILE:LINE: message"), not as
-// yaml.v3 does: that names the line of the enclosing block, counted from 0.
-func CheckSyntax(name string, data []byte) error {
-	if err := parseYAML(data); err != nil {
-		return syntaxError(name, data, err)
-	}
-	return nil
-}
-
 // parseYAML parses every document of data.
 func parseYAML(data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
