@@ -14,7 +14,7 @@ import (
 	"os"
 	"strconv"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/mxguard/mxguard/configs"
 	"github.com/mxguard/mxguard/policy"
