@@ -18,7 +18,7 @@ func TestSystemdUnitIsUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"User=mxguard", "Group=mxguard", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
+	for _, want := range []string{"Type=notify\n", "WatchdogSec=", "User=mxguard", "Group=mxguard", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
 		"AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("the unit lacks %q", strings.TrimSpace(want))

@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/sdnotify"
 	"github.com/mxguard/mxguard/internal/sharedcache"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
@@ -46,8 +48,11 @@ type daemon struct {
 	milter  *milter.Milter        // nil when milter.listen is empty
 	policy  *postfixpolicy.Server // nil when policy_service.listen is empty
 	shared  *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
-	fronts  []frontEnd
-	serving atomic.Bool
+	systemd *sdnotify.Notifier    // nil when not started by systemd with Type=notify
+	// watchdogEvery is how often systemd wants a keep-alive (0: never).
+	watchdogEvery time.Duration
+	fronts        []frontEnd
+	serving       atomic.Bool
 }
 
 func runServe(args []string, stderr io.Writer) int {
@@ -61,11 +66,19 @@ func runServe(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(stderr, fmt.Errorf("serve takes no arguments, got %q", fs.Args()))
 	}
+	systemd, err := sdnotify.FromEnv()
+	if err != nil {
+		return usageError(stderr, err)
+	}
+	watchdogEvery, err := sdnotify.WatchdogInterval()
+	if err != nil {
+		return usageError(stderr, err)
+	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return usageError(stderr, err)
 	}
-	d := &daemon{path: *path, cfg: cfg, started: cfg, level: new(slog.LevelVar)}
+	d := &daemon{path: *path, cfg: cfg, started: cfg, level: new(slog.LevelVar), systemd: systemd, watchdogEvery: watchdogEvery}
 	d.log = newLogger(cfg.Log, d.level, stderr)
 	log.SetOutput(slogWriter{d.log}) // go-milter logs through the standard logger
 	log.SetFlags(0)
@@ -140,17 +153,53 @@ func (d *daemon) run() error {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(signals)
+	// Every listener is open: systemd may start the MTAs that depend on us.
+	d.notify("ready", d.systemd.Ready(d.status()))
+	var watchdog <-chan time.Time
+	if d.watchdogEvery > 0 {
+		t := time.NewTicker(d.watchdogEvery)
+		defer t.Stop()
+		watchdog = t.C
+	}
 	for {
 		select {
 		case err := <-served:
 			return err
+		case <-watchdog:
+			// From this loop, so a wedged reload or shutdown stops the pings.
+			d.notify("watchdog", d.systemd.Watchdog())
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				d.reload()
+				d.notify("reloading", d.systemd.Reloading())
+				status := d.status()
+				if err := d.reload(); err != nil {
+					status += "; the last reload failed (see the log), the previous configuration runs"
+				}
+				d.notify("ready", d.systemd.Ready(status))
 				continue
 			}
+			d.notify("stopping", d.systemd.Stopping("draining sessions"))
 			return d.shutdown(sig, served, httpSrv)
 		}
+	}
+}
+
+// status is the line systemctl status shows.
+func (d *daemon) status() string {
+	var on []string
+	if s := d.cfg.Milter.Listen.Spec; s != "" {
+		on = append(on, "milter "+s)
+	}
+	if s := d.cfg.PolicyService.Listen.Spec; s != "" {
+		on = append(on, "policy service "+s)
+	}
+	return "serving: " + strings.Join(on, ", ")
+}
+
+// notify logs a failed message to systemd; the service goes on regardless.
+func (d *daemon) notify(what string, err error) {
+	if err != nil {
+		d.log.Warn("systemd notification failed", "state", what, "error", err)
 	}
 }
 
@@ -227,7 +276,7 @@ func (d *daemon) milterConfig(c *config.Config, engine *policy.Engine) *milter.C
 
 // reload applies the configuration file again; a file that does not load
 // leaves everything as it was.
-func (d *daemon) reload() {
+func (d *daemon) reload() error {
 	cfg, err := loadConfig(d.path)
 	if err == nil {
 		var engine *policy.Engine
@@ -244,11 +293,12 @@ func (d *daemon) reload() {
 			d.cfg = cfg
 			d.metrics.Reload(true)
 			d.log.Info("configuration reloaded", "config", d.source())
-			return
+			return nil
 		}
 	}
 	d.metrics.Reload(false)
 	d.log.Error("configuration reload failed; still running the previous configuration", "error", err)
+	return err
 }
 
 // warnRestartOnly names the settings that differ from those mxguard started
