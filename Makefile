@@ -1,5 +1,8 @@
 # The README's commands, and the benchmarks.
-.PHONY: run test bench
+.PHONY: run test bench deb test-deb
+
+VERSION ?= $(shell sh packaging/version.sh)
+GOARCH ?= $(shell go env GOARCH)
 
 run:
 	go run ./cmd/mxguard serve
@@ -12,3 +15,14 @@ test:
 bench:
 	go test -run '^$$' -bench . -benchmem ./policy ./milter
 	go run ./bench/mxbench all
+
+# The Debian package, in dist/ (nfpm, pinned in packaging/go.mod).
+deb:
+	mkdir -p dist
+	CGO_ENABLED=0 GOARCH=$(GOARCH) go build -trimpath -ldflags="-s -w -X main.version=$(VERSION)" -o dist/mxguard ./cmd/mxguard
+	VERSION=$(VERSION) GOARCH=$(GOARCH) go tool -modfile=packaging/go.mod nfpm package \
+		--config packaging/nfpm.yaml --packager deb --target dist/
+
+# Installs the package on this machine (root), checks it, purges it.
+test-deb: deb
+	sh packaging/test-deb.sh

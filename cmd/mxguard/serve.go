@@ -145,7 +145,7 @@ func (d *daemon) run() error {
 		httpSrv = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go httpSrv.Serve(mln)
 	}
-	d.log.Info("mxguard serving", "milter", d.cfg.Milter.Listen.Spec, "policy_service", d.cfg.PolicyService.Listen.Spec,
+	d.log.Info("mxguard serving", "version", buildVersion(), "milter", d.cfg.Milter.Listen.Spec, "policy_service", d.cfg.PolicyService.Listen.Spec,
 		"metrics", d.cfg.Metrics.Listen, "config", d.source(), "resolvers", engine.Resolvers())
 	stopSelfCheck := d.selfCheckEvery(d.cfg.Outbound.SelfCheckInterval.D)
 	defer stopSelfCheck()

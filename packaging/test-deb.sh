@@ -1,0 +1,43 @@
+#!/bin/sh
+# Installs the package that `make deb` built on this machine (as root), checks
+# it, and removes and purges it again: nothing may be left behind.
+set -eu
+cd "$(dirname "$0")/.."
+fail() { echo "test-deb: $*" >&2; exit 1; }
+
+set -- dist/mxguard_*.deb
+[ $# -eq 1 ] && [ -f "$1" ] || fail "want exactly one dist/mxguard_*.deb (make deb), have: $*"
+deb=$1
+if dpkg -s mxguard >/dev/null 2>&1; then
+	fail "mxguard is installed already; this test installs and purges it"
+fi
+files=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ { sub(/^\./, "", $6); print $6 }')
+
+dpkg -i "$deb"
+getent passwd mxguard >/dev/null || fail "no system user mxguard"
+[ "$(stat -c '%U:%G %a' /etc/mxguard/mxguard.yaml)" = "root:mxguard 640" ] ||
+	fail "/etc/mxguard/mxguard.yaml is $(stat -c '%U:%G %a' /etc/mxguard/mxguard.yaml), want root:mxguard 640"
+grep -qx /etc/mxguard/mxguard.yaml /var/lib/dpkg/info/mxguard.conffiles || fail "the configuration is not a conffile"
+! pgrep -x mxguard >/dev/null || fail "installing started mxguard"
+/usr/bin/mxguard validate --config /etc/mxguard/mxguard.yaml
+# As the service runs it: the user must be able to read its configuration.
+runuser -u mxguard -- /usr/bin/mxguard validate --config /etc/mxguard/mxguard.yaml
+# verify exits 0 on the directives it ignores; any word from it is a failure.
+complaints=$(systemd-analyze verify /lib/systemd/system/mxguard.service 2>&1) ||
+	fail "systemd-analyze verify: $complaints"
+[ -z "$complaints" ] || fail "systemd-analyze verify: $complaints"
+
+# An upgrade (the same package again) keeps the operator's edits.
+echo "# edited by the operator" >>/etc/mxguard/mxguard.yaml
+dpkg -i "$deb"
+grep -q "edited by the operator" /etc/mxguard/mxguard.yaml || fail "reinstalling overwrote the edited configuration"
+
+dpkg -r mxguard
+[ ! -e /usr/bin/mxguard ] || fail "dpkg -r left /usr/bin/mxguard"
+[ -e /etc/mxguard/mxguard.yaml ] || fail "dpkg -r removed the configuration (only a purge should)"
+dpkg -P mxguard
+for f in $files /etc/mxguard /usr/share/doc/mxguard; do
+	[ ! -e "$f" ] || fail "dpkg -P left $f"
+done
+! dpkg -s mxguard >/dev/null 2>&1 || fail "dpkg still knows mxguard after the purge"
+echo "test-deb: $deb installs, validates, verifies, keeps edits, removes and purges cleanly"
