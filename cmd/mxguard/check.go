@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/policy"
 )
@@ -319,27 +320,12 @@ func newPrinter(w io.Writer, asJSON bool) *printer {
 	return &printer{w: w, json: asJSON, enc: json.NewEncoder(w)}
 }
 
-// jsonReport is the SPEC's JSON line.
-type jsonReport struct {
-	Domain  string         `json:"domain"`
-	Verdict policy.Verdict `json:"verdict"`
-	// Mode is "report" under policy.mode: report (the verdict is what
-	// enforcement would apply); left out otherwise.
-	Mode      string          `json:"mode,omitempty"`
-	Checks    []policy.Result `json:"checks"`
-	ElapsedMS int64           `json:"elapsed_ms"`
-}
-
 // print writes one report and returns its exit code.
 func (p *printer) print(engine *policy.Engine, r *policy.Report) int {
 	defer func() { p.n++ }()
 	headline, code := outcome(engine, r)
 	if p.json {
-		j := jsonReport{Domain: r.Domain, Verdict: r.Verdict(), Checks: r.Checks, ElapsedMS: r.Elapsed.Milliseconds()}
-		if r.ReportOnly {
-			j.Mode = "report"
-		}
-		p.enc.Encode(j)
+		p.enc.Encode(checkapi.NewReport(r))
 	} else {
 		if p.n > 0 {
 			fmt.Fprintln(p.w)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/sdnotify"
@@ -47,6 +48,7 @@ type daemon struct {
 	engine  atomic.Pointer[policy.Engine]
 	milter  *milter.Milter        // nil when milter.listen is empty
 	policy  *postfixpolicy.Server // nil when policy_service.listen is empty
+	api     *checkapi.Server      // nil when api.listen is empty
 	shared  *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
 	systemd *sdnotify.Notifier    // nil when not started by systemd with Type=notify
 	// watchdogEvery is how often systemd wants a keep-alive (0: never).
@@ -127,7 +129,7 @@ func (d *daemon) run() error {
 		return err
 	}
 	d.engine.Store(engine)
-	served := make(chan error, 2)
+	served := make(chan error, 3)
 	if err := d.startFrontEnds(engine, served); err != nil {
 		return err
 	}
@@ -146,7 +148,7 @@ func (d *daemon) run() error {
 		go httpSrv.Serve(mln)
 	}
 	d.log.Info("mxguard serving", "version", buildVersion(), "milter", d.cfg.Milter.Listen.Spec, "policy_service", d.cfg.PolicyService.Listen.Spec,
-		"metrics", d.cfg.Metrics.Listen, "config", d.source(), "resolvers", engine.Resolvers())
+		"metrics", d.cfg.Metrics.Listen, "api", d.cfg.API.Listen, "config", d.source(), "resolvers", engine.Resolvers())
 	stopSelfCheck := d.selfCheckEvery(d.cfg.Outbound.SelfCheckInterval.D)
 	defer stopSelfCheck()
 
@@ -192,6 +194,9 @@ func (d *daemon) status() string {
 	}
 	if s := d.cfg.PolicyService.Listen.Spec; s != "" {
 		on = append(on, "policy service "+s)
+	}
+	if s := d.cfg.API.Listen; s != "" {
+		on = append(on, "check API "+s)
 	}
 	return "serving: " + strings.Join(on, ", ")
 }
@@ -289,6 +294,9 @@ func (d *daemon) reload() error {
 			if d.policy != nil {
 				d.policy.Reload(d.policyConfig(cfg, engine))
 			}
+			if d.api != nil {
+				d.api.Reload(d.apiConfig(cfg, engine))
+			}
 			setLevel(d.level, cfg.Log.Level)
 			d.cfg = cfg
 			d.metrics.Reload(true)
@@ -318,6 +326,8 @@ func (d *daemon) warnRestartOnly(next *config.Config) {
 		"cache.shared.url":               old.Cache.Shared.URL != next.Cache.Shared.URL,
 		"cache.shared.timeout":           old.Cache.Shared.Timeout != next.Cache.Shared.Timeout,
 		"metrics.listen":                 old.Metrics.Listen != next.Metrics.Listen,
+		"api.listen":                     old.API.Listen != next.API.Listen,
+		"api.max_concurrency":            old.API.MaxConcurrency != next.API.MaxConcurrency,
 		"checks.header_from":             old.Checks.HeaderFrom != next.Checks.HeaderFrom,
 		"milter.reply_at":                old.Milter.ReplyAt != next.Milter.ReplyAt,
 		"log.format":                     old.Log.Format != next.Log.Format,
@@ -404,7 +414,27 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 		go func() { served <- fmt.Errorf("policy service listener: %w", d.policy.Serve(ln)) }()
 		d.fronts = append(d.fronts, frontEnd{d.policy.ActiveConns, d.policy.Shutdown})
 	}
+	if c.API.Listen != "" {
+		ln, err := net.Listen("tcp", c.API.Listen)
+		if err != nil {
+			for _, f := range d.fronts {
+				f.shutdown(context.Background())
+			}
+			return fmt.Errorf("api.listen %s: %w", c.API.Listen, err)
+		}
+		d.api = checkapi.New(d.apiConfig(c, engine), checkapi.Options{
+			MaxConcurrency: c.API.MaxConcurrency,
+			Log:            d.log,
+			Recorder:       d.metrics.WatchAPI(),
+		})
+		go func() { served <- fmt.Errorf("check API listener: %w", d.api.Serve(ln)) }()
+		d.fronts = append(d.fronts, frontEnd{d.api.ActiveRequests, d.api.Shutdown})
+	}
 	return nil
+}
+
+func (d *daemon) apiConfig(c *config.Config, engine *policy.Engine) *checkapi.Config {
+	return &checkapi.Config{Engine: engine, Token: c.API.Token, Rate: c.API.Rate, DecisionTimeout: c.DecisionTimeout.D}
 }
 
 func (d *daemon) policyConfig(c *config.Config, engine *policy.Engine) *postfixpolicy.Config {

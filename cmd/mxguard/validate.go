@@ -150,6 +150,13 @@ func warnings(c *config.Config, postfix commandTimeout) []string {
 				"%s %s, and /metrics has no authentication: use 127.0.0.1 or ::1", l, why))
 		}
 	}
+	if l := c.API.Listen; l != "" {
+		host, _, _ := net.SplitHostPort(l)
+		if why := exposed(host); why != "" {
+			out = append(out, c.Describe("api.listen",
+				"%s %s, and the API speaks plain HTTP: its bearer token crosses the network in clear; put a TLS proxy in front", l, why))
+		}
+	}
 	return out
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -25,6 +26,7 @@ type Config struct {
 	Milter          Milter        `yaml:"milter"`
 	PolicyService   PolicyService `yaml:"policy_service"`
 	Metrics         Metrics       `yaml:"metrics"`
+	API             API           `yaml:"api"`
 	DecisionTimeout Duration      `yaml:"decision_timeout"`
 	Header          Header        `yaml:"header"`
 	Checks          Checks        `yaml:"checks"`
@@ -85,6 +87,16 @@ type PolicyService struct {
 // Metrics is the HTTP listener for /metrics and /healthz.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+}
+
+// API is the HTTP check API for hosting control panels.
+type API struct {
+	Listen string `yaml:"listen"`
+	// Token, when set, is required as "Authorization: Bearer TOKEN".
+	Token string `yaml:"token"`
+	// Rate is the requests per second allowed to each client.
+	Rate           float64 `yaml:"rate"`
+	MaxConcurrency int     `yaml:"max_concurrency"`
 }
 
 // Header names the header added to messages.
@@ -232,6 +244,36 @@ func parseOnto(c *Config, name string, data []byte) (*Config, error) {
 	return c, nil
 }
 
+// validateAPI checks the api keys. Off the loopback interface the API
+// needs a token: it answers for the relay's caches and resolvers.
+func (c *Config) validateAPI() []error {
+	var errs []error
+	a := c.API
+	if a.Rate <= 0 || math.IsInf(a.Rate, 0) || math.IsNaN(a.Rate) {
+		errs = append(errs, c.errorAt("api.rate", "must be a positive number of requests per second"))
+	}
+	if a.MaxConcurrency <= 0 {
+		errs = append(errs, c.errorAt("api.max_concurrency", "must be a positive number, got %d", a.MaxConcurrency))
+	}
+	for _, r := range a.Token {
+		if r <= ' ' || r >= 0x7f {
+			errs = append(errs, c.errorAt("api.token", "must be printable ASCII without spaces (RFC 6750 token)"))
+			break
+		}
+	}
+	if a.Listen == "" {
+		return errs
+	}
+	host, _, err := net.SplitHostPort(a.Listen)
+	if err != nil {
+		return append(errs, c.errorAt("api.listen", "want HOST:PORT: %v", err))
+	}
+	if ip, err := netip.ParseAddr(host); (err != nil || !ip.Unmap().IsLoopback()) && host != "localhost" && a.Token == "" {
+		errs = append(errs, c.errorAt("api.listen", "%s is not a loopback address: set api.token, so that only your control panel can ask", a.Listen))
+	}
+	return errs
+}
+
 // errorAt formats an error for a key, with the line it was set on when the
 // file set it.
 func (c *Config) errorAt(key, format string, args ...any) error {
@@ -272,6 +314,7 @@ func (c *Config) validate() error {
 			errs = append(errs, c.errorAt("metrics.listen", "want HOST:PORT: %v", err))
 		}
 	}
+	errs = append(errs, c.validateAPI()...)
 	for _, s := range c.Resolver.Servers {
 		if !validServer(s) {
 			errs = append(errs, c.errorAt("resolver.servers", "%q is not an IP address or IP:port", s))

@@ -135,11 +135,31 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"probe:\n  port:\n", `bad.yaml:2: probe.port: has no value`},
 		{"decision_timeout:\n", `bad.yaml:1: decision_timeout: has no value`},
 		{"probe:\n  allow_networks: [\"::ffff:0:0/80\"]\n", `mixes IPv4-mapped`},
+		{"api:\n  listen: 0.0.0.0:9892\n", `bad.yaml:2: api.listen: 0.0.0.0:9892 is not a loopback address: set api.token`},
+		{"api:\n  listen: panel.example:9892\n", `bad.yaml:2: api.listen: panel.example:9892 is not a loopback address: set api.token`},
+		{"api:\n  listen: 9892\n", `bad.yaml:2: api.listen: want HOST:PORT`},
+		{"api:\n  rate: 0\n", `bad.yaml:2: api.rate: must be a positive number`},
+		{"api:\n  rate: .inf\n", `bad.yaml:2: api.rate: must be a positive number`},
+		{"api:\n  max_concurrency: 0\n", `bad.yaml:2: api.max_concurrency: must be a positive number`},
+		{"api:\n  token: two words\n", `bad.yaml:2: api.token: must be printable ASCII without spaces`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bad.yaml", []byte(c.yaml))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q:\n got %v\nwant %s", c.yaml, err, c.want)
+		}
+	}
+}
+
+func TestAPIOffLoopbackNeedsAToken(t *testing.T) {
+	for _, yaml := range []string{
+		"api:\n  listen: 127.0.0.1:9892\n",
+		"api:\n  listen: \"[::1]:9892\"\n",
+		"api:\n  listen: localhost:9892\n",
+		"api:\n  listen: 0.0.0.0:9892\n  token: Zm9vYmFyYmF6\n",
+	} {
+		if _, err := Parse("ok.yaml", []byte(yaml)); err != nil {
+			t.Errorf("%q: %v", yaml, err)
 		}
 	}
 }
