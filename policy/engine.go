@@ -302,6 +302,11 @@ func outliving(ctx context.Context, budget time.Duration) (context.Context, cont
 // the most there have been at once.
 func (e *Engine) ProbesInFlight() (now, peak int) { return e.raw.InFlight() }
 
+// EgressBlocked reports, per address family, whether outbound port 25 looks
+// blocked from here now: while it does, mx.port25 reports that family's
+// probes as inconclusive rather than judging the remote hosts.
+func (e *Engine) EgressBlocked() (ipv4, ipv6 bool) { return e.raw.egress.state() }
+
 // Evaluate runs every check for req. When ctx ends first, the checks not yet
 // done report temperror; their lookups and probes go on in the background,
 // within the engine's budget, and land in the cache.

@@ -405,6 +405,14 @@ func (t *egressTracker) record(ip netip.Addr, o Outcome) {
 	}
 }
 
+// state reports, per address family (IPv4, IPv6), whether port 25 looks
+// unreachable from here now: the view blocked takes of each family.
+func (t *egressTracker) state() (v4, v6 bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.consecutive[0] >= t.threshold, t.consecutive[1] >= t.threshold
+}
+
 // blocked reports whether port 25 looks unreachable from here for every
 // one of addrs' address families, and why.
 func (t *egressTracker) blocked(addrs []netip.Addr) (bool, string) {

@@ -94,6 +94,8 @@ func New(engine Engine) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mxguard_probes_in_flight", Help: "Port-25 probes connected or connecting now.",
 		}, func() float64 { n, _ := engine().ProbesInFlight(); return float64(n) }),
+		egressGauge("ipv4", func() bool { v4, _ := engine().EgressBlocked(); return v4 }),
+		egressGauge("ipv6", func() bool { _, v6 := engine().EgressBlocked(); return v6 }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -108,7 +110,43 @@ func New(engine Engine) *Metrics {
 			m.decisions.WithLabelValues(v, mode)
 		}
 	}
+	// Dashboards and alerts read these before the first message: a rate
+	// over a series that does not exist yet is no data, not zero.
+	m.initCacheLookups("dns", "probe")
+	for _, t := range []uint16{dns.TypeMX, dns.TypeA, dns.TypeAAAA, dns.TypePTR, dns.TypeTXT} {
+		m.dnsTime.WithLabelValues(dns.TypeToString[t])
+		m.dnsQueries.WithLabelValues(dns.TypeToString[t], "noerror")
+		m.dnsQueries.WithLabelValues(dns.TypeToString[t], "timeout")
+	}
+	for o := policy.OutcomeAccept; o <= policy.OutcomeAbandoned; o++ {
+		if o != policy.OutcomeNotAllowed { // never dialled, never counted
+			m.probes.WithLabelValues(o.String())
+		}
+	}
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
 	return m
+}
+
+func (m *Metrics) initCacheLookups(caches ...string) {
+	for _, c := range caches {
+		m.cacheLookups.WithLabelValues(c, "hit")
+		m.cacheLookups.WithLabelValues(c, "miss")
+	}
+}
+
+// egressGauge exports whether outbound port 25 looks blocked for family.
+func egressGauge(family string, blocked func() bool) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "mxguard_egress_blocked",
+		Help:        "1 while outbound port 25 looks blocked from here for the address family (probe.blocked_after probes in a row with no TCP answer or no route; mx.port25 then says temperror or skip), else 0.",
+		ConstLabels: prometheus.Labels{"family": family},
+	}, func() float64 {
+		if blocked() {
+			return 1
+		}
+		return 0
+	})
 }
 
 // Handler serves /metrics.
@@ -201,8 +239,9 @@ type SharedCache interface {
 // WatchSharedCache exports the fleet cache's state: its breaker, its
 // errors and dropped writes, and the engine's lock waits and refused values.
 // (Its hits and misses are mxguard_cache_lookups_total{cache="shared-dns"}
-// and {cache="shared-probe"}.)
+// and {cache="shared-probe"}: asked after a local miss or to refresh.)
 func (m *Metrics) WatchSharedCache(c SharedCache, engine Engine) {
+	m.initCacheLookups("shared-dns", "shared-probe")
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mxguard_shared_cache_up", Help: "1 when the fleet cache is connected and its circuit breaker closed.",
