@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/term"
-
 	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/policy"
@@ -102,7 +100,7 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	base := policy.Request{ClientIP: client, HELO: o.helo}
 	var in io.Reader = strings.NewReader(strings.Join(targets, "\n"))
-	var progress io.Writer
+	var bar *progress
 	if o.file != "" {
 		if o.file != "-" {
 			f, err := os.Open(o.file)
@@ -114,11 +112,9 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		} else {
 			in = stdin
 		}
-		if f, ok := unwrap(stderr).(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			progress = stderr
-		}
+		bar = newProgress(in, stdout, stderr)
 	}
-	code, err := runBatch(ctx, engine, base, in, out, o.concurrency, progress)
+	code, err := runBatch(ctx, engine, base, in, out, o.concurrency, bar)
 	if err != nil {
 		fmt.Fprintf(stderr, "mxguard check: %v\n", err)
 		return exitUsage
@@ -196,7 +192,7 @@ func (o *checkOptions) engineConfig() (policy.Config, netip.Addr, error) {
 // runBatch checks every line of in (blank lines and # comments aside) with up
 // to n workers and prints the reports in input order. A repeated domain is
 // answered from the cache.
-func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, in io.Reader, out *printer, n int, progress io.Writer) (int, error) {
+func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, in io.Reader, out *printer, n int, bar *progress) (int, error) {
 	type job struct {
 		req  policy.Request
 		done chan *policy.Report
@@ -238,25 +234,19 @@ func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, i
 		}
 		readErr = sc.Err()
 	}()
-	worst := exitPass
-	began, count := time.Now(), 0
-	lastProgress := began
+	worst, count := exitPass, 0
 	for j := range queue {
 		select {
 		case r := <-j.done:
+			bar.beforeReport()
 			worst = worse(worst, out.print(engine, r))
 		case <-ctx.Done():
 		}
 		count++
-		if progress != nil && time.Since(lastProgress) > 200*time.Millisecond {
-			lastProgress = time.Now()
-			fmt.Fprintf(progress, "\r%d domains checked, %.1f/s ", count, float64(count)/time.Since(began).Seconds())
-		}
+		bar.done()
 	}
 	wg.Wait()
-	if progress != nil {
-		fmt.Fprintf(progress, "\r%d domains checked in %s\n", count, time.Since(began).Round(time.Millisecond))
-	}
+	bar.finish(count)
 	if ctx.Err() != nil {
 		return worst, ctx.Err()
 	}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// progress shows how far `check --file` is on a terminal: a bar with the
+// count, the rate and the time left when the number of lines is known (a
+// regular file), the count and the rate when it is not (a pipe).
+type progress struct {
+	bar   *progressbar.ProgressBar
+	w     io.Writer
+	began time.Time
+	// clearFirst is set when the reports share the terminal: the bar
+	// leaves the line before each report is written.
+	clearFirst bool
+}
+
+// newProgress returns the progress display for a batch read from in, or nil
+// when stderr is not a terminal (a log file or a CI job wants no bar).
+func newProgress(in io.Reader, stdout, stderr io.Writer) *progress {
+	errFile, ok := unwrap(stderr).(*os.File)
+	if !ok || !term.IsTerminal(int(errFile.Fd())) {
+		return nil
+	}
+	total := -1
+	if f, ok := in.(*os.File); ok {
+		if n, ok := countTargets(f); ok {
+			total = n
+		}
+	}
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription("checking"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("domains"),
+		progressbar.OptionThrottle(100 * time.Millisecond),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionClearOnFinish(),
+	}
+	if total >= 0 {
+		opts = append(opts, progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish())
+	} else {
+		opts = append(opts, progressbar.OptionSpinnerType(14))
+	}
+	p := &progress{bar: progressbar.NewOptions(total, opts...), w: stderr, began: time.Now()}
+	if outFile, ok := unwrap(stdout).(*os.File); ok && term.IsTerminal(int(outFile.Fd())) {
+		p.clearFirst = true
+	}
+	return p
+}
+
+// countTargets counts the lines `check` will read from a regular file, and
+// rewinds it. Anything else (a pipe, a terminal) cannot be read twice.
+func countTargets(f *os.File) (int, bool) {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0, false
+	}
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+			n++
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil || sc.Err() != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+// beforeReport makes room for a report on a shared terminal.
+func (p *progress) beforeReport() {
+	if p != nil && p.clearFirst {
+		p.bar.Clear()
+	}
+}
+
+// done counts one checked domain.
+func (p *progress) done() {
+	if p != nil {
+		p.bar.Add(1)
+	}
+}
+
+// finish replaces the bar with a summary line.
+func (p *progress) finish(count int) {
+	if p == nil {
+		return
+	}
+	p.bar.Finish()
+	p.bar.Clear()
+	took := time.Since(p.began)
+	fmt.Fprintf(p.w, "\r%d domains checked in %s (%.1f/s)\n", count, took.Round(time.Millisecond), float64(count)/took.Seconds())
+}
