@@ -18,7 +18,7 @@ bench:
 
 # The Debian package, in dist/ (nfpm, pinned in packaging/go.mod).
 deb:
-	mkdir -p dist
+	mkdir -p dist && rm -f dist/mxguard_*.deb
 	CGO_ENABLED=0 GOARCH=$(GOARCH) go build -trimpath -ldflags="-s -w -X main.version=$(VERSION)" -o dist/mxguard ./cmd/mxguard
 	VERSION=$(VERSION) GOARCH=$(GOARCH) go tool -modfile=packaging/go.mod nfpm package \
 		--config packaging/nfpm.yaml --packager deb --target dist/
