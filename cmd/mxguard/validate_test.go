@@ -67,6 +67,7 @@ func TestValidateWarns(t *testing.T) {
 		{"", false, "milter:\n  listen: inet:192.0.2.25:8891\n", []string{":2: milter.listen: inet:192.0.2.25:8891 is not a loopback address"}},
 		{"", false, "milter:\n  listen: inet6:[::ffff:192.0.2.25]:8891\n", []string{"is not a loopback address"}},
 		{"", false, "metrics:\n  listen: :9891\n", []string{":2: metrics.listen: :9891 listens on every interface, and /metrics has no authentication"}},
+		{"", false, "api:\n  listen: 0.0.0.0:9892\n  token: t0ken\n", []string{":2: api.listen: 0.0.0.0:9892 listens on every interface, and the API speaks plain HTTP"}},
 		{"", false, "metrics:\n  listen: 0.0.0.0:9891\nmilter:\n  listen: inet:8891@10.1.2.3\ndecision_timeout: 1m\n", []string{
 			":5: decision_timeout: 1m0s is not below", ":4: milter.listen: inet:8891@10.1.2.3 is not a loopback address", ":2: metrics.listen: 0.0.0.0:9891 listens on every interface"}},
 		{"", false, "milter:\n  listen: inet:127.0.0.2:8891\nmetrics:\n  listen: \"[::1]:9891\"\n", nil},
