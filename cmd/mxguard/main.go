@@ -4,6 +4,7 @@
 //	mxguard serve    [--config FILE]           run the milter
 //	mxguard check    [flags] DOMAIN|ADDRESS... audit domains from the command line
 //	mxguard validate [--config FILE]           check a configuration file
+//	mxguard sandbox  --spec FILE               serve a test sandbox (DNS, MX hosts) for integration tests
 package main
 
 import (
@@ -33,6 +34,7 @@ Usage:
   mxguard validate [--config FILE]          check a configuration file, warn about risky settings
   mxguard check [flags] DOMAIN|ADDRESS...   audit domains (see mxguard check -h)
   mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
+  mxguard sandbox --spec FILE               serve a DNS zone and MX hosts on loopback for tests (docs/SANDBOX.md)
   mxguard help                              this text
 `
 
@@ -56,6 +58,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runValidate(args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdin, stdout, stderr)
+	case "sandbox":
+		return runSandbox(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitPass
