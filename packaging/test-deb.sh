@@ -15,6 +15,8 @@ files=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ { sub(/^\./, "", $6); print $6 }')
 
 dpkg -i "$deb"
 getent passwd mxguard >/dev/null || fail "no system user mxguard"
+[ "$(/usr/bin/mxguard version)" = "mxguard $(dpkg-deb -f "$deb" Version)" ] ||
+	fail "mxguard version says $(/usr/bin/mxguard version), the package $(dpkg-deb -f "$deb" Version)"
 [ "$(stat -c '%U:%G %a' /etc/mxguard/mxguard.yaml)" = "root:mxguard 640" ] ||
 	fail "/etc/mxguard/mxguard.yaml is $(stat -c '%U:%G %a' /etc/mxguard/mxguard.yaml), want root:mxguard 640"
 grep -qx /etc/mxguard/mxguard.yaml /var/lib/dpkg/info/mxguard.conffiles || fail "the configuration is not a conffile"

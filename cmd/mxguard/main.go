@@ -35,6 +35,7 @@ Usage:
   mxguard check [flags] DOMAIN|ADDRESS...   audit domains (see mxguard check -h)
   mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
   mxguard sandbox --spec FILE               serve a DNS zone and MX hosts on loopback for tests (docs/SANDBOX.md)
+  mxguard version                           the version of this binary
   mxguard help                              this text
 `
 
@@ -60,6 +61,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runCheck(args[1:], stdin, stdout, stderr)
 	case "sandbox":
 		return runSandbox(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "mxguard %s\n", buildVersion())
+		return exitPass
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitPass

@@ -133,3 +133,10 @@ func TestPostfixDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestVersion(t *testing.T) {
+	code, out, _ := runCLI(t, "", "version")
+	if code != exitPass || !strings.HasPrefix(out, "mxguard devel") {
+		t.Errorf("exit %d, %q; want mxguard devel... from a test binary", code, out)
+	}
+}
