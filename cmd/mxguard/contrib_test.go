@@ -270,14 +270,15 @@ func (e exposition) family(name string) (string, bool) {
 }
 
 // Every metric, label and label value that the dashboard and the rules
-// name is exported by a freshly started mxguard with a fleet cache and a
-// self-check, before any mail: alerts and panels are never blind to a
+// name is exported by a freshly started mxguard with a fleet cache, the
+// check API and a self-check, before any mail: alerts and panels are never blind to a
 // series that only appears later, or to a misspelt one.
 func TestContribMetricsExported(t *testing.T) {
 	srv := redislab.Start(t)
 	sb := spectest.Sandbox(t)
 	milter, metricsPort := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), freeTCPPort(t)
-	cfg := sandboxConfig(sb, "inet:"+milter, metricsPort, "cache:\n  shared:\n    url: "+srv.URL+"\n")
+	cfg := sandboxConfig(sb, "inet:"+milter, metricsPort, fmt.Sprintf("cache:\n  shared:\n    url: %s\napi:\n  listen: 127.0.0.1:%d\n",
+		srv.URL, freeTCPPort(t)))
 	cfg = strings.Replace(cfg, "probe:\n", "probe:\n  blocked_after: 1\n", 1)
 	path := filepath.Join(t.TempDir(), "mxguard.yaml")
 	writeFile(t, path, cfg)
