@@ -59,8 +59,11 @@ type Options struct {
 	QueueTimeout   time.Duration
 	// MaxConns caps open connections; more wait to be accepted.
 	MaxConns int
-	Log      *slog.Logger
-	Recorder Recorder
+	// ReadTimeout bounds reading a request, headers and all (10s when 0):
+	// a client that trickles it is cut off.
+	ReadTimeout time.Duration
+	Log         *slog.Logger
+	Recorder    Recorder
 }
 
 // Bounds on what a client may send.
@@ -98,6 +101,9 @@ func New(cfg *Config, opts Options) *Server {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 1024
 	}
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = readTimeout
+	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
@@ -105,8 +111,8 @@ func New(cfg *Config, opts Options) *Server {
 	s.cfg.Store(cfg)
 	s.http = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: readTimeout,
-		ReadTimeout:       readTimeout,
+		ReadHeaderTimeout: opts.ReadTimeout,
+		ReadTimeout:       opts.ReadTimeout,
 		WriteTimeout:      cfg.DecisionTimeout + opts.QueueTimeout + writeMargin,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeader,

@@ -325,6 +325,37 @@ func TestShutdownWaitsForChecksInFlight(t *testing.T) {
 	}
 }
 
+func TestSlowAndOversizedRequestsAreCutOff(t *testing.T) {
+	engine := &fakeEngine{}
+	_, base := startAPI(t, &Config{Engine: engine}, Options{ReadTimeout: 200 * time.Millisecond})
+	addr := strings.TrimPrefix(base, "http://")
+	// A client that never finishes its headers is disconnected.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /v1/check?domain=example.com HTTP/1.1\r\nHost: x\r\n")
+	c.SetReadDeadline(time.Now().Add(30 * time.Second)) // a backstop only
+	if _, err := io.ReadAll(c); err != nil {
+		t.Errorf("the trickling connection was not closed by the server: %v", err)
+	}
+	// Headers beyond 8 KiB are refused.
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/check?domain=example.com", nil)
+	req.Header.Set("X-Padding", strings.Repeat("a", 16<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("16 KiB of headers: %d, want 431", resp.StatusCode)
+	}
+	if len(engine.reqs) != 0 {
+		t.Errorf("cut-off requests reached the engine: %+v", engine.reqs)
+	}
+}
+
 type countingRecorder struct {
 	mu    sync.Mutex
 	codes map[int]int
