@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxguard/mxguard/checkapi"
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/spectest"
 )
 
@@ -109,5 +113,39 @@ func TestAPIAnswersAsTheCLIDoes(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`(?m)^mxguard_decisions_total\{.*\} [1-9].*$`).FindString(metrics); m != "" {
 		t.Errorf("API checks were counted as mail decisions: %s", m)
+	}
+}
+
+// api.listen changes only on restart, so a reload cannot take the token
+// away from a listener beyond loopback, even by moving listen to loopback.
+func TestReloadKeepsTheTokenOfAnExposedAPI(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mxguard.yaml")
+	writeFile(t, path, "api:\n  listen: 192.0.2.1:9892\n  token: s3cret\n")
+	started, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	d := &daemon{path: path, cfg: started, started: started, level: new(slog.LevelVar)}
+	d.log = slog.New(slog.NewTextHandler(&log, nil))
+	d.metrics = metrics.New(d.engine.Load)
+	engine, err := d.newEngine(started, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.engine.Store(engine)
+	d.api = checkapi.New(d.apiConfig(started, engine), checkapi.Options{Log: d.log}) // never serving: only its config matters
+
+	writeFile(t, path, "api:\n  listen: 127.0.0.1:9892\n")
+	if err := d.reload(); err == nil || !strings.Contains(err.Error(), "listens on 192.0.2.1:9892 until a restart") {
+		t.Errorf("reload without the token: %v", err)
+	}
+	if d.cfg.API.Token != "s3cret" {
+		t.Errorf("the running token is now %q", d.cfg.API.Token)
+	}
+	writeFile(t, path, "api:\n  listen: 192.0.2.1:9892\n  token: n3w\n")
+	if err := d.reload(); err != nil || d.cfg.API.Token != "n3w" {
+		t.Errorf("a reload with a new token: %v, token %q", err, d.cfg.API.Token)
 	}
 }

@@ -68,20 +68,20 @@ func runServe(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(stderr, fmt.Errorf("serve takes no arguments, got %q", fs.Args()))
 	}
-	systemd, err := sdnotify.FromEnv()
-	if err != nil {
-		return usageError(stderr, err)
-	}
-	watchdogEvery, err := sdnotify.WatchdogInterval()
-	if err != nil {
-		return usageError(stderr, err)
-	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
 		return usageError(stderr, err)
 	}
-	d := &daemon{path: *path, cfg: cfg, started: cfg, level: new(slog.LevelVar), systemd: systemd, watchdogEvery: watchdogEvery}
+	d := &daemon{path: *path, cfg: cfg, started: cfg, level: new(slog.LevelVar)}
 	d.log = newLogger(cfg.Log, d.level, stderr)
+	// systemd's side of things is an extra: trouble with it is logged, and
+	// mxguard serves regardless.
+	if d.systemd, err = sdnotify.FromEnv(); err != nil {
+		d.log.Warn("not telling systemd how mxguard is doing", "error", err)
+	}
+	if d.watchdogEvery, err = sdnotify.WatchdogInterval(); err != nil {
+		d.log.Warn("no watchdog pings", "error", err)
+	}
 	log.SetOutput(slogWriter{d.log}) // go-milter logs through the standard logger
 	log.SetFlags(0)
 	if err := d.run(); err != nil {
@@ -186,16 +186,17 @@ func (d *daemon) run() error {
 	}
 }
 
-// status is the line systemctl status shows.
+// status is the line systemctl status shows: the listeners open (a reload
+// does not move them).
 func (d *daemon) status() string {
 	var on []string
-	if s := d.cfg.Milter.Listen.Spec; s != "" {
+	if s := d.started.Milter.Listen.Spec; s != "" {
 		on = append(on, "milter "+s)
 	}
-	if s := d.cfg.PolicyService.Listen.Spec; s != "" {
+	if s := d.started.PolicyService.Listen.Spec; s != "" {
 		on = append(on, "policy service "+s)
 	}
-	if s := d.cfg.API.Listen; s != "" {
+	if s := d.started.API.Listen; s != "" {
 		on = append(on, "check API "+s)
 	}
 	return "serving: " + strings.Join(on, ", ")
@@ -283,6 +284,11 @@ func (d *daemon) milterConfig(c *config.Config, engine *policy.Engine) *milter.C
 // leaves everything as it was.
 func (d *daemon) reload() error {
 	cfg, err := loadConfig(d.path)
+	if err == nil && d.api != nil && cfg.API.Token == "" && d.started.API.Exposed() {
+		// api.listen changes only on restart: the open listener keeps its
+		// address, so it keeps needing a token.
+		err = fmt.Errorf("api.token: the check API listens on %s until a restart, which needs a token", d.started.API.Listen)
+	}
 	if err == nil {
 		var engine *policy.Engine
 		if engine, err = d.newEngine(cfg, d.engine.Load()); err == nil {
@@ -348,9 +354,15 @@ func (d *daemon) shutdown(sig os.Signal, served <-chan error, httpSrv *http.Serv
 	d.log.Info("draining sessions", "signal", sig.String(), "sessions", sessions, "timeout", drain)
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	var err error
+	// In parallel: every listener closes at once, and each front end has
+	// the whole drain time, not what the one before it left.
+	errs := make(chan error, len(d.fronts))
 	for _, f := range d.fronts {
-		err = errors.Join(err, f.shutdown(ctx))
+		go func() { errs <- f.shutdown(ctx) }()
+	}
+	var err error
+	for range d.fronts {
+		err = errors.Join(err, <-errs)
 	}
 	for range d.fronts {
 		<-served

@@ -244,6 +244,17 @@ func parseOnto(c *Config, name string, data []byte) (*Config, error) {
 	return c, nil
 }
 
+// Exposed says whether the API listens beyond loopback (or on a host name
+// that may resolve beyond it).
+func (a API) Exposed() bool {
+	host, _, err := net.SplitHostPort(a.Listen)
+	if a.Listen == "" || err != nil || host == "localhost" {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.Unmap().IsLoopback()
+}
+
 // validateAPI checks the api keys. Off the loopback interface the API
 // needs a token: it answers for the relay's caches and resolvers.
 func (c *Config) validateAPI() []error {
@@ -264,11 +275,10 @@ func (c *Config) validateAPI() []error {
 	if a.Listen == "" {
 		return errs
 	}
-	host, _, err := net.SplitHostPort(a.Listen)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(a.Listen); err != nil {
 		return append(errs, c.errorAt("api.listen", "want HOST:PORT: %v", err))
 	}
-	if ip, err := netip.ParseAddr(host); (err != nil || !ip.Unmap().IsLoopback()) && host != "localhost" && a.Token == "" {
+	if a.Exposed() && a.Token == "" {
 		errs = append(errs, c.errorAt("api.listen", "%s is not a loopback address: set api.token, so that only your control panel can ask", a.Listen))
 	}
 	return errs
