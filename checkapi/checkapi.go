@@ -86,8 +86,10 @@ type Server struct {
 	opts    Options
 	slots   chan struct{}
 	limiter *limiter
-	http    *http.Server
-	active  atomic.Int64
+	// failures limits requests without the right token, apart from limiter.
+	failures *limiter
+	http     *http.Server
+	active   atomic.Int64
 }
 
 // New returns a Server for cfg.
@@ -107,13 +109,13 @@ func New(cfg *Config, opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{opts: opts, slots: make(chan struct{}, opts.MaxConcurrency), limiter: newLimiter(clientsKept)}
+	s := &Server{opts: opts, slots: make(chan struct{}, opts.MaxConcurrency), limiter: newLimiter(clientsKept), failures: newLimiter(clientsKept)}
 	s.cfg.Store(cfg)
 	s.http = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: opts.ReadTimeout,
 		ReadTimeout:       opts.ReadTimeout,
-		WriteTimeout:      cfg.DecisionTimeout + opts.QueueTimeout + writeMargin,
+		WriteTimeout:      opts.QueueTimeout + writeMargin, // extended per check
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeader,
 		ErrorLog:          slog.NewLogLogger(opts.Log.Handler(), slog.LevelDebug),
@@ -161,14 +163,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 		w.Header().Set("Allow", "GET, HEAD")
 		return fail(w, http.StatusMethodNotAllowed, r.Method+" is not allowed; use GET")
 	}
-	// Before the token: a client guessing tokens is throttled too.
-	if ok, wait := s.limiter.allow(clientKey(r.RemoteAddr), cfg.Rate, time.Now()); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		return fail(w, http.StatusTooManyRequests, "rate limit: at most "+strconv.FormatFloat(cfg.Rate, 'g', -1, 64)+" requests per second per client")
-	}
+	// Failed logins spend a bucket of their own, so that a client without
+	// the token (or a stranger behind the same proxy) cannot use up the
+	// control panel's.
+	client := clientKey(r.RemoteAddr)
 	if cfg.Token != "" && !authorized(r.Header.Get("Authorization"), cfg.Token) {
+		if ok, wait := s.failures.allow(client, cfg.Rate, time.Now()); !ok {
+			return tooMany(w, cfg.Rate, wait)
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
 		return fail(w, http.StatusUnauthorized, "missing or wrong bearer token")
+	}
+	if ok, wait := s.limiter.allow(client, cfg.Rate, time.Now()); !ok {
+		return tooMany(w, cfg.Rate, wait)
 	}
 	req, err := parseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -189,10 +196,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.DecisionTimeout)
 	defer cancel()
+	// decision_timeout may change on reload: the answer's deadline follows.
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(cfg.DecisionTimeout + writeMargin))
 	report := cfg.Engine.Evaluate(ctx, req)
 	s.opts.Log.Info("api check", "client", r.RemoteAddr, "domain", policy.Printable(report.Domain, maxLogText),
 		"client_ip", optional(req.ClientIP), "verdict", report.Verdict().String(), "elapsed_ms", report.Elapsed.Milliseconds())
 	return reply(w, http.StatusOK, NewReport(report))
+}
+
+func tooMany(w http.ResponseWriter, rate float64, wait time.Duration) int {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+	return fail(w, http.StatusTooManyRequests, "rate limit: at most "+strconv.FormatFloat(rate, 'g', -1, 64)+" requests per second per client")
 }
 
 // parseQuery reads domain, client_ip and helo; anything else, a repeated
