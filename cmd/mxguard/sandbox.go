@@ -52,7 +52,7 @@ func runSandbox(args []string, stdout, stderr io.Writer) int {
 	specPath := flags.String("spec", "", "the sandbox `FILE` (YAML, see docs/SANDBOX.md)")
 	dnsAddr := flags.String("dns", "", "serve DNS (UDP and TCP) at loopback `HOST:PORT` (default: 127.0.0.1 at a free port)")
 	smtpPort := flags.String("smtp-port", "", "the SMTP `PORT` every MX host listens on (default: a free one)")
-	configOut := flags.String("config-out", "", "write the mxguard configuration to `PATH`, removed on exit (default: a temporary directory)")
+	configOut := flags.String("config-out", "", "write the mxguard configuration to `PATH`, a new file, removed on exit (default: a temporary directory)")
 	if err := flags.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}
@@ -706,7 +706,10 @@ func (s *sandboxSpec) mxguardConfig(dnsAddr string, port uint16) ([]byte, error)
 	}
 	root := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	if s.config != nil {
-		root = clone(s.config)
+		budget := maxConfigNodes
+		if root = clone(s.config, &budget); root == nil {
+			return nil, fmt.Errorf("%s:%d: config: more than %d values once its aliases are expanded", s.file, s.config.Line, maxConfigNodes)
+		}
 	}
 	for _, k := range keys {
 		_, section := lookup(root, k.section)
@@ -785,14 +788,24 @@ func lookup(m *yaml.Node, key string) (k, v *yaml.Node) {
 	return nil, nil
 }
 
-// clone copies a node tree, aliases resolved, keeping the lines it came from.
-func clone(n *yaml.Node) *yaml.Node {
+// maxConfigNodes bounds the config section with its aliases expanded: a
+// few lines of nested aliases would otherwise make billions of nodes.
+const maxConfigNodes = 100_000
+
+// clone copies a node tree, aliases resolved, keeping the lines it came
+// from; nil when that would take more than *budget nodes.
+func clone(n *yaml.Node, budget *int) *yaml.Node {
+	if *budget--; *budget < 0 {
+		return nil
+	}
 	n = deref(n)
 	c := *n
 	c.Anchor, c.Alias = "", nil
 	c.Content = make([]*yaml.Node, len(n.Content))
 	for i, child := range n.Content {
-		c.Content[i] = clone(child)
+		if c.Content[i] = clone(child, budget); c.Content[i] == nil {
+			return nil
+		}
 	}
 	return &c
 }
@@ -895,7 +908,19 @@ func (sb *sandbox) writeConfig(spec *sandboxSpec, path string) (string, func() e
 	if path, err = filepath.Abs(path); err != nil {
 		return "", nil, err
 	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	// A new file only: it is removed on exit, and must never be someone's
+	// real configuration.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", nil, fmt.Errorf("--config-out: %w (it must not exist: the sandbox removes it on exit)", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return "", nil, err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
 		return "", nil, err
 	}
 	return path, func() error { return os.Remove(path) }, nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -257,5 +258,35 @@ func TestSandboxDocExample(t *testing.T) {
 	}
 	if len(spec.listeners) != 5 || spec.config == nil {
 		t.Errorf("the example has %d MX hosts and config %v", len(spec.listeners), spec.config)
+	}
+}
+
+// --config-out never overwrites a file: the sandbox removes it on exit.
+func TestSandboxConfigOutMustBeNew(t *testing.T) {
+	existing := filepath.Join(t.TempDir(), "mxguard.yaml")
+	if err := os.WriteFile(existing, []byte("# the operator's own\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"sandbox", "--spec", exampleSpec, "--config-out", existing}, nil, &stdout, &stderr)
+	if code != 1 || stdout.Len() > 0 || !strings.Contains(stderr.String(), "it must not exist") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+	if data, err := os.ReadFile(existing); err != nil || string(data) != "# the operator's own\n" {
+		t.Errorf("the existing file is now %q, %v", data, err)
+	}
+}
+
+// Nested aliases in the config section cannot blow up: a few lines would
+// otherwise expand to 10^9 values.
+func TestSandboxSpecAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("config:\n  x0: &a0 [1,1,1,1,1,1,1,1,1,1]\n")
+	for i := 1; i < 9; i++ {
+		fmt.Fprintf(&b, "  x%d: &a%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d,", i-1), 10), ","))
+	}
+	_, err := parseSandboxSpec("s.yaml", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "s.yaml:2: config: more than 100000 values") {
+		t.Errorf("got %v", err)
 	}
 }
