@@ -25,7 +25,7 @@ grep -qx /etc/mxguard/mxguard.yaml /var/lib/dpkg/info/mxguard.conffiles || fail 
 # As the service runs it: the user must be able to read its configuration.
 runuser -u mxguard -- /usr/bin/mxguard validate --config /etc/mxguard/mxguard.yaml
 # verify exits 0 on the directives it ignores; any word from it is a failure.
-complaints=$(systemd-analyze verify /lib/systemd/system/mxguard.service 2>&1) ||
+complaints=$(systemd-analyze verify /usr/lib/systemd/system/mxguard.service 2>&1) ||
 	fail "systemd-analyze verify: $complaints"
 [ -z "$complaints" ] || fail "systemd-analyze verify: $complaints"
 
