@@ -238,7 +238,6 @@ func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, i
 	for j := range queue {
 		select {
 		case r := <-j.done:
-			bar.beforeReport()
 			worst = worse(worst, out.print(engine, r))
 		case <-ctx.Done():
 		}

@@ -19,16 +19,18 @@ type progress struct {
 	bar   *progressbar.ProgressBar
 	w     io.Writer
 	began time.Time
-	// clearFirst is set when the reports share the terminal: the bar
-	// leaves the line before each report is written.
-	clearFirst bool
 }
 
 // newProgress returns the progress display for a batch read from in, or nil
-// when stderr is not a terminal (a log file or a CI job wants no bar).
+// when stderr is not a terminal (a log file or a CI job wants no bar) or
+// the reports go to the same terminal (they show the progress themselves,
+// and a bar redrawn between them would break their lines).
 func newProgress(in io.Reader, stdout, stderr io.Writer) *progress {
 	errFile, ok := unwrap(stderr).(*os.File)
 	if !ok || !term.IsTerminal(int(errFile.Fd())) {
+		return nil
+	}
+	if outFile, ok := unwrap(stdout).(*os.File); ok && term.IsTerminal(int(outFile.Fd())) {
 		return nil
 	}
 	total := -1
@@ -52,18 +54,19 @@ func newProgress(in io.Reader, stdout, stderr io.Writer) *progress {
 	} else {
 		opts = append(opts, progressbar.OptionSpinnerType(14))
 	}
-	p := &progress{bar: progressbar.NewOptions(total, opts...), w: stderr, began: time.Now()}
-	if outFile, ok := unwrap(stdout).(*os.File); ok && term.IsTerminal(int(outFile.Fd())) {
-		p.clearFirst = true
-	}
-	return p
+	return &progress{bar: progressbar.NewOptions(total, opts...), w: stderr, began: time.Now()}
 }
 
 // countTargets counts the lines `check` will read from a regular file, and
-// rewinds it. Anything else (a pipe, a terminal) cannot be read twice.
+// goes back to where it was (stdin may be a file the shell has read from
+// already). Anything else (a pipe, a terminal) cannot be read twice.
 func countTargets(f *os.File) (int, bool) {
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
+		return 0, false
+	}
+	start, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
 		return 0, false
 	}
 	n := 0
@@ -74,17 +77,10 @@ func countTargets(f *os.File) (int, bool) {
 			n++
 		}
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil || sc.Err() != nil {
+	if _, err := f.Seek(start, io.SeekStart); err != nil || sc.Err() != nil {
 		return 0, false
 	}
 	return n, true
-}
-
-// beforeReport makes room for a report on a shared terminal.
-func (p *progress) beforeReport() {
-	if p != nil && p.clearFirst {
-		p.bar.Clear()
-	}
 }
 
 // done counts one checked domain.

@@ -46,14 +46,18 @@ func openPTY(t *testing.T) (ptmx, tty *os.File) {
 }
 
 // runOnTerminal runs mxguard with stderr on a terminal and stdout on a pipe,
-// as `mxguard check --file big.txt > reports.json` in a shell does.
-func runOnTerminal(t *testing.T, stdin io.Reader, args ...string) (stdout, terminal string) {
+// as `mxguard check --file big.txt > reports.json` in a shell does; or with
+// both on the terminal when bothOnTerminal.
+func runOnTerminal(t *testing.T, stdin io.Reader, bothOnTerminal bool, args ...string) (stdout, terminal string) {
 	t.Helper()
 	ptmx, tty := openPTY(t)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "MXGUARD_RUN_MAIN=1")
 	var out bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, tty
+	if bothOnTerminal {
+		cmd.Stdout = tty
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +87,7 @@ func TestCheckFileShowsProgressOnATerminal(t *testing.T) {
 	writeFile(t, file, list.String())
 	args := append([]string{"check", "--json", "--file", file}, sandboxFlags(t, sb)...)
 
-	stdout, screen := runOnTerminal(t, nil, args...)
+	stdout, screen := runOnTerminal(t, nil, false, args...)
 	if lines := parseLines(t, stdout); len(lines) != n {
 		t.Errorf("%d reports on stdout, want %d", len(lines), n)
 	}
@@ -100,12 +104,39 @@ func TestCheckFileShowsProgressOnATerminal(t *testing.T) {
 	}
 
 	// From a pipe the total is unknown: a count and a rate, no ETA.
-	stdout, screen = runOnTerminal(t, strings.NewReader(list.String()), append(args[:3:3], append([]string{"-"}, args[4:]...)...)...)
+	fromStdin := append(args[:3:3], append([]string{"-"}, args[4:]...)...)
+	stdout, screen = runOnTerminal(t, strings.NewReader(list.String()), false, fromStdin...)
 	if lines := parseLines(t, stdout); len(lines) != n {
 		t.Errorf("stdin: %d reports on stdout, want %d", len(lines), n)
 	}
 	if !strings.Contains(screen, "60 domains checked in") {
 		t.Errorf("stdin: no summary on the terminal:\n%q", screen)
+	}
+
+	// Stdin a file the shell has read from already ({ read header;
+	// mxguard check --file -; } < list): counting the lines leaves it
+	// where it was.
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(int64(len("user0@ok.test\n")), io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	stdout, screen = runOnTerminal(t, f, false, fromStdin...)
+	if lines := parseLines(t, stdout); len(lines) != n-1 || lines[0].Domain != "ok.test" {
+		t.Errorf("stdin at line 2: %d reports, want %d", len(lines), n-1)
+	}
+	if !regexp.MustCompile(`\(\d+/59, `).MatchString(screen) {
+		t.Errorf("stdin at line 2: the bar does not count the 59 lines left:\n%q", screen)
+	}
+
+	// Reports on the same terminal show the progress themselves: no bar
+	// between their lines.
+	_, screen = runOnTerminal(t, nil, true, args...)
+	if strings.Count(screen, `"domain":"ok.test"`) != n || strings.Contains(screen, "domains/s") {
+		t.Errorf("stdout on the terminal: want %d reports and no bar:\n%q", n, screen)
 	}
 }
 
