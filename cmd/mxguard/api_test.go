@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/config"
@@ -147,5 +150,51 @@ func TestReloadKeepsTheTokenOfAnExposedAPI(t *testing.T) {
 	writeFile(t, path, "api:\n  listen: 192.0.2.1:9892\n  token: n3w\n")
 	if err := d.reload(); err != nil || d.cfg.API.Token != "n3w" {
 		t.Errorf("a reload with a new token: %v, token %q", err, d.cfg.API.Token)
+	}
+}
+
+// SIGTERM closes every listener at once: the API takes no new checks while
+// the milter drains its open sessions.
+func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
+	sb := spectest.Sandbox(t)
+	milterAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	metricsPort := freeTCPPort(t)
+	cfgPath := filepath.Join(t.TempDir(), "mxguard.yaml")
+	// A drain longer than waitLimit: the API must close long before it ends.
+	writeFile(t, cfgPath, strings.Replace(sandboxConfig(sb, "inet:"+milterAddr, metricsPort, "api:\n  listen: "+apiAddr+"\n"),
+		"milter:\n", "milter:\n  drain_timeout: 2m\n", 1))
+	d := startDaemon(t, cfgPath, "tcp", milterAddr)
+	session, err := net.Dial("tcp", milterAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	waitUntil(t, "the session to open", func() bool {
+		_, m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+		return strings.Contains(m, "mxguard_active_sessions 1")
+	})
+	if code, _ := apiGet(t, "http://"+apiAddr+"/v1/check?domain=ok.test", ""); code != 200 {
+		t.Fatalf("API before SIGTERM: %d", code)
+	}
+
+	d.signal(t, syscall.SIGTERM)
+	d.waitLog(t, "draining sessions")
+	waitUntil(t, "the API to stop accepting while the milter drains", func() bool {
+		c, err := net.DialTimeout("tcp", apiAddr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	session.Close()
+	select {
+	case err := <-d.done:
+		d.done <- nil // for the cleanup
+		if err != nil {
+			t.Errorf("mxguard exited with %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("mxguard did not stop once its last session closed")
 	}
 }
