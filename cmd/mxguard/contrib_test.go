@@ -282,7 +282,8 @@ func TestContribMetricsExported(t *testing.T) {
 	cfg = strings.Replace(cfg, "probe:\n", "probe:\n  blocked_after: 1\n", 1)
 	path := filepath.Join(t.TempDir(), "mxguard.yaml")
 	writeFile(t, path, cfg)
-	startDaemon(t, path, "tcp", milter)
+	// Every front end is up (and has registered its metrics) once it says so.
+	startDaemon(t, path, "tcp", milter).waitLog(t, "mxguard serving")
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	var body string
 	waitUntil(t, "the shared cache and the self-check in /metrics", func() bool {

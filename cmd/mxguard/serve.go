@@ -129,23 +129,26 @@ func (d *daemon) run() error {
 		return err
 	}
 	d.engine.Store(engine)
-	served := make(chan error, 3)
-	if err := d.startFrontEnds(engine, served); err != nil {
-		return err
-	}
-	d.serving.Store(true)
-
+	// Metrics first: by the time an MTA or a test can connect to a front
+	// end, /metrics and /healthz answer.
 	var httpSrv *http.Server
 	if addr := d.cfg.Metrics.Listen; addr != "" {
 		mln, err := net.Listen("tcp", addr)
 		if err != nil {
-			for _, f := range d.fronts {
-				f.shutdown(context.Background())
-			}
 			return fmt.Errorf("metrics.listen: %w", err)
 		}
 		httpSrv = &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 		go httpSrv.Serve(mln)
+	}
+	// Serving from the first listener on: if a later one cannot open,
+	// mxguard exits.
+	d.serving.Store(true)
+	served := make(chan error, 3)
+	if err := d.startFrontEnds(engine, served); err != nil {
+		if httpSrv != nil {
+			httpSrv.Close()
+		}
+		return err
 	}
 	d.log.Info("mxguard serving", "version", buildVersion(), "milter", d.cfg.Milter.Listen.Spec, "policy_service", d.cfg.PolicyService.Listen.Spec,
 		"metrics", d.cfg.Metrics.Listen, "api", d.cfg.API.Listen, "config", d.source(), "resolvers", engine.Resolvers())
