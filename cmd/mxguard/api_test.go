@@ -165,6 +165,7 @@ func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
 	writeFile(t, cfgPath, strings.Replace(sandboxConfig(sb, "inet:"+milterAddr, metricsPort, "api:\n  listen: "+apiAddr+"\n"),
 		"milter:\n", "milter:\n  drain_timeout: 2m\n", 1))
 	d := startDaemon(t, cfgPath, "tcp", milterAddr)
+	d.waitLog(t, "mxguard serving") // the API listens too
 	session, err := net.Dial("tcp", milterAddr)
 	if err != nil {
 		t.Fatal(err)
