@@ -189,13 +189,7 @@ func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
 		return err != nil
 	})
 	session.Close()
-	select {
-	case err := <-d.done:
-		d.done <- nil // for the cleanup
-		if err != nil {
-			t.Errorf("mxguard exited with %v", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("mxguard did not stop once its last session closed")
+	if err := d.waitExit(t); err != nil {
+		t.Errorf("mxguard exited with %v", err)
 	}
 }

@@ -107,14 +107,8 @@ func TestServeNotifiesSystemd(t *testing.T) {
 	if m := fake.next(t); m["STOPPING"] != "1" {
 		t.Fatalf("on SIGTERM got %v, want STOPPING=1", m)
 	}
-	select {
-	case err := <-d.done:
-		d.done <- nil // for the cleanup
-		if err != nil {
-			t.Fatalf("mxguard exited with %v", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("mxguard did not stop")
+	if err := d.waitExit(t); err != nil {
+		t.Fatalf("mxguard exited with %v", err)
 	}
 }
 

@@ -98,6 +98,19 @@ func (d *daemonProc) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
+// waitExit waits for the daemon to exit and returns how it ended.
+func (d *daemonProc) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		d.done <- nil // for the cleanup
+		return err
+	case <-time.After(waitLimit):
+		t.Fatal("mxguard did not stop")
+		return nil
+	}
+}
+
 // waitLimit bounds every wait for the daemon: a backstop for a broken
 // build, never reached by a working one, however loaded the machine.
 const waitLimit = 30 * time.Second
@@ -273,15 +286,9 @@ func TestServeUnixSocketMetricsReloadAndDrain(t *testing.T) {
 	}
 
 	d.signal(t, syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("no exit after SIGTERM")
+	if err := d.waitExit(t); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
 	}
-	d.done <- nil // for the cleanup
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket is left behind: %v", err)
 	}
