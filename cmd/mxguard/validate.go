@@ -127,34 +127,29 @@ func warnings(c *config.Config, postfix commandTimeout) []string {
 			"%s is not below Postfix's milter_command_timeout %s (%s): Postfix gives up first and applies milter_default_action",
 			d, postfix.d, postfix.source))
 	}
-	if s := c.Milter.Listen; s.Network == "tcp" {
-		host, _, _ := net.SplitHostPort(s.Address)
-		if why := exposed(host); why != "" {
-			out = append(out, c.Describe("milter.listen",
-				"%s %s, and the milter protocol has no authentication: use 127.0.0.1, ::1 or a unix socket",
-				s.Spec, why))
+	// Listeners reachable from other machines, and why that hurts.
+	tcp := func(s config.Socket) string {
+		if s.Network != "tcp" {
+			return ""
 		}
+		return s.Address
 	}
-	if s := c.PolicyService.Listen; s.Network == "tcp" {
-		host, _, _ := net.SplitHostPort(s.Address)
-		if why := exposed(host); why != "" {
-			out = append(out, c.Describe("policy_service.listen",
-				"%s %s, and the policy protocol has no authentication: use 127.0.0.1, ::1 or a unix socket",
-				s.Spec, why))
+	for _, l := range []struct{ key, shown, addr, risk string }{
+		{"milter.listen", c.Milter.Listen.Spec, tcp(c.Milter.Listen),
+			"the milter protocol has no authentication: use 127.0.0.1, ::1 or a unix socket"},
+		{"policy_service.listen", c.PolicyService.Listen.Spec, tcp(c.PolicyService.Listen),
+			"the policy protocol has no authentication: use 127.0.0.1, ::1 or a unix socket"},
+		{"metrics.listen", c.Metrics.Listen, c.Metrics.Listen,
+			"/metrics has no authentication: use 127.0.0.1 or ::1"},
+		{"api.listen", c.API.Listen, c.API.Listen,
+			"the API speaks plain HTTP: its bearer token crosses the network in clear; put a TLS proxy in front"},
+	} {
+		if l.addr == "" {
+			continue
 		}
-	}
-	if l := c.Metrics.Listen; l != "" {
-		host, _, _ := net.SplitHostPort(l)
+		host, _, _ := net.SplitHostPort(l.addr)
 		if why := exposed(host); why != "" {
-			out = append(out, c.Describe("metrics.listen",
-				"%s %s, and /metrics has no authentication: use 127.0.0.1 or ::1", l, why))
-		}
-	}
-	if l := c.API.Listen; l != "" {
-		host, _, _ := net.SplitHostPort(l)
-		if why := exposed(host); why != "" {
-			out = append(out, c.Describe("api.listen",
-				"%s %s, and the API speaks plain HTTP: its bearer token crosses the network in clear; put a TLS proxy in front", l, why))
+			out = append(out, c.Describe(l.key, "%s %s, and %s", l.shown, why, l.risk))
 		}
 	}
 	return out
