@@ -213,11 +213,10 @@ func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, i
 	go func() {
 		defer close(queue)
 		defer close(jobs)
-		sc := bufio.NewScanner(in)
-		sc.Buffer(make([]byte, 4096), 1<<20)
+		sc := newTargetScanner(in)
 		for sc.Scan() {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" || strings.HasPrefix(line, "#") {
+			line, ok := target(sc.Text())
+			if !ok {
 				continue
 			}
 			j := job{req: subject(base, line), done: make(chan *policy.Report, 1)}
@@ -250,6 +249,20 @@ func runBatch(ctx context.Context, engine *policy.Engine, base policy.Request, i
 		return worst, ctx.Err()
 	}
 	return worst, readErr
+}
+
+// newTargetScanner reads the lines of a --file list: up to 1 MiB each.
+func newTargetScanner(in io.Reader) *bufio.Scanner {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	return sc
+}
+
+// target is the domain or address a line of a --file list names; blank
+// lines and # comments name none.
+func target(line string) (string, bool) {
+	line = strings.TrimSpace(line)
+	return line, line != "" && !strings.HasPrefix(line, "#")
 }
 
 // subject fills in what a line names: an address (it has "@" or "<") is a

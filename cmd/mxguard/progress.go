@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -70,10 +68,10 @@ func countTargets(f *os.File) (int, bool) {
 		return 0, false
 	}
 	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 4096), 1<<20)
+	// The same reading as runBatch's, or the count would not match.
+	sc := newTargetScanner(f)
 	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
+		if _, ok := target(sc.Text()); ok {
 			n++
 		}
 	}
