@@ -145,6 +145,9 @@ func (d *daemon) run() error {
 	d.serving.Store(true)
 	served := make(chan error, 3)
 	if err := d.startFrontEnds(engine, served); err != nil {
+		for _, f := range d.fronts { // those that did open
+			f.shutdown(context.Background())
+		}
 		if httpSrv != nil {
 			httpSrv.Close()
 		}
@@ -387,8 +390,9 @@ type frontEnd struct {
 	shutdown func(context.Context) error
 }
 
-// startFrontEnds opens the milter and the policy service, whichever are
-// configured; each reports on served when it stops serving.
+// startFrontEnds opens the milter, the policy service and the check API,
+// whichever are configured; each reports on served when it stops serving.
+// On an error, d.fronts holds those that did open.
 func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) error {
 	c := d.cfg
 	if c.Milter.Listen.Spec != "" {
@@ -421,9 +425,6 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 		})
 		ln, err := listen("policy_service.listen", c.PolicyService.Listen, c.Milter.SocketMode.M)
 		if err != nil {
-			for _, f := range d.fronts {
-				f.shutdown(context.Background())
-			}
 			return err
 		}
 		go func() { served <- fmt.Errorf("policy service listener: %w", d.policy.Serve(ln)) }()
@@ -432,9 +433,6 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 	if c.API.Listen != "" {
 		ln, err := net.Listen("tcp", c.API.Listen)
 		if err != nil {
-			for _, f := range d.fronts {
-				f.shutdown(context.Background())
-			}
 			return fmt.Errorf("api.listen %s: %w", c.API.Listen, err)
 		}
 		d.api = checkapi.New(d.apiConfig(c, engine), checkapi.Options{
