@@ -241,11 +241,11 @@ func parseQuery(raw string) (policy.Request, error) {
 		return req, errors.New("domain " + strconv.Quote(req.Domain) + " is an address: give its domain")
 	}
 	if s, ok := q["client_ip"]; ok {
-		ip, err := netip.ParseAddr(s[0])
-		if err != nil || ip.Zone() != "" {
-			return req, errors.New("client_ip " + strconv.Quote(s[0]) + " is not an IP address")
+		ip, err := policy.ParseClientIP(s[0]) // as the CLI's --client-ip
+		if err != nil {
+			return req, errors.New("client_ip " + err.Error())
 		}
-		req.ClientIP = ip.Unmap() // as the milter and the CLI do
+		req.ClientIP = ip
 	}
 	if s, ok := q["helo"]; ok {
 		if len(s[0]) > maxHELO {

@@ -184,6 +184,18 @@ func ParseHELO(s string) (HELO, error) {
 	return HELO{Name: name}, nil
 }
 
+// ParseClientIP parses a sending host's address as a person names it (the
+// CLI's --client-ip, the check API's client_ip): an IP address without a
+// zone. An IPv4-mapped address is its IPv4 address, as the milter sees
+// such a client on an IPv6 socket.
+func ParseClientIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil || ip.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	return ip.Unmap(), nil
+}
+
 // parseAddressLiteral parses "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 section 4.1.3).
 func parseAddressLiteral(s string) (netip.Addr, error) {
 	if !strings.HasPrefix(s, "[") || !strings.HasSuffix(s, "]") {

@@ -178,12 +178,11 @@ func (o *checkOptions) engineConfig() (policy.Config, netip.Addr, error) {
 	}
 	var client netip.Addr
 	if o.set["client-ip"] {
-		ip, err := netip.ParseAddr(o.clientIP)
-		if err != nil || ip.Zone() != "" {
-			return cfg, client, fmt.Errorf("--client-ip %q is not an IP address", o.clientIP)
+		ip, err := policy.ParseClientIP(o.clientIP)
+		if err != nil {
+			return cfg, client, fmt.Errorf("--client-ip %w", err)
 		}
-		// The milter unmaps an IPv4 client on an IPv6 socket too.
-		client = ip.Unmap()
+		client = ip
 		cfg.SkipIdentityNetworks = nil // a client named on the command line is the point of the run
 	}
 	return cfg, client, nil
