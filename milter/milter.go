@@ -17,6 +17,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -56,7 +57,16 @@ type Recorder interface {
 	// Decision is one verdict: outcome is the verdict, or "temperror" when
 	// mxguard failed open.
 	Decision(r *policy.Report, outcome string)
+	// ConnectionDropped counts a connection closed by mxguard: reason is
+	// "peer" (not allowed to hold a session) or "evicted" (closed at
+	// MaxSessions to make room).
+	ConnectionDropped(front, reason string)
 }
+
+// PeerCheck tells whether the peer of a new connection may hold a session
+// (milter.allow_users), before it takes a slot; peer names it for the log
+// either way.
+type PeerCheck func(c net.Conn) (peer string, err error)
 
 // Options are the settings fixed for the life of a Milter. HeaderFrom and
 // ReplyAt decide which protocol steps the MTA sends and which it waits an
@@ -66,7 +76,9 @@ type Options struct {
 	// HeaderFrom also checks the RFC5322.From domain.
 	HeaderFrom bool
 	ReplyAt    Stage
-	// MaxSessions caps concurrent MTA connections; more wait to be accepted.
+	// MaxSessions caps concurrent MTA connections. At the cap, the session
+	// silent longest is closed to make room; only when every session is
+	// waiting for mxguard does a new one wait.
 	MaxSessions int
 	// IdleTimeout drops a connection whose MTA sends nothing for this long
 	// between transactions.
@@ -75,8 +87,11 @@ type Options struct {
 	// end of message) has not ended after this long: the MTA is silent
 	// while a client uploads the message, but not for ever.
 	TransactionTimeout time.Duration
-	Log                *slog.Logger
-	Recorder           Recorder
+	// AllowPeer, when set, refuses connections from peers that may not
+	// hold a session; nil admits everyone.
+	AllowPeer PeerCheck
+	Log       *slog.Logger
+	Recorder  Recorder
 }
 
 // Milter serves the milter protocol.
@@ -86,7 +101,9 @@ type Milter struct {
 	proto gomilter.OptProtocol
 	log   *slog.Logger
 	rec   Recorder
-	slots chan struct{}
+	slots *peers.Slots
+
+	refusals *peers.LogThrottle
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -94,6 +111,10 @@ type Milter struct {
 	closing   bool
 	sessions  sync.WaitGroup
 }
+
+// refusalLogEvery is how often a refused or evicted peer is logged; the
+// line counts what was held back in between.
+const refusalLogEvery = time.Minute
 
 // New returns a Milter for cfg.
 func New(cfg *Config, opts Options) *Milter {
@@ -107,11 +128,12 @@ func New(cfg *Config, opts Options) *Milter {
 		opts.Recorder = nopRecorder{}
 	}
 	m := &Milter{
-		opts:  opts,
-		log:   opts.Log,
-		rec:   opts.Recorder,
-		slots: make(chan struct{}, opts.MaxSessions),
-		conns: map[*trackedConn]struct{}{},
+		opts:     opts,
+		log:      opts.Log,
+		rec:      opts.Recorder,
+		slots:    peers.NewSlots(opts.MaxSessions),
+		conns:    map[*trackedConn]struct{}{},
+		refusals: peers.NewLogThrottle(refusalLogEvery),
 	}
 	m.proto = protocol(opts)
 	m.cfg.Store(cfg)
@@ -200,6 +222,7 @@ func (m *Milter) isClosing() bool {
 // milter_default_action to what follows).
 func (m *Milter) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
+	m.slots.Close()
 	m.closing = true
 	listeners := m.listeners
 	m.mu.Unlock()
@@ -243,43 +266,84 @@ type trackingListener struct {
 
 func (l *trackingListener) Accept() (net.Conn, error) {
 	m := l.m
-	m.slots <- struct{}{} // at MaxSessions, wait here: the MTA's connect timeout applies
-	// Counted before Accept, so that Shutdown's Wait cannot miss the
-	// session, and under the lock Shutdown takes before it waits, so that no
-	// count starts while it waits.
-	m.mu.Lock()
-	if m.closing {
-		m.mu.Unlock()
-		<-m.slots
-		return nil, net.ErrClosed
-	}
-	m.sessions.Add(1)
-	m.mu.Unlock()
 	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		if err == nil {
-			tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
-			if tcp, ok := c.(*net.TCPConn); ok {
-				tc.raw, _ = tcp.SyscallConn()
-			}
-			m.mu.Lock()
-			m.conns[tc] = struct{}{}
-			m.mu.Unlock()
-			m.rec.SessionOpened()
-			return tc, nil
-		}
 		if errors.Is(err, net.ErrClosed) {
-			<-m.slots
-			m.sessions.Done()
 			return nil, err
 		}
-		// Out of file descriptors and the like: wait and retry, as net/http
-		// does; returning would end go-milter's Serve and the daemon.
-		backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-		m.log.Warn("accepting a milter connection failed; retrying", "error", err, "in", backoff)
-		time.Sleep(backoff)
+		if err != nil {
+			// Out of file descriptors and the like: wait and retry, as net/http
+			// does; returning would end go-milter's Serve and the daemon.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			m.log.Warn("accepting a milter connection failed; retrying", "error", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !m.admit(c) {
+			continue
+		}
+		if !m.slots.Take(m.evict) {
+			c.Close()
+			return nil, net.ErrClosed
+		}
+		tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
+		if tcp, ok := c.(*net.TCPConn); ok {
+			tc.raw, _ = tcp.SyscallConn()
+		}
+		// Counted under the lock Shutdown takes before it waits, so that
+		// its Wait cannot miss the session.
+		m.mu.Lock()
+		if m.closing {
+			m.mu.Unlock()
+			m.slots.Release()
+			c.Close()
+			return nil, net.ErrClosed
+		}
+		m.sessions.Add(1)
+		m.conns[tc] = struct{}{}
+		m.mu.Unlock()
+		m.rec.SessionOpened()
+		return tc, nil
 	}
+}
+
+// admit checks a new connection's peer before it takes a slot; a refused
+// one is closed at once.
+func (m *Milter) admit(c net.Conn) bool {
+	if m.opts.AllowPeer == nil {
+		return true
+	}
+	peer, err := m.opts.AllowPeer(c)
+	if err == nil {
+		return true
+	}
+	c.Close()
+	m.rec.ConnectionDropped("milter", "peer")
+	if ok, suppressed := m.refusals.Allow(peer, time.Now()); ok {
+		m.log.Warn("refused a milter connection: only milter.allow_users may hold a session",
+			"peer", peer, "reason", err, "refused_since_last_line", suppressed)
+	}
+	return false
+}
+
+// evict closes the session silent longest, at MaxSessions, to make room
+// for a new one; false when every session is waiting for mxguard.
+func (m *Milter) evict() bool {
+	m.mu.Lock()
+	victim, silent, ok := peers.Longest(m.conns, func(c *trackedConn) *peers.Silence { return &c.silence })
+	m.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.rec.ConnectionDropped("milter", "evicted")
+	if ok, suppressed := m.refusals.Allow("evicted", time.Now()); ok {
+		m.log.Warn("milter.max_sessions reached: closed the session silent longest to make room",
+			"silent_for", silent.Round(time.Millisecond), "closed_since_last_line", suppressed)
+	}
+	victim.Close() // frees its slot before it returns
+	return true
 }
 
 type trackedConn struct {
@@ -290,9 +354,10 @@ type trackedConn struct {
 	raw     syscall.RawConn // a TCP connection's socket, for TCP_QUICKACK; nil for unix sockets
 	// The session goroutine, which also reads, owns the fields below.
 	inTransaction bool
-	transactionBy time.Time // when the open transaction must end; zero: no limit
-	deadline      time.Time // the read deadline set last
-	idleMoved     time.Time // when the idle deadline was last moved; zero: it is not the one set
+	transactionBy time.Time     // when the open transaction must end; zero: no limit
+	deadline      time.Time     // the read deadline set last
+	idleMoved     time.Time     // when the idle deadline was last moved; zero: it is not the one set
+	silence       peers.Silence // since when the session waits for the MTA; read by evict
 	once          sync.Once
 }
 
@@ -302,7 +367,10 @@ type trackedConn struct {
 // while the client uploads the message.
 func (c *trackedConn) Read(b []byte) (int, error) {
 	if c.in.Buffered() == 0 {
-		switch now, idle := time.Now(), c.m.opts.IdleTimeout; {
+		now, idle := time.Now(), c.m.opts.IdleTimeout
+		c.silence.Waiting()
+		defer c.silence.Busy()
+		switch {
 		case c.inTransaction:
 			if c.deadline != c.transactionBy {
 				c.setDeadline(c.transactionBy)
@@ -342,7 +410,7 @@ func (c *trackedConn) Close() error {
 		m.mu.Lock()
 		delete(m.conns, c)
 		m.mu.Unlock()
-		<-m.slots
+		m.slots.Release()
 		m.rec.SessionClosed()
 		m.sessions.Done()
 	})
@@ -351,6 +419,7 @@ func (c *trackedConn) Close() error {
 
 type nopRecorder struct{}
 
-func (nopRecorder) SessionOpened()                  {}
-func (nopRecorder) SessionClosed()                  {}
-func (nopRecorder) Decision(*policy.Report, string) {}
+func (nopRecorder) SessionOpened()                   {}
+func (nopRecorder) SessionClosed()                   {}
+func (nopRecorder) Decision(*policy.Report, string)  {}
+func (nopRecorder) ConnectionDropped(string, string) {}

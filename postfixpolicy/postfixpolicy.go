@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -38,21 +39,35 @@ type Evaluator interface {
 	Evaluate(ctx context.Context, req policy.Request) *policy.Report
 }
 
-// Recorder counts decisions (Prometheus in mxguard serve).
+// Recorder counts decisions and dropped connections (Prometheus in mxguard
+// serve).
 type Recorder interface {
 	Decision(r *policy.Report, outcome string)
+	// ConnectionDropped counts a connection closed by mxguard: reason is
+	// "peer" (not allowed), "evicted" (closed at MaxConns to make room) or
+	// "malformed".
+	ConnectionDropped(front, reason string)
 }
+
+// PeerCheck tells whether the peer of a new connection may use the service
+// (policy_service.allow_users); peer names it for the log either way.
+type PeerCheck func(c net.Conn) (peer string, err error)
 
 // Options are fixed for the life of a Server.
 type Options struct {
 	// MaxConns caps concurrent connections (Postfix opens one per smtpd
-	// process); more wait to be accepted.
+	// process). At the cap, the connection idle longest is closed to make
+	// room: Postfix reconnects when it needs to, while a new connection
+	// that waited would see Postfix's own timeout pass.
 	MaxConns int
 	// IdleTimeout closes a connection that sends no request for this long;
 	// Postfix reconnects when it needs to.
 	IdleTimeout time.Duration
-	Log         *slog.Logger
-	Recorder    Recorder
+	// AllowPeer, when set, refuses connections from peers that may not use
+	// the service; nil admits everyone.
+	AllowPeer PeerCheck
+	Log       *slog.Logger
+	Recorder  Recorder
 }
 
 // Bounds on what a client may send: Postfix's requests are a few dozen
@@ -61,17 +76,26 @@ const (
 	maxLine       = 4096
 	maxAttributes = 100
 	maxRequest    = 64 << 10
+	// requestTimeout is how soon a request must arrive whole once it has
+	// begun: Postfix writes one in a single write, and gives up on the
+	// answer after its own timeout (10s in configs/postfix).
+	requestTimeout = 5 * time.Second
+	// logEvery is how often a peer's refusals or malformed requests are
+	// logged; the line counts what was held back in between.
+	logEvery = time.Minute
 )
 
 // Server answers policy requests.
 type Server struct {
 	cfg   atomic.Pointer[Config]
 	opts  Options
-	slots chan struct{}
+	slots *peers.Slots
+
+	throttle *peers.LogThrottle
 
 	mu        sync.Mutex
 	listeners []net.Listener
-	conns     map[net.Conn]struct{}
+	conns     map[*conn]struct{}
 	closing   bool
 	wg        sync.WaitGroup
 }
@@ -87,7 +111,8 @@ func New(cfg *Config, opts Options) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	s := &Server{opts: opts, slots: make(chan struct{}, opts.MaxConns), conns: map[net.Conn]struct{}{}}
+	s := &Server{opts: opts, slots: peers.NewSlots(opts.MaxConns), conns: map[*conn]struct{}{},
+		throttle: peers.NewLogThrottle(logEvery)}
 	s.cfg.Store(cfg)
 	return s
 }
@@ -112,10 +137,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	var backoff time.Duration
 	for {
-		s.slots <- struct{}{}
-		c, err := ln.Accept()
+		nc, err := ln.Accept()
 		if err != nil {
-			<-s.slots
 			if s.isClosing() || errors.Is(err, net.ErrClosed) {
 				return ErrServerClosed
 			}
@@ -126,11 +149,20 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		peer, err := s.admit(nc)
+		if err != nil {
+			continue
+		}
+		if !s.slots.Take(s.evict) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		c := &conn{s: s, net: nc, peer: peer, in: bufio.NewReaderSize(nc, maxLine)}
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
-			c.Close()
-			<-s.slots
+			nc.Close()
+			s.slots.Release()
 			return ErrServerClosed
 		}
 		s.conns[c] = struct{}{}
@@ -138,6 +170,49 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		go s.serveConn(c)
 	}
+}
+
+// admit checks a new connection's peer before it takes a slot; a refused
+// one is closed at once. It returns what the peer is known by in the log.
+func (s *Server) admit(nc net.Conn) (string, error) {
+	if s.opts.AllowPeer == nil {
+		return peers.Address(nc), nil
+	}
+	peer, err := s.opts.AllowPeer(nc)
+	if err == nil {
+		return peer, nil
+	}
+	nc.Close()
+	s.dropped("peer")
+	if ok, suppressed := s.throttle.Allow(peer, time.Now()); ok {
+		s.opts.Log.Warn("refused a policy connection: only policy_service.allow_users may use it",
+			"peer", peer, "reason", err, "refused_since_last_line", suppressed)
+	}
+	return peer, err
+}
+
+func (s *Server) dropped(reason string) {
+	if s.opts.Recorder != nil {
+		s.opts.Recorder.ConnectionDropped("policy", reason)
+	}
+}
+
+// evict closes the connection idle longest, at MaxConns, to make room for
+// a new one; false when every connection is being answered.
+func (s *Server) evict() bool {
+	s.mu.Lock()
+	victim, idle, ok := peers.Longest(s.conns, func(c *conn) *peers.Silence { return &c.idle })
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	s.dropped("evicted")
+	if ok, suppressed := s.throttle.Allow("evicted", time.Now()); ok {
+		s.opts.Log.Warn("policy_service.max_connections reached: closed the connection idle longest to make room",
+			"peer", victim.peer, "idle_for", idle.Round(time.Millisecond), "closed_since_last_line", suppressed)
+	}
+	victim.close()
+	return true
 }
 
 func (s *Server) isClosing() bool {
@@ -150,13 +225,14 @@ func (s *Server) isClosing() bool {
 // answering, and closes them; when ctx ends first it closes them at once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.slots.Close()
 	s.closing = true
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
 	for c := range s.conns {
 		// A connection between requests ends now; one answering ends after it.
-		c.SetReadDeadline(time.Now())
+		c.net.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -167,7 +243,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.mu.Lock()
 		for c := range s.conns {
-			c.Close()
+			c.net.Close()
 		}
 		s.mu.Unlock()
 		<-done
@@ -185,25 +261,35 @@ func (s *Server) ActiveConns() int {
 // conn is one Postfix connection: many requests, and the message the last
 // ones were about.
 type conn struct {
-	s   *Server
-	net net.Conn
-	in  *bufio.Reader
+	s    *Server
+	net  net.Conn
+	peer string // for the log: the peer's uid, or its address
+	in   *bufio.Reader
+	idle peers.Silence // since when it waits for a request; read by evict
+	once sync.Once
 	// The message of the last decision (Postfix's instance attribute) and
 	// what later requests of it get: its refusal again, or nothing more.
 	instance string
 	repeat   string
 }
 
-func (s *Server) serveConn(nc net.Conn) {
-	defer func() {
-		nc.Close()
+// close closes the connection and frees its slot, once, whoever comes first:
+// the connection's own goroutine or takeSlot making room.
+func (c *conn) close() {
+	c.net.Close()
+	c.once.Do(func() {
+		s := c.s
 		s.mu.Lock()
-		delete(s.conns, nc)
+		delete(s.conns, c)
 		s.mu.Unlock()
-		<-s.slots
+		s.slots.Release()
 		s.wg.Done()
-	}()
-	c := &conn{s: s, net: nc, in: bufio.NewReaderSize(nc, maxLine)}
+	})
+}
+
+func (s *Server) serveConn(c *conn) {
+	defer c.close()
+	nc := c.net
 	for {
 		// Under the lock Shutdown takes: its deadline for idle connections
 		// must not be overwritten by the idle timeout.
@@ -216,14 +302,20 @@ func (s *Server) serveConn(nc net.Conn) {
 		if closing {
 			return
 		}
-		attrs, err := readRequest(c.in)
+		c.idle.Waiting()
+		attrs, err := c.readRequest()
+		c.idle.Busy()
 		switch {
-		case errors.Is(err, io.EOF):
+		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed): // closed by the peer, or to make room
 			return
 		case err != nil:
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
-				s.opts.Log.Warn("malformed policy request; closing the connection", "client", nc.RemoteAddr().String(), "error", err)
+				s.dropped("malformed")
+				if ok, suppressed := s.throttle.Allow(c.peer, time.Now()); ok {
+					s.opts.Log.Warn("malformed policy request; closing the connection", "peer", c.peer,
+						"error", err, "malformed_since_last_line", suppressed)
+				}
 			}
 			return
 		}
@@ -233,6 +325,21 @@ func (s *Server) serveConn(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// readRequest waits for a request under the idle deadline, then gives it
+// requestTimeout to arrive whole: a peer cannot hold a connection with
+// half a request.
+func (c *conn) readRequest() (request, error) {
+	if _, err := c.in.Peek(1); err != nil {
+		return nil, err
+	}
+	c.s.mu.Lock()
+	if !c.s.closing { // Shutdown's deadline stands: the request may still arrive
+		c.net.SetReadDeadline(time.Now().Add(requestTimeout))
+	}
+	c.s.mu.Unlock()
+	return readRequest(c.in)
 }
 
 // errMalformed is a request that does not follow the protocol.

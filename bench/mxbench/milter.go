@@ -61,8 +61,9 @@ type latencies struct {
 	ds []time.Duration
 }
 
-func (l *latencies) SessionOpened() {}
-func (l *latencies) SessionClosed() {}
+func (l *latencies) SessionOpened()                   {}
+func (l *latencies) SessionClosed()                   {}
+func (l *latencies) ConnectionDropped(string, string) {}
 func (l *latencies) Decision(r *policy.Report, _ string) {
 	l.mu.Lock()
 	l.ds = append(l.ds, r.Elapsed)

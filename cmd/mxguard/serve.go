@@ -20,6 +20,7 @@ import (
 	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/sdnotify"
 	"github.com/mxguard/mxguard/internal/sharedcache"
 	"github.com/mxguard/mxguard/milter"
@@ -50,7 +51,9 @@ type daemon struct {
 	policy  *postfixpolicy.Server // nil when policy_service.listen is empty
 	api     *checkapi.Server      // nil when api.listen is empty
 	shared  *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
-	systemd *sdnotify.Notifier    // nil when not started by systemd with Type=notify
+	// The local users that may hold a milter or policy session; reloadable.
+	milterPeers, policyPeers atomic.Pointer[peers.Allow]
+	systemd                  *sdnotify.Notifier // nil when not started by systemd with Type=notify
 	// watchdogEvery is how often systemd wants a keep-alive (0: never).
 	watchdogEvery time.Duration
 	fronts        []frontEnd
@@ -129,6 +132,12 @@ func (d *daemon) run() error {
 		return err
 	}
 	d.engine.Store(engine)
+	milterPeers, policyPeers, err := allowedPeers(d.cfg)
+	if err != nil {
+		return err
+	}
+	d.milterPeers.Store(milterPeers)
+	d.policyPeers.Store(policyPeers)
 	// Metrics first: by the time an MTA or a test can connect to a front
 	// end, /metrics and /healthz answer.
 	var httpSrv *http.Server
@@ -295,9 +304,15 @@ func (d *daemon) reload() error {
 		// address, so it keeps needing a token.
 		err = fmt.Errorf("api.token: the check API listens on %s until a restart, which needs a token", d.started.API.Listen)
 	}
+	var milterPeers, policyPeers *peers.Allow
+	if err == nil {
+		milterPeers, policyPeers, err = allowedPeers(cfg)
+	}
 	if err == nil {
 		var engine *policy.Engine
 		if engine, err = d.newEngine(cfg, d.engine.Load()); err == nil {
+			d.milterPeers.Store(milterPeers)
+			d.policyPeers.Store(policyPeers)
 			d.warnRestartOnly(cfg)
 			d.engine.Store(engine)
 			if d.milter != nil {
@@ -406,6 +421,7 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 			MaxSessions:        c.Milter.MaxSessions,
 			IdleTimeout:        c.Milter.IdleTimeout.D,
 			TransactionTimeout: c.Milter.TransactionTimeout.D,
+			AllowPeer:          peers.Checker(d.milterPeers.Load),
 			Log:                d.log,
 			Recorder:           d.metrics,
 		})
@@ -420,6 +436,7 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 		d.policy = postfixpolicy.New(d.policyConfig(c, engine), postfixpolicy.Options{
 			MaxConns:    c.PolicyService.MaxConnections,
 			IdleTimeout: c.PolicyService.IdleTimeout.D,
+			AllowPeer:   peers.Checker(d.policyPeers.Load),
 			Log:         d.log,
 			Recorder:    d.metrics,
 		})
@@ -444,6 +461,18 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 		d.fronts = append(d.fronts, frontEnd{d.api.ActiveRequests, d.api.Shutdown})
 	}
 	return nil
+}
+
+// allowedPeers resolves milter.allow_users and policy_service.allow_users
+// (validated when the file loaded, but users can change since).
+func allowedPeers(c *config.Config) (milter, policy *peers.Allow, err error) {
+	if milter, err = peers.ParseAllow(c.Milter.AllowUsers); err != nil {
+		return nil, nil, fmt.Errorf("milter.allow_users: %w", err)
+	}
+	if policy, err = peers.ParseAllow(c.PolicyService.AllowUsers); err != nil {
+		return nil, nil, fmt.Errorf("policy_service.allow_users: %w", err)
+	}
+	return milter, policy, nil
 }
 
 func (d *daemon) apiConfig(c *config.Config, engine *policy.Engine) *checkapi.Config {

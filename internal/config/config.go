@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mxguard/mxguard/configs"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -54,6 +55,9 @@ type Milter struct {
 	DrainTimeout       Duration      `yaml:"drain_timeout"`
 	ReplyAt            ReplyAt       `yaml:"reply_at"`
 	NonSMTPAction      NonSMTPAction `yaml:"non_smtp_action"`
+	// AllowUsers are the local users or groups that may hold a session;
+	// empty is anyone.
+	AllowUsers []string `yaml:"allow_users"`
 }
 
 // Mode is policy.mode: enforce or report.
@@ -82,6 +86,7 @@ type PolicyService struct {
 	Listen         Socket   `yaml:"listen"`
 	MaxConnections int      `yaml:"max_connections"`
 	IdleTimeout    Duration `yaml:"idle_timeout"`
+	AllowUsers     []string `yaml:"allow_users"`
 }
 
 // Metrics is the HTTP listener for /metrics and /healthz.
@@ -311,6 +316,12 @@ func (c *Config) validate() error {
 	}
 	positive("policy_service.max_connections", c.PolicyService.MaxConnections)
 	nonZero("policy_service.idle_timeout", c.PolicyService.IdleTimeout)
+	if _, err := peers.ParseAllow(c.Milter.AllowUsers); err != nil {
+		errs = append(errs, c.errorAt("milter.allow_users", "%v", err))
+	}
+	if _, err := peers.ParseAllow(c.PolicyService.AllowUsers); err != nil {
+		errs = append(errs, c.errorAt("policy_service.allow_users", "%v", err))
+	}
 	positive("milter.max_sessions", c.Milter.MaxSessions)
 	nonZero("milter.idle_timeout", c.Milter.IdleTimeout)
 	nonZero("milter.transaction_timeout", c.Milter.TransactionTimeout)

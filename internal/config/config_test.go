@@ -142,6 +142,9 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"api:\n  rate: .inf\n", `bad.yaml:2: api.rate: must be a positive number`},
 		{"api:\n  max_concurrency: 0\n", `bad.yaml:2: api.max_concurrency: must be a positive number`},
 		{"api:\n  token: two words\n", `bad.yaml:2: api.token: must be printable ASCII without spaces`},
+		{"milter:\n  allow_users: [root, postifx]\n", `bad.yaml:2: milter.allow_users: no user or group named "postifx" on this host`},
+		{"policy_service:\n  allow_users: postfix\n", `bad.yaml:2: policy_service.allow_users: want a list`},
+		{"policy_service:\n  allow_users: [nosuchuser]\n", `bad.yaml:2: policy_service.allow_users: no user or group named "nosuchuser"`},
 	}
 	for _, c := range cases {
 		_, err := Parse("bad.yaml", []byte(c.yaml))

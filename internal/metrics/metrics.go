@@ -27,6 +27,7 @@ type Metrics struct {
 	probeTime      prometheus.Histogram
 	cacheLookups   *prometheus.CounterVec
 	activeSessions prometheus.Gauge
+	dropped        *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
 	selfCheck      *prometheus.GaugeVec
 }
@@ -66,6 +67,10 @@ func New(engine Engine) *Metrics {
 		activeSessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mxguard_active_sessions", Help: "Open MTA connections.",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mxguard_connections_dropped_total",
+			Help: "Front-end connections mxguard closed, by front end and reason: peer (not in allow_users), evicted (closed at the connection cap to make room: it had been silent longest), malformed.",
+		}, []string{"front", "reason"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxguard_config_reloads_total", Help: "Configuration reloads by result (ok, error).",
 		}, []string{"result"}),
@@ -84,7 +89,7 @@ func New(engine Engine) *Metrics {
 	}, []string{"address", "check", "status"})
 	m.reg.MustRegister(
 		m.decisions, m.checkResults, m.decisionTime, m.dnsQueries, m.dnsTime, m.probes, m.probeTime,
-		m.cacheLookups, m.activeSessions, m.reloads, m.selfCheck,
+		m.cacheLookups, m.activeSessions, m.dropped, m.reloads, m.selfCheck,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mxguard_cache_entries", Help: "Entries in the cache.", ConstLabels: prometheus.Labels{"cache": "dns"},
 		}, cacheEntries("dns")),
@@ -125,6 +130,10 @@ func New(engine Engine) *Metrics {
 	}
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
+	for _, fr := range [][2]string{{"milter", "peer"}, {"milter", "evicted"}, {"policy", "peer"}, {"policy", "evicted"},
+		{"policy", "malformed"}, {"api", "evicted"}} {
+		m.dropped.WithLabelValues(fr[0], fr[1])
+	}
 	return m
 }
 
@@ -184,6 +193,11 @@ func (m *Metrics) SessionOpened() { m.activeSessions.Inc() }
 
 // SessionClosed implements milter.Recorder.
 func (m *Metrics) SessionClosed() { m.activeSessions.Dec() }
+
+// ConnectionDropped implements milter.Recorder and postfixpolicy.Recorder.
+func (m *Metrics) ConnectionDropped(front, reason string) {
+	m.dropped.WithLabelValues(front, reason).Inc()
+}
 
 // Decision implements milter.Recorder.
 func (m *Metrics) Decision(r *policy.Report, outcome string) {
