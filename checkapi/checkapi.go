@@ -22,8 +22,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"golang.org/x/net/netutil"
-
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -46,9 +44,11 @@ type Evaluator interface {
 	Evaluate(ctx context.Context, req policy.Request) *policy.Report
 }
 
-// Recorder counts answers by HTTP status (Prometheus in mxguard serve).
+// Recorder counts answers by HTTP status, and connections closed to make
+// room ("evicted"), in Prometheus in mxguard serve.
 type Recorder interface {
 	APIRequest(code int)
+	ConnectionDropped(reason string)
 }
 
 // Options are fixed for the life of a Server.
@@ -57,13 +57,20 @@ type Options struct {
 	// no slot within QueueTimeout gets 503.
 	MaxConcurrency int
 	QueueTimeout   time.Duration
-	// MaxConns caps open connections; more wait to be accepted.
-	MaxConns int
-	// ReadTimeout bounds reading a request, headers and all (10s when 0):
-	// a client that trickles it is cut off.
-	ReadTimeout time.Duration
-	Log         *slog.Logger
-	Recorder    Recorder
+	// MaxConns caps open connections, and MaxUnauthenticated (MaxConns/4
+	// when 0) those on which no request has carried the token yet. A new
+	// connection at a cap takes the place of an unauthenticated one (the
+	// oldest), or else of the authenticated one idle longest.
+	MaxConns           int
+	MaxUnauthenticated int
+	// HeaderTimeout bounds the wait for a request's headers (3s when 0): a
+	// connection that says nothing is closed soon. ReadTimeout bounds
+	// reading the whole request (10s when 0): a client that trickles it is
+	// cut off.
+	HeaderTimeout time.Duration
+	ReadTimeout   time.Duration
+	Log           *slog.Logger
+	Recorder      Recorder
 }
 
 // Bounds on what a client may send.
@@ -72,7 +79,9 @@ const (
 	maxHELO      = 512
 	maxLogText   = 256
 	maxHeader    = 8 << 10
+	headerSlack  = 4096 // net/http reads this much beyond MaxHeaderBytes
 	readTimeout  = 10 * time.Second
+	headTimeout  = 3 * time.Second
 	idleTimeout  = 60 * time.Second
 	writeMargin  = 10 * time.Second
 	clientsKept  = 4096
@@ -89,6 +98,7 @@ type Server struct {
 	// failures limits requests without the right token, apart from limiter.
 	failures *limiter
 	http     *http.Server
+	conns    *conns
 	active   atomic.Int64
 }
 
@@ -103,22 +113,35 @@ func New(cfg *Config, opts Options) *Server {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 1024
 	}
+	if opts.MaxUnauthenticated <= 0 {
+		opts.MaxUnauthenticated = max(1, opts.MaxConns/4)
+	}
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = readTimeout
+	}
+	if opts.HeaderTimeout <= 0 {
+		opts.HeaderTimeout = min(headTimeout, opts.ReadTimeout)
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
 	s := &Server{opts: opts, slots: make(chan struct{}, opts.MaxConcurrency), limiter: newLimiter(clientsKept), failures: newLimiter(clientsKept)}
 	s.cfg.Store(cfg)
+	s.conns = newConns(opts.MaxConns, opts.MaxUnauthenticated, func() {
+		if opts.Recorder != nil {
+			opts.Recorder.ConnectionDropped("evicted")
+		}
+	})
 	s.http = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: opts.ReadTimeout,
+		ReadHeaderTimeout: opts.HeaderTimeout,
 		ReadTimeout:       opts.ReadTimeout,
 		WriteTimeout:      opts.QueueTimeout + writeMargin, // extended per check
 		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeader,
+		MaxHeaderBytes:    maxHeader - headerSlack,
 		ErrorLog:          slog.NewLogLogger(opts.Log.Handler(), slog.LevelDebug),
+		ConnState:         s.conns.state,
+		ConnContext:       withConn,
 	}
 	return s
 }
@@ -129,11 +152,12 @@ func (s *Server) Reload(cfg *Config) { s.cfg.Store(cfg) }
 // Serve answers requests on ln until Shutdown; it returns
 // http.ErrServerClosed then.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.http.Serve(netutil.LimitListener(ln, s.opts.MaxConns))
+	return s.http.Serve(&listener{Listener: ln, pool: s.conns})
 }
 
 // Shutdown stops accepting and waits for the checks in flight until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.conns.slots.Close() // an Accept waiting for a slot returns
 	err := s.http.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		s.http.Close()
@@ -153,29 +177,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serve answers one request and returns the status it gave.
+// serve answers one request and returns the status it gave. The token is
+// checked before anything else, the path included: a stranger learns
+// nothing, and spends only the bucket of failed logins.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	cfg := s.cfg.Load()
-	if r.URL.Path != checkPath {
-		return fail(w, http.StatusNotFound, "no such endpoint; GET "+checkPath+"?domain=DOMAIN")
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		return fail(w, http.StatusMethodNotAllowed, r.Method+" is not allowed; use GET")
-	}
 	// Failed logins spend a bucket of their own, so that a client without
 	// the token (or a stranger behind the same proxy) cannot use up the
 	// control panel's.
 	client := clientKey(r.RemoteAddr)
 	if cfg.Token != "" && !authorized(r.Header.Get("Authorization"), cfg.Token) {
+		// Refused connections are not kept alive: they would hold a slot.
+		w.Header().Set("Connection", "close")
 		if ok, wait := s.failures.allow(client, cfg.Rate, time.Now()); !ok {
 			return tooMany(w, cfg.Rate, wait)
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mxguard"`)
 		return fail(w, http.StatusUnauthorized, "missing or wrong bearer token")
 	}
+	markAuthenticated(r)
 	if ok, wait := s.limiter.allow(client, cfg.Rate, time.Now()); !ok {
 		return tooMany(w, cfg.Rate, wait)
+	}
+	if r.URL.Path != checkPath {
+		return fail(w, http.StatusNotFound, "no such endpoint; GET "+checkPath+"?domain=DOMAIN")
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return fail(w, http.StatusMethodNotAllowed, r.Method+" is not allowed; use GET")
 	}
 	req, err := parseQuery(r.URL.RawQuery)
 	if err != nil {
