@@ -20,6 +20,10 @@ bench:
 deb:
 	mkdir -p dist && rm -f dist/mxguard_*.deb
 	CGO_ENABLED=0 GOARCH=$(GOARCH) go build -trimpath -ldflags="-s -w -X main.version=$(VERSION)" -o dist/mxguard ./cmd/mxguard
+	# The packaged configuration is the default with only Postfix (the MTA
+	# the package suggests first) allowed to hold milter and policy sessions.
+	sed 's/^  allow_users: \[\]$$/  allow_users: [postfix]/' configs/mxguard.yaml >dist/mxguard.yaml
+	test "$$(grep -c '^  allow_users: \[postfix\]$$' dist/mxguard.yaml)" = 2
 	VERSION=$(VERSION) GOARCH=$(GOARCH) go tool -modfile=packaging/go.mod nfpm package \
 		--config packaging/nfpm.yaml --packager deb --target dist/
 

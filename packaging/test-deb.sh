@@ -21,6 +21,8 @@ getent passwd mxguard >/dev/null || fail "no system user mxguard"
 	fail "/etc/mxguard/mxguard.yaml is $(stat -c '%U:%G %a' /etc/mxguard/mxguard.yaml), want root:mxguard 640"
 grep -qx /etc/mxguard/mxguard.yaml /var/lib/dpkg/info/mxguard.conffiles || fail "the configuration is not a conffile"
 ! pgrep -x mxguard >/dev/null || fail "installing started mxguard"
+[ "$(grep -c '^  allow_users: \[postfix\]$' /etc/mxguard/mxguard.yaml)" = 2 ] ||
+	fail "the packaged configuration does not let only postfix hold milter and policy sessions"
 /usr/bin/mxguard validate --config /etc/mxguard/mxguard.yaml
 # As the service runs it: the user must be able to read its configuration.
 runuser -u mxguard -- /usr/bin/mxguard validate --config /etc/mxguard/mxguard.yaml

@@ -80,9 +80,13 @@ func startRig(t *testing.T, mta, extraConfig string, milterConfig ...string) *mt
 	t.Cleanup(func() { r.sink.Close() })
 	r.milter = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
 	r.cfg = filepath.Join(t.TempDir(), "mxguard.yaml")
+	// Only the MTA's own user may hold a session, as configs/ recommends:
+	// every test through a real MTA proves its connections are told apart.
+	mtaUser := map[string]string{"postfix": "postfix", "sendmail": "root"}[mta]
+	milterConfig = append(milterConfig, "allow_users: ["+mtaUser+"]")
 	if front == "policy" {
 		r.policy = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-		extraConfig += "policy_service:\n  listen: inet:" + r.policy + "\n"
+		extraConfig += "policy_service:\n  listen: inet:" + r.policy + "\n  allow_users: [" + mtaUser + "]\n"
 	}
 	cfg := sandboxConfig(r.sb, "inet:"+r.milter, freeTCPPort(t), extraConfig)
 	for _, line := range milterConfig {
