@@ -85,7 +85,7 @@ func runServe(args []string, stderr io.Writer) int {
 	if d.watchdogEvery, err = sdnotify.WatchdogInterval(); err != nil {
 		d.log.Warn("no watchdog pings", "error", err)
 	}
-	log.SetOutput(slogWriter{d.log}) // go-milter logs through the standard logger
+	log.SetOutput(newSlogWriter(d.log)) // go-milter logs through the standard logger
 	log.SetFlags(0)
 	if err := d.run(); err != nil {
 		d.log.Error("mxguard stopped", "error", err)
@@ -529,11 +529,25 @@ func listen(key string, s config.Socket, mode os.FileMode) (net.Listener, error)
 	return ln, nil
 }
 
-// slogWriter sends standard-library log lines to slog.
-type slogWriter struct{ log *slog.Logger }
+// slogWriter sends standard-library log lines to slog: go-milter's, one
+// per connection it gives up on. A peer's flood of broken connections would
+// be a flood of lines, so each kind of line (its text up to the first
+// colon) is written at most once a minute, with a count of the rest.
+type slogWriter struct {
+	log      *slog.Logger
+	throttle *peers.LogThrottle
+}
+
+func newSlogWriter(l *slog.Logger) slogWriter {
+	return slogWriter{log: l, throttle: peers.NewLogThrottle(time.Minute)}
+}
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Warn(string(trimNewline(p)), "source", "go-milter")
+	line := string(trimNewline(p))
+	kind, _, _ := strings.Cut(line, ":")
+	if ok, suppressed := w.throttle.Allow(kind, time.Now()); ok {
+		w.log.Warn(line, "source", "go-milter", "like_it_since_last_line", suppressed)
+	}
 	return len(p), nil
 }
 
