@@ -1,0 +1,357 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/mxguard/mxguard/internal/redislab"
+	"github.com/mxguard/mxguard/policy"
+)
+
+var t0 = time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+
+func seen(domain, verdict string, at time.Duration, findings ...string) Sighting {
+	s := Sighting{Domain: domain, At: t0.Add(at), Messages: 1, Verdict: verdict}
+	for _, id := range findings {
+		s.Findings = append(s.Findings, Finding{ID: id, Status: "fail", Detail: id + " failed"})
+	}
+	return s
+}
+
+func TestApply(t *testing.T) {
+	e, ch := apply(nil, seen("a.test", "pass", 0))
+	if ch == nil || ch.From != "" || ch.To != "pass" || e.Messages != 1 || !e.FirstSeen.Equal(t0) || !e.FailingSince.IsZero() {
+		t.Fatalf("first sighting: %+v %+v", e, ch)
+	}
+	if e, ch = apply(e, seen("a.test", "pass", time.Minute)); ch != nil || e.Messages != 2 || !e.LastSeen.Equal(t0.Add(time.Minute)) {
+		t.Errorf("same verdict: %+v %+v", e, ch)
+	}
+	e, ch = apply(e, seen("a.test", "defer", 2*time.Minute, "mx.port25"))
+	if ch == nil || ch.From != "pass" || ch.To != "defer" || !e.FailingSince.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("newly failing: %+v %+v", e, ch)
+	}
+	e, _ = apply(e, seen("a.test", "flag", 3*time.Minute, "dmarc.record"))
+	if !e.FailingSince.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("failing another way keeps its since: %v", e.FailingSince)
+	}
+	if e, ch = apply(e, seen("a.test", "pass", 90*time.Second)); ch != nil || e.Verdict != "flag" {
+		t.Errorf("a sighting older than the last change changed it: %+v", e)
+	}
+	if e, ch = apply(e, Sighting{Domain: "a.test", At: t0.Add(4 * time.Minute), Messages: 1}); ch != nil || e.Verdict != "flag" || e.Messages != 6 {
+		t.Errorf("a decision that failed open changed the verdict: %+v", e)
+	}
+	e, ch = apply(e, seen("a.test", "pass", 5*time.Minute))
+	if ch == nil || !e.FailingSince.IsZero() || len(e.Findings) != 0 || len(e.Changes) != 4 || e.Changes[0].To != "pass" {
+		t.Errorf("fixed: %+v", e)
+	}
+	for i := range 20 {
+		e, _ = apply(e, seen("a.test", []string{"flag", "pass"}[i%2], time.Hour+time.Duration(i)*time.Minute))
+	}
+	if len(e.Changes) != changesKept {
+		t.Errorf("%d changes kept, want %d", len(e.Changes), changesKept)
+	}
+}
+
+func TestAuditChange(t *testing.T) {
+	audited := func(v string) *Entry { return &Entry{AuditedAt: t0, AuditVerdict: v} }
+	for _, c := range []struct {
+		before *Entry
+		now    string
+		want   string
+	}{
+		{nil, "pass", "new"},
+		{&Entry{Verdict: "defer"}, "defer", "new"},
+		{audited("pass"), "defer", "newly-failing"},
+		{audited("flag"), "pass", "fixed"},
+		{audited("defer"), "flag", "still-failing"},
+		{audited("pass"), "pass", "unchanged"},
+	} {
+		if got := AuditChange(c.before, c.now); got != c.want {
+			t.Errorf("%+v then %s: %s, want %s", c.before, c.now, got, c.want)
+		}
+	}
+}
+
+func TestFromReport(t *testing.T) {
+	if _, ok := FromReport(&policy.Report{Null: true}, t0); ok {
+		t.Error("the null sender is inventoried")
+	}
+	s, ok := FromReport(&policy.Report{Domain: "x.test", Incomplete: true}, t0)
+	if !ok || s.Verdict != "" || s.Messages != 1 {
+		t.Errorf("a decision that failed open: %+v", s)
+	}
+}
+
+// stores runs a test against every store: Local, and Redis on a real
+// redis-server.
+func stores(t *testing.T, maxDomains int, test func(t *testing.T, st Store)) {
+	t.Run("local", func(t *testing.T) {
+		l, err := OpenLocal("", maxDomains, 1<<30, false, discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		test(t, l)
+	})
+	t.Run("redis", func(t *testing.T) {
+		test(t, NewRedis(redisClient(t), "mxguard:test:", maxDomains, 5*time.Second))
+	})
+}
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func redisClient(t *testing.T) rueidis.Client {
+	t.Helper()
+	srv := redislab.Start(t)
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestStoreListsAndFilters(t *testing.T) {
+	stores(t, 10000, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		var batch []Sighting
+		for i := range 2500 {
+			v, f := "pass", []string(nil)
+			if i%5 == 0 {
+				v, f = "defer", []string{"mx.port25"}
+			}
+			// Many share a change time: pages must not lose or repeat ties.
+			batch = append(batch, seen(fmt.Sprintf("d%04d.test", i), v, time.Duration(i/100)*time.Second, f...))
+		}
+		if _, err := st.Apply(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []struct {
+			query Query
+			want  int
+		}{{Query{Limit: 7}, 2500}, {Query{Verdict: "defer", Limit: 33}, 500}, {Query{Check: "mx.port25", Limit: 100}, 500}, {Query{Verdict: "pass"}, 2000}} {
+			seenDomains := map[string]bool{}
+			var last *Entry
+			for pages := 0; ; pages++ {
+				page, next, err := st.List(ctx, q.query)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range page {
+					if seenDomains[e.Domain] {
+						t.Fatalf("%+v: %s listed twice", q.query, e.Domain)
+					}
+					seenDomains[e.Domain] = true
+					if last != nil && !listOrder(last, e) {
+						t.Fatalf("%+v: %s after %s", q.query, e.Domain, last.Domain)
+					}
+					last = e
+				}
+				if next == "" {
+					break
+				}
+				q.query.Cursor = next
+			}
+			if len(seenDomains) != q.want {
+				t.Errorf("%+v: %d domains, want %d", q.query, len(seenDomains), q.want)
+			}
+		}
+		counts, err := st.Counts(ctx)
+		if err != nil || counts["pass"] != 2000 || counts["defer"] != 500 {
+			t.Errorf("counts %v %v", counts, err)
+		}
+		var since []string
+		st.Domains(ctx, t0.Add(24*time.Second), func(d string) error { since = append(since, d); return nil })
+		if len(since) != 100 {
+			t.Errorf("%d domains seen in the last second, want 100", len(since))
+		}
+		if e, err := st.Get(ctx, "nosuch.test"); e != nil || err != nil {
+			t.Errorf("a domain never seen: %+v %v", e, err)
+		}
+		if _, _, err := st.List(ctx, Query{Cursor: "!!"}); err == nil {
+			t.Error("a forged cursor is accepted")
+		}
+	})
+}
+
+// The least recently seen domains go first beyond the bound.
+func TestStoreIsBounded(t *testing.T) {
+	stores(t, 100, func(t *testing.T, st Store) {
+		ctx := context.Background()
+		for i := range 300 {
+			if _, err := st.Apply(ctx, []Sighting{seen(fmt.Sprintf("d%03d.test", i), "flag", time.Duration(i)*time.Second, "dmarc.record")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		counts, _ := st.Counts(ctx)
+		if counts["flag"] != 100 {
+			t.Errorf("%v domains kept, want 100", counts)
+		}
+		if e, _ := st.Get(ctx, "d000.test"); e != nil {
+			t.Error("the least recently seen domain was kept")
+		}
+		if e, _ := st.Get(ctx, "d299.test"); e == nil {
+			t.Error("the most recently seen domain was dropped")
+		}
+		page, _, _ := st.List(ctx, Query{Check: "dmarc.record"})
+		if len(page) != 100 {
+			t.Errorf("the check index holds %d, want 100", len(page))
+		}
+	})
+}
+
+// Two nodes seeing the same change at once: it is reported once.
+func TestFleetReportsAChangeOnce(t *testing.T) {
+	c := redisClient(t)
+	nodes := []*Redis{NewRedis(c, "mxguard:test:", 1000, 5*time.Second), NewRedis(c, "mxguard:test:", 1000, 5*time.Second)}
+	ctx := context.Background()
+	nodes[0].Apply(ctx, []Sighting{seen("shared.test", "pass", 0)})
+	for round := range 20 {
+		verdict := []string{"defer", "pass"}[round%2]
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		notices := 0
+		for _, n := range nodes {
+			wg.Go(func() {
+				got, err := n.Apply(ctx, []Sighting{seen("shared.test", verdict, time.Duration(round+1)*time.Minute)})
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				notices += len(got)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if notices != 1 {
+			t.Fatalf("round %d: %d notices of one change, want 1", round, notices)
+		}
+	}
+	e, _ := nodes[1].Get(ctx, "shared.test")
+	if e.Messages != 41 {
+		t.Errorf("%d messages counted, want 41", e.Messages)
+	}
+}
+
+// What the fleet's store holds is input like any other: a damaged entry is
+// replaced, not believed or fatal.
+func TestFleetEntryGarbage(t *testing.T) {
+	c := redisClient(t)
+	st := NewRedis(c, "mxguard:test:", 1000, 5*time.Second)
+	ctx := context.Background()
+	c.Do(ctx, c.B().Set().Key("mxguard:test:{inv}:d:bad.test").Value("{not json").Build())
+	c.Do(ctx, c.B().Zadd().Key("mxguard:test:{inv}:order").ScoreMember().ScoreMember(1, "bad.test").Build())
+	if _, _, err := st.List(ctx, Query{}); err != nil {
+		t.Errorf("listing beside garbage: %v", err)
+	}
+	notices, err := st.Apply(ctx, []Sighting{seen("bad.test", "pass", 0)})
+	if err != nil || len(notices) != 1 {
+		t.Fatalf("%v %v", notices, err)
+	}
+	if e, err := st.Get(ctx, "bad.test"); err != nil || e.Verdict != "pass" {
+		t.Errorf("%+v %v", e, err)
+	}
+}
+
+func TestLocalKeepsAcrossRestartsAndSetsDamageAside(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inventory")
+	l, err := OpenLocal(path, 1000, 1<<30, true, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	l.Apply(ctx, []Sighting{seen("a.test", "defer", 0, "mx.port25"), seen("b.test", "pass", time.Second)})
+	if _, err := OpenLocal(path, 1000, 1<<30, true, discard); err == nil {
+		t.Error("a second owner took the file")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err = OpenLocal(path, 1000, 1<<30, true, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := l.Get(ctx, "a.test"); e == nil || e.Verdict != "defer" || !e.FailingSince.Equal(t0) {
+		t.Errorf("after a restart: %+v", e)
+	}
+	l.Close()
+
+	os.WriteFile(path, []byte(fileHeader+"\n{\"domain\":\"a.test\"}\n{garbage\n"), 0o640)
+	log := &strings.Builder{}
+	l, err = OpenLocal(path, 1000, 1<<30, true, slog.New(slog.NewTextHandler(log, nil)))
+	if err != nil {
+		t.Fatalf("a damaged file is fatal: %v", err)
+	}
+	defer l.Close()
+	if c, _ := l.Counts(ctx); len(c) != 0 {
+		t.Errorf("a damaged file was half loaded: %v", c)
+	}
+	aside, _ := filepath.Glob(path + ".damaged-*")
+	if len(aside) != 1 || !strings.Contains(log.String(), "damaged") {
+		t.Errorf("set aside %v; log %s", aside, log)
+	}
+}
+
+// mxguard audit beside a running serve writes the journal; serve applies it.
+func TestJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inventory")
+	l, err := OpenLocal(path, 1000, 1<<30, true, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	l.Apply(ctx, []Sighting{seen("a.test", "pass", 0)})
+	audit := Sighting{Domain: "a.test", At: t0.Add(time.Hour), Verdict: "defer", Audit: true}
+	if err := AppendJournal(path, []Sighting{audit}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(journalPath(path), append(must(os.ReadFile(journalPath(path))), "garbage\n"...), 0o640)
+	notices, bad, err := l.TakeJournal(ctx)
+	if err != nil || bad != 1 || len(notices) != 1 {
+		t.Fatalf("%v %d %v", notices, bad, err)
+	}
+	if e, _ := l.Get(ctx, "a.test"); e.AuditVerdict != "defer" || e.Messages != 1 {
+		t.Errorf("%+v", e)
+	}
+	if _, err := os.Stat(journalPath(path)); err == nil {
+		t.Error("the journal was not removed")
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// blockedStore never answers.
+type blockedStore struct{ Store }
+
+func (blockedStore) Apply(ctx context.Context, _ []Sighting) ([]Notice, error) {
+	select {}
+}
+func (blockedStore) Counts(context.Context) (map[string]int, error) { return nil, nil }
+
+// The mail path never waits: with a store that hangs, recording is still
+// immediate and what does not fit is counted.
+func TestRecordNeverBlocks(t *testing.T) {
+	inv := New(blockedStore{}, Options{Queue: 100, FlushEvery: time.Millisecond, Log: discard})
+	r := &policy.Report{Domain: "a.test"}
+	for range 100000 {
+		inv.Record(r)
+	}
+	if inv.Dropped() == 0 {
+		t.Error("nothing dropped with the store hung and the queue full")
+	}
+}

@@ -1,0 +1,332 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Redis is the inventory of a fleet, in Redis or Valkey: every node adds
+// what it saw, and any node's audit or API sees every domain.
+//
+// Layout (all keys under the fleet's prefix and the hash tag {inv}, so that
+// a cluster keeps them on one node and a script may touch them together):
+//
+//	{inv}:d:DOMAIN      the entry, JSON (a string: one allocation per domain)
+//	{inv}:seen          zset of domains by last seen (ms): bounds the inventory
+//	{inv}:order         zset of domains by last verdict change (ms): lists
+//	{inv}:v:VERDICT     zset of the domains with that verdict, by change
+//	{inv}:c:CHECK       zset of the domains with a finding of that check
+//
+// An entry is changed by compare-and-set: read, apply (the same apply as
+// the local inventory), and write only if nobody wrote it in between, so
+// that of two nodes seeing a change at once only one reports it (and a
+// change is notified once, not once per node).
+type Redis struct {
+	client     rueidis.Client
+	prefix     string
+	maxDomains int
+	timeout    time.Duration
+	cas        *rueidis.Lua
+}
+
+// NewRedis uses client, under prefix (cache.shared.prefix).
+func NewRedis(client rueidis.Client, prefix string, maxDomains int, timeout time.Duration) *Redis {
+	return &Redis{client: client, prefix: prefix + "{inv}:", maxDomains: maxDomains, timeout: timeout,
+		cas: rueidis.NewLuaScript(casScript)}
+}
+
+// casScript writes an entry if it is still what the caller read, moves
+// the domain between the index sets, and trims the least recently seen
+// domains beyond the bound.
+//
+// KEYS: entry, seen, order. ARGV: the JSON read ("" for none), the new
+// JSON, domain, change ms, seen ms, old verdict, new verdict, old checks,
+// new checks (space-separated), key prefix, max domains.
+const casScript = `
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return 0 end
+local p, d = ARGV[10], ARGV[3]
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[5], d)
+redis.call('ZADD', KEYS[3], ARGV[4], d)
+if ARGV[6] ~= '' then redis.call('ZREM', p .. 'v:' .. ARGV[6], d) end
+if ARGV[7] ~= '' then redis.call('ZADD', p .. 'v:' .. ARGV[7], ARGV[4], d) end
+for c in string.gmatch(ARGV[8], '%S+') do redis.call('ZREM', p .. 'c:' .. c, d) end
+for c in string.gmatch(ARGV[9], '%S+') do redis.call('ZADD', p .. 'c:' .. c, ARGV[4], d) end
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[11])
+if over > 0 then
+	for _, old in ipairs(redis.call('ZPOPMIN', KEYS[2], over)) do
+		if old ~= d and not tonumber(old) then
+			local v = redis.call('GET', p .. 'd:' .. old)
+			if v then
+				local ok, e = pcall(cjson.decode, v)
+				if ok and type(e) == 'table' then
+					if e.verdict then redis.call('ZREM', p .. 'v:' .. e.verdict, old) end
+					if type(e.findings) == 'table' then
+						for _, f in ipairs(e.findings) do redis.call('ZREM', p .. 'c:' .. tostring(f.id), old) end
+					end
+				end
+			end
+			redis.call('DEL', p .. 'd:' .. old)
+			redis.call('ZREM', KEYS[3], old)
+		end
+	end
+end
+return 1
+`
+
+// casTries bounds the retries of one entry when other nodes keep writing it.
+const casTries = 8
+
+// maxEntryJSON bounds an entry read back: the fleet's store is shared, so
+// what it holds is checked like any input.
+const maxEntryJSON = 64 << 10
+
+func (r *Redis) entryKey(domain string) string { return r.prefix + "d:" + domain }
+
+// Apply records a batch and returns the verdict changes it made.
+func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	var notices []Notice
+	pending := batch
+	for try := 0; len(pending) > 0 && try < casTries; try++ {
+		current, raw, err := r.read(ctx, pending)
+		if err != nil {
+			return notices, err
+		}
+		execs := make([]rueidis.LuaExec, len(pending))
+		changes := make([]*Change, len(pending))
+		for i, s := range pending {
+			e, ch := apply(current[i], s)
+			changes[i] = ch
+			next, err := json.Marshal(e)
+			if err != nil {
+				return notices, err
+			}
+			oldVerdict, oldChecks := "", ""
+			if current[i] != nil {
+				oldVerdict, oldChecks = current[i].Verdict, checkIDs(current[i])
+			}
+			execs[i] = rueidis.LuaExec{
+				Keys: []string{r.entryKey(s.Domain), r.prefix + "seen", r.prefix + "order"},
+				Args: []string{raw[i], string(next), s.Domain, ms(e.Changed), ms(e.LastSeen), oldVerdict, e.Verdict,
+					oldChecks, checkIDs(e), r.prefix, strconv.Itoa(r.maxDomains)},
+			}
+		}
+		var retry []Sighting
+		for i, res := range r.cas.ExecMulti(ctx, r.client, execs...) {
+			written, err := res.AsInt64()
+			switch {
+			case err != nil:
+				return notices, err
+			case written == 0: // another node wrote it since: read again
+				retry = append(retry, pending[i])
+			case changes[i] != nil:
+				notices = append(notices, Notice{Domain: pending[i].Domain, Change: *changes[i]})
+			}
+		}
+		pending = retry
+	}
+	if len(pending) > 0 {
+		return notices, fmt.Errorf("inventory: %d domains kept changing under other nodes' writes", len(pending))
+	}
+	return notices, nil
+}
+
+// Get returns the entry of domain; nil when it was never seen.
+func (r *Redis) Get(ctx context.Context, domain string) (*Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	s, err := r.client.Do(ctx, r.client.B().Get().Key(r.entryKey(domain)).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeEntry(s)
+}
+
+// List returns the entries q selects, newest change first, and the cursor
+// of the next page.
+func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
+	after, err := parseCursor(q.Cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	index := r.prefix + "order"
+	switch {
+	case q.Check != "":
+		index = r.prefix + "c:" + q.Check
+	case q.Verdict != "":
+		index = r.prefix + "v:" + q.Verdict
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 1 << 30
+	}
+	max := "+inf"
+	if after.set {
+		max = strconv.FormatInt(after.changed/int64(time.Millisecond), 10)
+	}
+	var page []*Entry
+	const chunk = 512
+	for offset := int64(0); len(page) <= limit; offset += chunk {
+		members, err := r.client.Do(ctx, r.client.B().Zrange().Key(index).Min(max).Max("-inf").Byscore().Rev().
+			Limit(offset, chunk).Build()).AsStrSlice()
+		if err != nil {
+			return nil, "", err
+		}
+		if len(members) == 0 {
+			break
+		}
+		entries, err := r.getMany(ctx, members)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, e := range entries {
+			if e != nil && q.matches(e) && after.before(e) {
+				page = append(page, e)
+			}
+		}
+		if len(members) < chunk {
+			break
+		}
+	}
+	return paginate(page, q.Limit)
+}
+
+func (r *Redis) getMany(ctx context.Context, domains []string) ([]*Entry, error) {
+	cmds := make(rueidis.Commands, len(domains))
+	for i, d := range domains {
+		cmds[i] = r.client.B().Get().Key(r.entryKey(d)).Build()
+	}
+	entries := make([]*Entry, len(domains))
+	for i, res := range r.client.DoMulti(ctx, cmds...) {
+		s, err := res.ToString()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if e, err := decodeEntry(s); err == nil {
+			entries[i] = e
+		}
+	}
+	return entries, nil
+}
+
+// Domains calls fn for every domain seen since the given time.
+func (r *Redis) Domains(ctx context.Context, since time.Time, fn func(domain string) error) error {
+	const chunk = 1000
+	for offset := int64(0); ; offset += chunk {
+		c, cancel := context.WithTimeout(ctx, r.timeout)
+		members, err := r.client.Do(c, r.client.B().Zrange().Key(r.prefix+"seen").Min("+inf").Max(ms(since)).Byscore().Rev().
+			Limit(offset, chunk).Build()).AsStrSlice()
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, d := range members {
+			if err := fn(d); err != nil {
+				return err
+			}
+		}
+		if len(members) < chunk {
+			return nil
+		}
+	}
+}
+
+// Counts returns the number of domains by verdict.
+func (r *Redis) Counts(ctx context.Context) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	verdicts := []string{"pass", "flag", "hold", "defer", "reject"}
+	cmds := make(rueidis.Commands, 0, len(verdicts)+1)
+	for _, v := range verdicts {
+		cmds = append(cmds, r.client.B().Zcard().Key(r.prefix+"v:"+v).Build())
+	}
+	cmds = append(cmds, r.client.B().Zcard().Key(r.prefix+"seen").Build())
+	out := map[string]int{}
+	known := 0
+	for i, res := range r.client.DoMulti(ctx, cmds...) {
+		n, err := res.AsInt64()
+		if err != nil {
+			return nil, err
+		}
+		if i < len(verdicts) {
+			out[verdicts[i]] = int(n)
+			known += int(n)
+		} else if n > int64(known) {
+			out[""] = int(n) - known
+		}
+	}
+	return out, nil
+}
+
+// Close does nothing: the client belongs to the caller.
+func (r *Redis) Close() error { return nil }
+
+func ms(t time.Time) string {
+	if t.IsZero() {
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+func checkIDs(e *Entry) string {
+	ids := make([]string, 0, len(e.Findings))
+	for _, f := range e.Findings {
+		ids = append(ids, f.ID)
+	}
+	return strings.Join(ids, " ")
+}
+
+// read gets the entries of a batch and their JSON as stored.
+func (r *Redis) read(ctx context.Context, batch []Sighting) ([]*Entry, []string, error) {
+	cmds := make(rueidis.Commands, len(batch))
+	for i, s := range batch {
+		cmds[i] = r.client.B().Get().Key(r.entryKey(s.Domain)).Build()
+	}
+	entries, raw := make([]*Entry, len(batch)), make([]string, len(batch))
+	for i, res := range r.client.DoMulti(ctx, cmds...) {
+		s, err := res.ToString()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		raw[i] = s
+		if e, err := decodeEntry(s); err == nil {
+			entries[i] = e
+		} // a damaged entry is replaced by a fresh one
+	}
+	return entries, raw, nil
+}
+
+func decodeEntry(s string) (*Entry, error) {
+	if len(s) > maxEntryJSON {
+		return nil, fmt.Errorf("an entry of %d octets", len(s))
+	}
+	var e Entry
+	if err := json.Unmarshal([]byte(s), &e); err != nil {
+		return nil, err
+	}
+	if e.Domain == "" {
+		return nil, errors.New("an entry without a domain")
+	}
+	return &e, nil
+}
