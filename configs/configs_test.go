@@ -19,7 +19,9 @@ func TestSystemdUnitIsUnprivileged(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"Type=notify\n", "WatchdogSec=", "User=mxguard", "Group=mxguard", "NoNewPrivileges=yes", "CapabilityBoundingSet=\n",
-		"AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"} {
+		"AmbientCapabilities=\n", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n",
+		// allow_users (which the package sets) reads sock_diag; the inventory needs a place.
+		"StateDirectory=mxguard\n"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("the unit lacks %q", strings.TrimSpace(want))
 		}
