@@ -22,6 +22,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/mxguard/mxguard/internal/inventory"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -37,6 +38,8 @@ type Config struct {
 	// DecisionTimeout bounds one check, as for mail; what did not finish
 	// says temperror.
 	DecisionTimeout time.Duration
+	// Inventory, when set, answers GET /v1/domains.
+	Inventory inventory.Store
 }
 
 // Evaluator decides; *policy.Engine is the one mxguard uses.
@@ -86,6 +89,8 @@ const (
 	writeMargin  = 10 * time.Second
 	clientsKept  = 4096
 	checkPath    = "/v1/check"
+	domainsPath  = "/v1/domains"
+	openAPIPath  = "/v1/openapi.json"
 	allowedQuery = "domain, client_ip, helo"
 )
 
@@ -199,18 +204,37 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	if ok, wait := s.limiter.allow(client, cfg.Rate, time.Now()); !ok {
 		return tooMany(w, cfg.Rate, wait)
 	}
-	if r.URL.Path != checkPath {
-		return fail(w, http.StatusNotFound, "no such endpoint; GET "+checkPath+"?domain=DOMAIN")
-	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		return fail(w, http.StatusMethodNotAllowed, r.Method+" is not allowed; use GET")
 	}
-	req, err := parseQuery(r.URL.RawQuery)
-	if err != nil {
-		return fail(w, http.StatusBadRequest, err.Error())
+	switch path := r.URL.Path; {
+	case path == checkPath:
+		req, err := parseQuery(r.URL.RawQuery)
+		if err != nil {
+			return fail(w, http.StatusBadRequest, err.Error())
+		}
+		report, code := s.check(w, r, cfg, req)
+		if report == nil {
+			return code
+		}
+		return reply(w, http.StatusOK, NewReport(report))
+	case path == domainsPath:
+		return s.listDomains(w, r, cfg)
+	case strings.HasPrefix(path, domainsPath+"/"):
+		return s.oneDomain(w, r, cfg, strings.TrimPrefix(path, domainsPath+"/"))
+	case path == openAPIPath:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(openAPI)
+		return http.StatusOK
 	}
+	return fail(w, http.StatusNotFound, "no such endpoint; see GET "+openAPIPath)
+}
 
+// check runs one check within a slot; nil and the status given when none
+// freed in time.
+func (s *Server) check(w http.ResponseWriter, r *http.Request, cfg *Config, req policy.Request) (*policy.Report, int) {
 	queued, cancelQueue := context.WithTimeout(r.Context(), s.opts.QueueTimeout)
 	defer cancelQueue()
 	select {
@@ -218,10 +242,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 		defer func() { <-s.slots }()
 	case <-queued.Done():
 		if r.Context().Err() != nil {
-			return 499 // the client went away; nobody reads an answer
+			return nil, 499 // the client went away; nobody reads an answer
 		}
 		w.Header().Set("Retry-After", "1")
-		return fail(w, http.StatusServiceUnavailable, "busy: too many checks running; try again")
+		return nil, fail(w, http.StatusServiceUnavailable, "busy: too many checks running; try again")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), cfg.DecisionTimeout)
 	defer cancel()
@@ -230,7 +254,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	report := cfg.Engine.Evaluate(ctx, req)
 	s.opts.Log.Info("api check", "client", r.RemoteAddr, "domain", policy.Printable(report.Domain, maxLogText),
 		"client_ip", optional(req.ClientIP), "verdict", report.Verdict().String(), "elapsed_ms", report.Elapsed.Milliseconds())
-	return reply(w, http.StatusOK, NewReport(report))
+	return report, http.StatusOK
 }
 
 func tooMany(w http.ResponseWriter, rate float64, wait time.Duration) int {

@@ -99,6 +99,7 @@ func get(t *testing.T, url, token string) answer {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
+	conformsToOpenAPI(t, req, resp.StatusCode, resp.Header, body)
 	return answer{resp.StatusCode, resp.Header, string(body)}
 }
 

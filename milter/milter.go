@@ -90,8 +90,12 @@ type Options struct {
 	// AllowPeer, when set, refuses connections from peers that may not
 	// hold a session; nil admits everyone.
 	AllowPeer PeerCheck
-	Log       *slog.Logger
-	Recorder  Recorder
+	// Seen, when set, is given every report a message was decided on
+	// (for the milter: the envelope sender's and each From domain's): the
+	// domain inventory. It must not block.
+	Seen     func(*policy.Report)
+	Log      *slog.Logger
+	Recorder Recorder
 }
 
 // Milter serves the milter protocol.

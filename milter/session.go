@@ -236,6 +236,9 @@ func (s *session) envelopeReply() gomilter.Response {
 	}
 	msg.replied = reply.String()
 	s.transaction(false) // no message follows a refused sender
+	if seen := s.m.opts.Seen; seen != nil {
+		seen(r)
+	}
 	s.logDecision(msg, r, r.Verdict().String(), "envelope", "")
 	return replyCode(msg.replied)
 }
@@ -346,6 +349,12 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 			final, subject = r, "header-from"
 		}
 	}
+	if seen := s.m.opts.Seen; seen != nil {
+		seen(envelope)
+		for _, r := range from {
+			seen(r)
+		}
+	}
 	verdict := final.Verdict()
 	applied := final.Enforced()
 	if msg.nonSMTP && applied >= policy.Defer {
@@ -405,7 +414,10 @@ func (s *session) removeForged(m *gomilter.Modifier, msg *message) error {
 // refuses mail because of its own trouble.
 func (s *session) failOpen(m *gomilter.Modifier, msg *message, r *policy.Report, subject, sender string) (gomilter.Response, error) {
 	if r == nil {
-		r = &policy.Report{Domain: policy.ParseSender(sender).Domain, ClientIP: s.client, Elapsed: time.Since(msg.started)}
+		r = &policy.Report{Domain: policy.ParseSender(sender).Domain, ClientIP: s.client, Elapsed: time.Since(msg.started), Incomplete: true}
+	}
+	if seen := s.m.opts.Seen; seen != nil {
+		seen(r)
 	}
 	s.logDecision(msg, r, "temperror", subject, "")
 	if err := m.AddHeader(msg.cfg.HeaderName, r.TempErrorHeaderValue()); err != nil {

@@ -66,8 +66,12 @@ type Options struct {
 	// AllowPeer, when set, refuses connections from peers that may not use
 	// the service; nil admits everyone.
 	AllowPeer PeerCheck
-	Log       *slog.Logger
-	Recorder  Recorder
+	// Seen, when set, is given every report a message was decided on
+	// (for the milter: the envelope sender's and each From domain's): the
+	// domain inventory. It must not block.
+	Seen     func(*policy.Report)
+	Log      *slog.Logger
+	Recorder Recorder
 }
 
 // Bounds on what a client may send: Postfix's requests are a few dozen
@@ -419,6 +423,9 @@ func (c *conn) answer(attrs request) string {
 	action, repeat, r, outcome := c.decide(cfg, req)
 	c.instance, c.repeat = instance, repeat
 	c.s.log(attrs, r, outcome)
+	if c.s.opts.Seen != nil {
+		c.s.opts.Seen(r)
+	}
 	if c.s.opts.Recorder != nil {
 		c.s.opts.Recorder.Decision(r, outcome)
 	}

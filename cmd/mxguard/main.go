@@ -3,6 +3,7 @@
 //
 //	mxguard serve    [--config FILE]           run the milter
 //	mxguard check    [flags] DOMAIN|ADDRESS... audit domains from the command line
+//	mxguard audit    [flags]                   re-check the domain inventory
 //	mxguard validate [--config FILE]           check a configuration file
 //	mxguard sandbox  --spec FILE               serve a test sandbox (DNS, MX hosts) for integration tests
 package main
@@ -34,6 +35,7 @@ Usage:
   mxguard validate [--config FILE]          check a configuration file, warn about risky settings
   mxguard check [flags] DOMAIN|ADDRESS...   audit domains (see mxguard check -h)
   mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
+  mxguard audit [flags]                     re-check the domain inventory, say what changed (see mxguard audit -h)
   mxguard sandbox --spec FILE               serve a DNS zone and MX hosts on loopback for tests (docs/SANDBOX.md)
   mxguard version                           the version of this binary
   mxguard help                              this text
@@ -59,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runValidate(args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdin, stdout, stderr)
+	case "audit":
+		return runAudit(args[1:], stdin, stdout, stderr)
 	case "sandbox":
 		return runSandbox(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -24,11 +24,7 @@ type progress struct {
 // the reports go to the same terminal (they show the progress themselves,
 // and a bar redrawn between them would break their lines).
 func newProgress(in io.Reader, stdout, stderr io.Writer) *progress {
-	errFile, ok := unwrap(stderr).(*os.File)
-	if !ok || !term.IsTerminal(int(errFile.Fd())) {
-		return nil
-	}
-	if outFile, ok := unwrap(stdout).(*os.File); ok && term.IsTerminal(int(outFile.Fd())) {
+	if !wantProgress(stdout, stderr) {
 		return nil
 	}
 	total := -1
@@ -37,6 +33,27 @@ func newProgress(in io.Reader, stdout, stderr io.Writer) *progress {
 			total = n
 		}
 	}
+	return progressOf(total, stderr)
+}
+
+// newProgressOf is the progress display for total domains (-1: unknown).
+func newProgressOf(total int, stdout, stderr io.Writer) *progress {
+	if !wantProgress(stdout, stderr) {
+		return nil
+	}
+	return progressOf(total, stderr)
+}
+
+func wantProgress(stdout, stderr io.Writer) bool {
+	errFile, ok := unwrap(stderr).(*os.File)
+	if !ok || !term.IsTerminal(int(errFile.Fd())) {
+		return false
+	}
+	outFile, ok := unwrap(stdout).(*os.File)
+	return !ok || !term.IsTerminal(int(outFile.Fd()))
+}
+
+func progressOf(total int, stderr io.Writer) *progress {
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(stderr),
 		progressbar.OptionSetDescription("checking"),

@@ -19,7 +19,9 @@ import (
 
 	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/inventory"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/notify"
 	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/sdnotify"
 	"github.com/mxguard/mxguard/internal/sharedcache"
@@ -40,17 +42,19 @@ Flags:
 
 // daemon is a running `mxguard serve`.
 type daemon struct {
-	path    string // config file; "" for the built-in one
-	cfg     *config.Config
-	started *config.Config // what the listeners and the protocol were set up with
-	log     *slog.Logger
-	level   *slog.LevelVar
-	metrics *metrics.Metrics
-	engine  atomic.Pointer[policy.Engine]
-	milter  *milter.Milter        // nil when milter.listen is empty
-	policy  *postfixpolicy.Server // nil when policy_service.listen is empty
-	api     *checkapi.Server      // nil when api.listen is empty
-	shared  *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
+	path      string // config file; "" for the built-in one
+	cfg       *config.Config
+	started   *config.Config // what the listeners and the protocol were set up with
+	log       *slog.Logger
+	level     *slog.LevelVar
+	metrics   *metrics.Metrics
+	engine    atomic.Pointer[policy.Engine]
+	milter    *milter.Milter        // nil when milter.listen is empty
+	policy    *postfixpolicy.Server // nil when policy_service.listen is empty
+	api       *checkapi.Server      // nil when api.listen is empty
+	shared    *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
+	inventory *inventory.Inventory
+	webhook   *notify.Webhook // nil when notify.webhook.url is empty
 	// The local users that may hold a milter or policy session; reloadable.
 	milterPeers, policyPeers atomic.Pointer[peers.Allow]
 	systemd                  *sdnotify.Notifier // nil when not started by systemd with Type=notify
@@ -138,6 +142,10 @@ func (d *daemon) run() error {
 	}
 	d.milterPeers.Store(milterPeers)
 	d.policyPeers.Store(policyPeers)
+	if err := d.openInventory(); err != nil {
+		return err
+	}
+	defer d.closeInventory()
 	// Metrics first: by the time an MTA or a test can connect to a front
 	// end, /metrics and /healthz answer.
 	var httpSrv *http.Server
@@ -166,6 +174,10 @@ func (d *daemon) run() error {
 		"metrics", d.cfg.Metrics.Listen, "api", d.cfg.API.Listen, "config", d.source(), "resolvers", engine.Resolvers())
 	stopSelfCheck := d.selfCheckEvery(d.cfg.Outbound.SelfCheckInterval.D)
 	defer stopSelfCheck()
+	if every := d.cfg.Inventory.AuditInterval.D; every > 0 {
+		stopAudit := d.auditEvery(every)
+		defer stopAudit()
+	}
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -422,6 +434,7 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 			IdleTimeout:        c.Milter.IdleTimeout.D,
 			TransactionTimeout: c.Milter.TransactionTimeout.D,
 			AllowPeer:          peers.Checker(d.milterPeers.Load),
+			Seen:               d.inventory.Record,
 			Log:                d.log,
 			Recorder:           d.metrics,
 		})
@@ -437,6 +450,7 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 			MaxConns:    c.PolicyService.MaxConnections,
 			IdleTimeout: c.PolicyService.IdleTimeout.D,
 			AllowPeer:   peers.Checker(d.policyPeers.Load),
+			Seen:        d.inventory.Record,
 			Log:         d.log,
 			Recorder:    d.metrics,
 		})
@@ -476,7 +490,94 @@ func allowedPeers(c *config.Config) (milter, policy *peers.Allow, err error) {
 }
 
 func (d *daemon) apiConfig(c *config.Config, engine *policy.Engine) *checkapi.Config {
-	return &checkapi.Config{Engine: engine, Token: c.API.Token, Rate: c.API.Rate, DecisionTimeout: c.DecisionTimeout.D}
+	return &checkapi.Config{Engine: engine, Token: c.API.Token, Rate: c.API.Rate, DecisionTimeout: c.DecisionTimeout.D,
+		Inventory: d.inventory.Store()}
+}
+
+// openInventory opens the domain inventory: the fleet's with a fleet
+// cache, else this host's file. A file that cannot be opened is logged and
+// the inventory kept in memory: it never stops mail.
+func (d *daemon) openInventory() error {
+	c := d.cfg.Inventory
+	var store inventory.Store
+	if d.shared != nil {
+		store = inventory.NewRedis(d.shared.Client, d.cfg.Cache.Shared.Prefix, c.MaxDomains, 5*time.Second)
+	} else {
+		l, err := inventory.OpenLocal(c.Path, c.MaxDomains, c.MaxBytes, true, d.log)
+		if err != nil { // another mxguard's, or a directory it may not write
+			d.log.Error("the inventory file cannot be used; keeping the inventory in memory", "error", err)
+			l, _ = inventory.OpenLocal("", c.MaxDomains, c.MaxBytes, false, d.log)
+		}
+		store = l
+	}
+	var send func([]inventory.Notice)
+	if d.cfg.Notify.Webhook.URL != "" {
+		hook, err := startWebhook(d.cfg, d.log, d.metrics.WatchNotify())
+		if err != nil {
+			return err
+		}
+		d.webhook, send = hook, hook.Send
+	}
+	d.inventory = inventory.New(store, inventory.Options{SaveEvery: c.SaveInterval.D, Notify: send, Log: d.log})
+	d.metrics.WatchInventory(d.inventory)
+	return nil
+}
+
+func (d *daemon) closeInventory() {
+	if err := d.inventory.Close(); err != nil {
+		d.log.Error("saving the inventory failed", "error", err)
+	}
+	if d.webhook != nil {
+		d.webhook.Close()
+	}
+}
+
+// startWebhook starts notify.webhook; record counts its outcomes (nil: not
+// counted).
+func startWebhook(c *config.Config, log *slog.Logger, record func(string)) (*notify.Webhook, error) {
+	w := c.Notify.Webhook
+	return notify.Start(notify.Config{URL: w.URL, Secret: w.Secret, AllowPrivate: w.AllowPrivate, Timeout: w.Timeout.D,
+		Retries: w.Retries, Log: log, Recorder: record})
+}
+
+// auditEvery audits the inventory every interval in the background, with
+// the engine serving at the time, and logs what changed.
+func (d *daemon) auditEvery(interval time.Duration) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+			var domains []string
+			store := d.inventory.Store()
+			if err := store.Domains(ctx, time.Time{}, func(s string) error { domains = append(domains, s); return nil }); err != nil {
+				d.log.Warn("inventory audit: reading the inventory failed", "error", err)
+				continue
+			}
+			changes := map[string]int{}
+			began := time.Now()
+			err := auditDomains(ctx, d.engine.Load(), store, domains, d.cfg.Inventory.AuditConcurrency,
+				func(ctx context.Context, b []inventory.Sighting) error {
+					_, err := d.inventory.Apply(ctx, b)
+					return err
+				},
+				func(a auditResult) { changes[a.change]++ })
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Info("inventory audit", "domains", len(domains), "new", changes["new"], "newly_failing", changes["newly-failing"],
+				"fixed", changes["fixed"], "still_failing", changes["still-failing"], "unchanged", changes["unchanged"],
+				"took", time.Since(began).Round(time.Millisecond), "error", err)
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func (d *daemon) policyConfig(c *config.Config, engine *policy.Engine) *postfixpolicy.Config {

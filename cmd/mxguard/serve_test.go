@@ -163,6 +163,8 @@ outbound:
   ips: [%s, %s]
 identity:
   skip_networks: []
+inventory:
+  path: ""
 %s`, listen, metricsPort, sb.DNS.Addr, sb.Port, spectest.ConnectTimeout, spectest.GreetingTimeout,
 		spectest.IPOutDual, spectest.IPOutOnly, extra)
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -37,6 +38,8 @@ type Config struct {
 	Outbound        Outbound      `yaml:"outbound"`
 	Identity        Identity      `yaml:"identity"`
 	Policy          Policy        `yaml:"policy"`
+	Inventory       Inventory     `yaml:"inventory"`
+	Notify          Notify        `yaml:"notify"`
 	Log             Log           `yaml:"log"`
 
 	// Source is the file the configuration came from.
@@ -186,6 +189,32 @@ type Policy struct {
 	AllowDomains  []Domain    `yaml:"allow_domains"`
 	AllowNetworks []Prefix    `yaml:"allow_networks"`
 	AllowMXHosts  []Domain    `yaml:"allow_mx_hosts"`
+}
+
+// Inventory is the domain inventory.
+type Inventory struct {
+	// Path is the file it is kept in; empty keeps it in memory only.
+	Path         string   `yaml:"path"`
+	MaxDomains   int      `yaml:"max_domains"`
+	MaxBytes     int      `yaml:"max_bytes"`
+	SaveInterval Duration `yaml:"save_interval"`
+	// AuditInterval, when not zero, makes serve audit the inventory.
+	AuditInterval    Duration `yaml:"audit_interval"`
+	AuditConcurrency int      `yaml:"audit_concurrency"`
+}
+
+// Notify sends verdict changes somewhere.
+type Notify struct {
+	Webhook Webhook `yaml:"webhook"`
+}
+
+// Webhook is an HTTP endpoint that gets a signed POST per verdict change.
+type Webhook struct {
+	URL          string   `yaml:"url"`
+	Secret       string   `yaml:"secret"`
+	AllowPrivate bool     `yaml:"allow_private"`
+	Timeout      Duration `yaml:"timeout"`
+	Retries      int      `yaml:"retries"`
 }
 
 // Log configures log/slog.
@@ -388,6 +417,24 @@ func (c *Config) validate() error {
 		errs = append(errs, c.errorAt("cache.negative_max_ttl", "is below cache.min_ttl"))
 	}
 	positive("identity.max_ptr_names", c.Identity.MaxPTRNames)
+	positive("inventory.max_domains", c.Inventory.MaxDomains)
+	if c.Inventory.MaxBytes < 1<<20 {
+		errs = append(errs, c.errorAt("inventory.max_bytes", "must be at least 1048576 (1 MiB), got %d", c.Inventory.MaxBytes))
+	}
+	nonZero("inventory.save_interval", c.Inventory.SaveInterval)
+	positive("inventory.audit_concurrency", c.Inventory.AuditConcurrency)
+	if p := c.Inventory.Path; p != "" && !filepath.IsAbs(p) {
+		errs = append(errs, c.errorAt("inventory.path", "%q must be an absolute path", p))
+	}
+	if w := c.Notify.Webhook; w.URL != "" {
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, c.errorAt("notify.webhook.url", "%q: want an https:// (or http://) URL", w.URL))
+		}
+		nonZero("notify.webhook.timeout", w.Timeout)
+		if w.Retries < 0 {
+			errs = append(errs, c.errorAt("notify.webhook.retries", "must not be negative"))
+		}
+	}
 	nonZero("outbound.self_check_interval", c.Outbound.SelfCheckInterval)
 	if c.Outbound.HELO != "" {
 		if _, err := policy.ParseHELO(c.Outbound.HELO); err != nil {

@@ -75,11 +75,19 @@ func New(store Store, opts Options) *Inventory {
 	return inv
 }
 
-// Store is where the inventory is kept.
-func (inv *Inventory) Store() Store { return inv.store }
+// Store is where the inventory is kept; nil without an inventory.
+func (inv *Inventory) Store() Store {
+	if inv == nil {
+		return nil
+	}
+	return inv.store
+}
 
 // Record queues a decision; it never blocks.
 func (inv *Inventory) Record(r *policy.Report) {
+	if inv == nil {
+		return
+	}
 	s, ok := FromReport(r, time.Now())
 	if !ok {
 		return

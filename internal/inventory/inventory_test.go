@@ -103,9 +103,11 @@ func stores(t *testing.T, maxDomains int, test func(t *testing.T, st Store)) {
 		test(t, l)
 	})
 	t.Run("redis", func(t *testing.T) {
-		test(t, NewRedis(redisClient(t), "mxguard:test:", maxDomains, 5*time.Second))
+		test(t, NewRedis(connected(redisClient(t)), "mxguard:test:", maxDomains, 5*time.Second))
 	})
 }
+
+func connected(c rueidis.Client) func() rueidis.Client { return func() rueidis.Client { return c } }
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -212,7 +214,7 @@ func TestStoreIsBounded(t *testing.T) {
 // Two nodes seeing the same change at once: it is reported once.
 func TestFleetReportsAChangeOnce(t *testing.T) {
 	c := redisClient(t)
-	nodes := []*Redis{NewRedis(c, "mxguard:test:", 1000, 5*time.Second), NewRedis(c, "mxguard:test:", 1000, 5*time.Second)}
+	nodes := []*Redis{NewRedis(connected(c), "mxguard:test:", 1000, 5*time.Second), NewRedis(connected(c), "mxguard:test:", 1000, 5*time.Second)}
 	ctx := context.Background()
 	nodes[0].Apply(ctx, []Sighting{seen("shared.test", "pass", 0)})
 	for round := range 20 {
@@ -246,7 +248,7 @@ func TestFleetReportsAChangeOnce(t *testing.T) {
 // replaced, not believed or fatal.
 func TestFleetEntryGarbage(t *testing.T) {
 	c := redisClient(t)
-	st := NewRedis(c, "mxguard:test:", 1000, 5*time.Second)
+	st := NewRedis(connected(c), "mxguard:test:", 1000, 5*time.Second)
 	ctx := context.Background()
 	c.Do(ctx, c.B().Set().Key("mxguard:test:{inv}:d:bad.test").Value("{not json").Build())
 	c.Do(ctx, c.B().Zadd().Key("mxguard:test:{inv}:order").ScoreMember().ScoreMember(1, "bad.test").Build())

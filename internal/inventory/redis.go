@@ -29,17 +29,28 @@ import (
 // that of two nodes seeing a change at once only one reports it (and a
 // change is notified once, not once per node).
 type Redis struct {
-	client     rueidis.Client
+	conn       func() rueidis.Client // nil until the fleet's server is reached
 	prefix     string
 	maxDomains int
 	timeout    time.Duration
 	cas        *rueidis.Lua
 }
 
-// NewRedis uses client, under prefix (cache.shared.prefix).
-func NewRedis(client rueidis.Client, prefix string, maxDomains int, timeout time.Duration) *Redis {
-	return &Redis{client: client, prefix: prefix + "{inv}:", maxDomains: maxDomains, timeout: timeout,
+// NewRedis keeps the inventory with the client conn returns (the fleet
+// cache's), under prefix (cache.shared.prefix).
+func NewRedis(conn func() rueidis.Client, prefix string, maxDomains int, timeout time.Duration) *Redis {
+	return &Redis{conn: conn, prefix: prefix + "{inv}:", maxDomains: maxDomains, timeout: timeout,
 		cas: rueidis.NewLuaScript(casScript)}
+}
+
+// ErrNotConnected is the fleet's server not reached yet.
+var ErrNotConnected = errors.New("the fleet's Redis is not connected yet")
+
+func (r *Redis) client() (rueidis.Client, error) {
+	if c := r.conn(); c != nil {
+		return c, nil
+	}
+	return nil, ErrNotConnected
 }
 
 // casScript writes an entry if it is still what the caller read, moves
@@ -93,12 +104,16 @@ func (r *Redis) entryKey(domain string) string { return r.prefix + "d:" + domain
 
 // Apply records a batch and returns the verdict changes it made.
 func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
+	client, err := r.client()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	var notices []Notice
 	pending := batch
 	for try := 0; len(pending) > 0 && try < casTries; try++ {
-		current, raw, err := r.read(ctx, pending)
+		current, raw, err := r.getMany(ctx, client, domainsOf(pending))
 		if err != nil {
 			return notices, err
 		}
@@ -122,7 +137,7 @@ func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
 			}
 		}
 		var retry []Sighting
-		for i, res := range r.cas.ExecMulti(ctx, r.client, execs...) {
+		for i, res := range r.cas.ExecMulti(ctx, client, execs...) {
 			written, err := res.AsInt64()
 			switch {
 			case err != nil:
@@ -143,9 +158,13 @@ func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
 
 // Get returns the entry of domain; nil when it was never seen.
 func (r *Redis) Get(ctx context.Context, domain string) (*Entry, error) {
+	client, err := r.client()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	s, err := r.client.Do(ctx, r.client.B().Get().Key(r.entryKey(domain)).Build()).ToString()
+	s, err := client.Do(ctx, client.B().Get().Key(r.entryKey(domain)).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		return nil, nil
 	}
@@ -159,6 +178,10 @@ func (r *Redis) Get(ctx context.Context, domain string) (*Entry, error) {
 // of the next page.
 func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 	after, err := parseCursor(q.Cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	client, err := r.client()
 	if err != nil {
 		return nil, "", err
 	}
@@ -182,7 +205,7 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 	var page []*Entry
 	const chunk = 512
 	for offset := int64(0); len(page) <= limit; offset += chunk {
-		members, err := r.client.Do(ctx, r.client.B().Zrange().Key(index).Min(max).Max("-inf").Byscore().Rev().
+		members, err := client.Do(ctx, client.B().Zrange().Key(index).Min(max).Max("-inf").Byscore().Rev().
 			Limit(offset, chunk).Build()).AsStrSlice()
 		if err != nil {
 			return nil, "", err
@@ -190,7 +213,7 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 		if len(members) == 0 {
 			break
 		}
-		entries, err := r.getMany(ctx, members)
+		entries, _, err := r.getMany(ctx, client, members)
 		if err != nil {
 			return nil, "", err
 		}
@@ -206,33 +229,48 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 	return paginate(page, q.Limit)
 }
 
-func (r *Redis) getMany(ctx context.Context, domains []string) ([]*Entry, error) {
+// getMany reads entries, and their JSON as stored ("" for none); a
+// damaged entry reads as none, and is replaced by the next write.
+func (r *Redis) getMany(ctx context.Context, client rueidis.Client, domains []string) ([]*Entry, []string, error) {
 	cmds := make(rueidis.Commands, len(domains))
 	for i, d := range domains {
-		cmds[i] = r.client.B().Get().Key(r.entryKey(d)).Build()
+		cmds[i] = client.B().Get().Key(r.entryKey(d)).Build()
 	}
-	entries := make([]*Entry, len(domains))
-	for i, res := range r.client.DoMulti(ctx, cmds...) {
+	entries, raw := make([]*Entry, len(domains)), make([]string, len(domains))
+	for i, res := range client.DoMulti(ctx, cmds...) {
 		s, err := res.ToString()
 		if rueidis.IsRedisNil(err) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		raw[i] = s
 		if e, err := decodeEntry(s); err == nil {
 			entries[i] = e
 		}
 	}
-	return entries, nil
+	return entries, raw, nil
+}
+
+func domainsOf(batch []Sighting) []string {
+	out := make([]string, len(batch))
+	for i, s := range batch {
+		out[i] = s.Domain
+	}
+	return out
 }
 
 // Domains calls fn for every domain seen since the given time.
 func (r *Redis) Domains(ctx context.Context, since time.Time, fn func(domain string) error) error {
+	client, err := r.client()
+	if err != nil {
+		return err
+	}
 	const chunk = 1000
 	for offset := int64(0); ; offset += chunk {
 		c, cancel := context.WithTimeout(ctx, r.timeout)
-		members, err := r.client.Do(c, r.client.B().Zrange().Key(r.prefix+"seen").Min("+inf").Max(ms(since)).Byscore().Rev().
+		members, err := client.Do(c, client.B().Zrange().Key(r.prefix+"seen").Min("+inf").Max(ms(since)).Byscore().Rev().
 			Limit(offset, chunk).Build()).AsStrSlice()
 		cancel()
 		if err != nil {
@@ -251,17 +289,21 @@ func (r *Redis) Domains(ctx context.Context, since time.Time, fn func(domain str
 
 // Counts returns the number of domains by verdict.
 func (r *Redis) Counts(ctx context.Context) (map[string]int, error) {
+	client, err := r.client()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	verdicts := []string{"pass", "flag", "hold", "defer", "reject"}
 	cmds := make(rueidis.Commands, 0, len(verdicts)+1)
 	for _, v := range verdicts {
-		cmds = append(cmds, r.client.B().Zcard().Key(r.prefix+"v:"+v).Build())
+		cmds = append(cmds, client.B().Zcard().Key(r.prefix+"v:"+v).Build())
 	}
-	cmds = append(cmds, r.client.B().Zcard().Key(r.prefix+"seen").Build())
+	cmds = append(cmds, client.B().Zcard().Key(r.prefix+"seen").Build())
 	out := map[string]int{}
 	known := 0
-	for i, res := range r.client.DoMulti(ctx, cmds...) {
+	for i, res := range client.DoMulti(ctx, cmds...) {
 		n, err := res.AsInt64()
 		if err != nil {
 			return nil, err
@@ -276,7 +318,7 @@ func (r *Redis) Counts(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
-// Close does nothing: the client belongs to the caller.
+// Close does nothing: the client is the fleet cache's.
 func (r *Redis) Close() error { return nil }
 
 func ms(t time.Time) string {
@@ -292,29 +334,6 @@ func checkIDs(e *Entry) string {
 		ids = append(ids, f.ID)
 	}
 	return strings.Join(ids, " ")
-}
-
-// read gets the entries of a batch and their JSON as stored.
-func (r *Redis) read(ctx context.Context, batch []Sighting) ([]*Entry, []string, error) {
-	cmds := make(rueidis.Commands, len(batch))
-	for i, s := range batch {
-		cmds[i] = r.client.B().Get().Key(r.entryKey(s.Domain)).Build()
-	}
-	entries, raw := make([]*Entry, len(batch)), make([]string, len(batch))
-	for i, res := range r.client.DoMulti(ctx, cmds...) {
-		s, err := res.ToString()
-		if rueidis.IsRedisNil(err) {
-			continue
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		raw[i] = s
-		if e, err := decodeEntry(s); err == nil {
-			entries[i] = e
-		} // a damaged entry is replaced by a fresh one
-	}
-	return entries, raw, nil
 }
 
 func decodeEntry(s string) (*Entry, error) {

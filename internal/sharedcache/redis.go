@@ -318,3 +318,7 @@ func Redact(raw string) string {
 	}
 	return "(unparsable URL)"
 }
+
+// Client is the connection to the fleet's server, nil until it is made:
+// the fleet's domain inventory uses it too.
+func (r *Redis) Client() rueidis.Client { return r.conn() }
