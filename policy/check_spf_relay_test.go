@@ -1,0 +1,71 @@
+package policy
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// spfEngine is an engine whose one outbound address is ip, greeting as
+// helo, resolving through server.
+func spfEngine(t *testing.T, server, ip, helo string) *Engine {
+	t.Helper()
+	cfg := DefaultConfig()
+	// A dropped query costs Timeout × Attempts; an answer on loopback takes
+	// milliseconds, and has two chances.
+	cfg.Resolver = ResolverConfig{Servers: []string{server}, Timeout: 500 * time.Millisecond, Attempts: 2}
+	cfg.Cache.DNSEntries = 1024
+	addr := netip.MustParseAddr(ip).Unmap()
+	cfg.OutboundIPs = []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}
+	cfg.EgressHELO = helo
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// spfRelayOf runs spf.relay for req as Evaluate does, and nothing else:
+// the zones of these tests have public addresses that must not be probed.
+func spfRelayOf(e *Engine, req Request) Result {
+	return e.runCheck(context.Background(), newEvaluation(e, req), slices.Index(checks, &spfRelay))
+}
+
+func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
+	z := smtptest.NewZone()
+	z.TXT("empty-label.test", "v=spf1 a:mail.example...com -all").
+		TXT("long-label.test", "v=spf1 a:"+strings.Repeat("a", 64)+".example.com -all").
+		TXT("spaces.test", "v=spf1 a:macro%%percent%_%_space%-url-space.spaces.test -all").
+		MustAdd(`macro%percent\ \ space%20url-space.spaces.test. A 192.0.2.10`)
+	srv, err := smtptest.StartDNS(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	cases := []struct {
+		name   string
+		req    Request
+		status Status
+		detail string
+	}{
+		// RFC 7208 sections 4.3 and 5: a target name no query can carry does
+		// not exist; it is not a DNS error to try again.
+		{"a target name with an empty label", Request{Sender: "a@empty-label.test"}, StatusFail, "192.0.2.10 fail"},
+		{"a target name with a label over 63 octets", Request{Sender: "a@long-label.test"}, StatusFail, "192.0.2.10 fail"},
+		// Section 7.3: "%_" expands to a space, which DNS carries.
+		{"a macro-expanded name with spaces", Request{Sender: "a@spaces.test"}, StatusPass, "192.0.2.10 pass"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := spfRelayOf(spfEngine(t, srv.Addr, "192.0.2.10", "relay.example.test"), c.req)
+			if r.Status != c.status || !strings.Contains(r.Detail, c.detail) {
+				t.Errorf("%s %q, want %s %q", r.Status, r.Detail, c.status, c.detail)
+			}
+		})
+	}
+}
