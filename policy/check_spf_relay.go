@@ -70,7 +70,8 @@ func (e *Engine) spfFor(ctx context.Context, domain string, ip netip.Addr) spfOu
 	if o, ok := e.spf.get(key); ok {
 		return o
 	}
-	res, err := spf.CheckHostWithSender(ip.AsSlice(), domain, "postmaster@"+domain,
+	// %{h} is the HELO receivers get: this relay's own (RFC 7208 section 7.3).
+	res, err := spf.CheckHostWithSender(ip.AsSlice(), e.cfg.EgressHELO, "postmaster@"+domain,
 		spf.WithContext(ctx), spf.WithResolver(netResolver{e.resolver}))
 	o := spfOutcome{ip, res, err}
 	ttl := e.cfg.Cache.MinTTL

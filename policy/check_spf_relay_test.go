@@ -41,7 +41,8 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 	z.TXT("empty-label.test", "v=spf1 a:mail.example...com -all").
 		TXT("long-label.test", "v=spf1 a:"+strings.Repeat("a", 64)+".example.com -all").
 		TXT("spaces.test", "v=spf1 a:macro%%percent%_%_space%-url-space.spaces.test -all").
-		MustAdd(`macro%percent\ \ space%20url-space.spaces.test. A 192.0.2.10`)
+		MustAdd(`macro%percent\ \ space%20url-space.spaces.test. A 192.0.2.10`).
+		TXT("helo.test", "v=spf1 a:%{h} -all").A("relay.example.test", "192.0.2.10")
 	srv, err := smtptest.StartDNS(z)
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +60,8 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 		{"a target name with a label over 63 octets", Request{Sender: "a@long-label.test"}, StatusFail, "192.0.2.10 fail"},
 		// Section 7.3: "%_" expands to a space, which DNS carries.
 		{"a macro-expanded name with spaces", Request{Sender: "a@spaces.test"}, StatusPass, "192.0.2.10 pass"},
+		// Section 7.3: %{h} is the HELO receivers get, this relay's own.
+		{"%{h}", Request{Sender: "a@helo.test", HELO: "client.example.test"}, StatusPass, "192.0.2.10 pass"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -67,5 +70,30 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 				t.Errorf("%s %q, want %s %q", r.Status, r.Detail, c.status, c.detail)
 			}
 		})
+	}
+}
+
+// A reload that changes outbound.helo changes what %{h} expands to: the
+// SPF results of the old name are not kept.
+func TestSPFRelayAfterAHELOChange(t *testing.T) {
+	z := smtptest.NewZone().TXT("helo.test", "v=spf1 a:%{h} -all").A("relay.example.test", "192.0.2.10").A("other.example.test", "192.0.2.99")
+	srv, err := smtptest.StartDNS(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	e := spfEngine(t, srv.Addr, "192.0.2.10", "relay.example.test")
+	req := Request{Sender: "a@helo.test"}
+	if r := spfRelayOf(e, req); r.Status != StatusPass {
+		t.Fatalf("%s %s", r.Status, r.Detail)
+	}
+	cfg := e.Config()
+	cfg.EgressHELO = "other.example.test"
+	e2, err := Reconfigure(e, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := spfRelayOf(e2, req); r.Status != StatusFail {
+		t.Errorf("after the HELO change: %s %s", r.Status, r.Detail)
 	}
 }
