@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -57,21 +58,24 @@ type spfOutcome struct {
 	err    error
 }
 
-// spfKey is one SPF evaluation: a domain's policy for one address.
+// spfKey is one SPF evaluation: a domain's policy for one address and one
+// local part (a record may name it, as %{l}).
 type spfKey struct {
 	domain string
+	local  string
 	ip     netip.Addr
 }
 
-// spfFor evaluates the SPF policy of domain for ip, or remembers it (for
-// cache.min_ttl; a temperror for cache.error_ttl).
-func (e *Engine) spfFor(ctx context.Context, domain string, ip netip.Addr) spfOutcome {
-	key := spfKey{domain, ip}
+// spfFor evaluates the SPF policy of domain for ip and the sender's local
+// part, or remembers it (for cache.min_ttl; a temperror for cache.error_ttl).
+func (e *Engine) spfFor(ctx context.Context, domain, local string, ip netip.Addr) spfOutcome {
+	key := spfKey{domain, local, ip}
 	if o, ok := e.spf.get(key); ok {
 		return o
 	}
-	// %{h} is the HELO receivers get: this relay's own (RFC 7208 section 7.3).
-	res, err := spf.CheckHostWithSender(ip.AsSlice(), e.cfg.EgressHELO, "postmaster@"+domain,
+	// Receivers see this relay's HELO (%{h}) and the envelope sender, with
+	// postmaster for a missing local part (RFC 7208 sections 4.3, 7.3).
+	res, err := spf.CheckHostWithSender(ip.AsSlice(), e.cfg.EgressHELO, cmp.Or(local, "postmaster")+"@"+domain,
 		spf.WithContext(ctx), spf.WithResolver(netResolver{e.resolver}))
 	o := spfOutcome{ip, res, err}
 	ttl := e.cfg.Cache.MinTTL
@@ -92,7 +96,7 @@ func checkSPFRelay(ctx context.Context, ev *evaluation) Result {
 	var outcomes []spfOutcome
 	worst := spfOutcome{result: spf.Pass}
 	for _, ip := range ev.e.outboundSingles {
-		o := ev.e.spfFor(ctx, d, ip)
+		o := ev.e.spfFor(ctx, d, ev.sender.Local, ip)
 		outcomes = append(outcomes, o)
 		if spfRank[o.result] > spfRank[worst.result] {
 			worst = o

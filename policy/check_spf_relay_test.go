@@ -42,7 +42,8 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 		TXT("long-label.test", "v=spf1 a:"+strings.Repeat("a", 64)+".example.com -all").
 		TXT("spaces.test", "v=spf1 a:macro%%percent%_%_space%-url-space.spaces.test -all").
 		MustAdd(`macro%percent\ \ space%20url-space.spaces.test. A 192.0.2.10`).
-		TXT("helo.test", "v=spf1 a:%{h} -all").A("relay.example.test", "192.0.2.10")
+		TXT("helo.test", "v=spf1 a:%{h} -all").A("relay.example.test", "192.0.2.10").
+		TXT("local.test", "v=spf1 exists:%{l}.users.local.test -all").A("alice.users.local.test", "127.0.0.2")
 	srv, err := smtptest.StartDNS(z)
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +63,12 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 		{"a macro-expanded name with spaces", Request{Sender: "a@spaces.test"}, StatusPass, "192.0.2.10 pass"},
 		// Section 7.3: %{h} is the HELO receivers get, this relay's own.
 		{"%{h}", Request{Sender: "a@helo.test", HELO: "client.example.test"}, StatusPass, "192.0.2.10 pass"},
+		// Section 7.3: %{l} is the envelope sender's local part; section
+		// 4.3: postmaster where there is none.
+		{"%{l} of the sender", Request{Sender: "<alice@local.test>"}, StatusPass, "192.0.2.10 pass"},
+		{"%{l} of another sender", Request{Sender: "<bob@local.test>"}, StatusFail, "192.0.2.10 fail"},
+		{"%{l} without a sender", Request{Domain: "local.test"}, StatusFail, "192.0.2.10 fail"},
+		{"%{l} of a sender without a local part", Request{Sender: "@local.test"}, StatusFail, "192.0.2.10 fail"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
