@@ -30,7 +30,7 @@ var spfRelay = check{
 	fix:         "Authorize this relay's outbound addresses in the domain's SPF record.",
 	gate: func(_ context.Context, ev *evaluation) string {
 		if reason := ev.domainSkip(); reason != "" {
-			return reason
+			return reason + spfOfInvalidDomain(ev.sender)
 		}
 		if len(ev.e.outboundSingles) == 0 {
 			return "outbound.ips holds no single address to evaluate SPF for"
@@ -38,6 +38,20 @@ var spfRelay = check{
 		return ""
 	},
 	run: checkSPFRelay,
+}
+
+// spfOfInvalidDomain says, for a sender domain that fails domain.syntax,
+// what receivers' SPF makes of it: "none" for an address literal or a name
+// no query can carry (RFC 7208 section 4.3); other names (an underscore)
+// SPF would evaluate, and spf.relay does not.
+func spfOfInvalidDomain(s Sender) string {
+	if s.Err == nil {
+		return ""
+	}
+	if _, err := queryName(s.Domain); err != nil || strings.HasPrefix(s.Domain, "[") {
+		return " (domain.syntax); receivers' SPF gives none for it (RFC 7208 section 4.3)"
+	}
+	return " (domain.syntax), so its SPF is not evaluated"
 }
 
 // singleOutboundIPs are the outbound.ips entries that are one address.

@@ -69,6 +69,10 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 		{"%{l} of another sender", Request{Sender: "<bob@local.test>"}, StatusFail, "192.0.2.10 fail"},
 		{"%{l} without a sender", Request{Domain: "local.test"}, StatusFail, "192.0.2.10 fail"},
 		{"%{l} of a sender without a local part", Request{Sender: "@local.test"}, StatusFail, "192.0.2.10 fail"},
+		// domain.syntax fails them: the detail says what receivers do.
+		{"a sender domain SPF calls malformed", Request{Sender: "a@mail.example...com"}, StatusSkip, "receivers' SPF gives none"},
+		{"an address literal", Request{Sender: "a@[192.0.2.1]"}, StatusSkip, "receivers' SPF gives none"},
+		{"a sender domain SPF would evaluate", Request{Sender: "a@bad_domain.test"}, StatusSkip, "domain.syntax"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
