@@ -362,7 +362,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 			}
 		case *dns.TXT:
 			if len(ans.TXT) < maxTXTRecords {
-				txt := strings.Join(v.Txt, "")
+				txt := txtOctets(strings.Join(v.Txt, ""))
 				ans.TXT = append(ans.TXT, strings.Clone(txt[:min(len(txt), maxTXTLength)]))
 			}
 		default:
@@ -404,6 +404,30 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 	mergeTTL(ans, minTTL, haveTTL)
 	return "", true, nil
 }
+
+// txtOctets undoes miekg/dns's escaping of TXT strings ("\X", "\DDD"): a
+// record is octets, and checks read it so.
+func txtOctets(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			i++
+			c = s[i]
+			if i+2 < len(s) && isDigit(c) && isDigit(s[i+1]) && isDigit(s[i+2]) {
+				c = (c-'0')*100 + (s[i+1]-'0')*10 + s[i+2] - '0'
+				i += 2
+			}
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // answersFor reports whether the response speaks for name: it has records
 // owned by it, or a negative answer whose authority covers it.

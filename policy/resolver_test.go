@@ -237,3 +237,15 @@ func TestLookupOfANameWithSpaces(t *testing.T) {
 		}
 	}
 }
+
+// TXT records are octets: what miekg/dns escapes in them ("\"", "\\",
+// "\DDD" for bytes outside printable ASCII) comes back as sent, so an SPF
+// record with a stray byte is seen with it (RFC 7208 section 4.6.1).
+func TestLookupTXTIsOctets(t *testing.T) {
+	sb := newTestSandbox(t)
+	sb.Zone.MustAdd(`txt.test. TXT "v=spf1 a:\239\187\191x.test" " \"quoted\" back\\slash"`)
+	a, err := testClient(t, sb.DNS.Addr).Lookup(context.Background(), "txt.test", dns.TypeTXT)
+	if want := "v=spf1 a:\xef\xbb\xbfx.test \"quoted\" back\\slash"; err != nil || len(a.TXT) != 1 || a.TXT[0] != want {
+		t.Errorf("%+v %v, want %q", a, err, want)
+	}
+}
