@@ -43,7 +43,8 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 		TXT("spaces.test", "v=spf1 a:macro%%percent%_%_space%-url-space.spaces.test -all").
 		MustAdd(`macro%percent\ \ space%20url-space.spaces.test. A 192.0.2.10`).
 		TXT("helo.test", "v=spf1 a:%{h} -all").A("relay.example.test", "192.0.2.10").
-		TXT("local.test", "v=spf1 exists:%{l}.users.local.test -all").A("alice.users.local.test", "127.0.0.2")
+		TXT("local.test", "v=spf1 exists:%{l}.users.local.test -all").A("alice.users.local.test", "127.0.0.2").
+		TXT("quoted.test", "v=spf1 ip4:192.0.2.10 -all")
 	srv, err := smtptest.StartDNS(z)
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +70,8 @@ func TestSPFRelayAsReceiversSeeIt(t *testing.T) {
 		{"%{l} of another sender", Request{Sender: "<bob@local.test>"}, StatusFail, "192.0.2.10 fail"},
 		{"%{l} without a sender", Request{Domain: "local.test"}, StatusFail, "192.0.2.10 fail"},
 		{"%{l} of a sender without a local part", Request{Sender: "@local.test"}, StatusFail, "192.0.2.10 fail"},
+		// RFC 5321 section 4.1.2: a quoted local part may hold an "@".
+		{"a quoted local part with an @", Request{Sender: `<"a@b"@quoted.test>`}, StatusPass, "quoted.test SPF: 192.0.2.10 pass"},
 		// domain.syntax fails them: the detail says what receivers do.
 		{"a sender domain SPF calls malformed", Request{Sender: "a@mail.example...com"}, StatusSkip, "receivers' SPF gives none"},
 		{"an address literal", Request{Sender: "a@[192.0.2.1]"}, StatusSkip, "receivers' SPF gives none"},

@@ -83,6 +83,9 @@ var (
 	ErrInvalidMask   = errors.New("invalid mask")
 	ErrInvalidMacro  = errors.New("invalid macro")
 	ErrInvalidDomain = errors.New("invalid domain")
+	ErrInvalidChar   = errors.New("invalid character")
+
+	ErrDuplicateModifier = errors.New("modifier given more than once")
 
 	// Errors related to DNS lookups.
 	// Note that the library functions may also return net.DNSError.
@@ -285,14 +288,16 @@ func WithTraceFunc(trace TraceFunc) Option {
 	}
 }
 
-// split an user@domain address into user and domain.
+// split an user@domain address into user and domain. The domain follows
+// the last "@": a quoted local part may contain one.
+// https://tools.ietf.org/html/rfc5321#section-4.1.2
 func split(addr string) (string, string) {
-	ps := strings.SplitN(addr, "@", 2)
-	if len(ps) != 2 {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
 		return addr, ""
 	}
 
-	return ps[0], ps[1]
+	return addr[:i], addr[i+1:]
 }
 
 type resolution struct {
@@ -375,6 +380,11 @@ func (r *resolution) Check(domain string) (Result, error) {
 		// No record => None.
 		// https://tools.ietf.org/html/rfc7208#section-4.5
 		return None, ErrNoResult
+	}
+
+	if err := checkSyntax(txt); err != nil {
+		r.trace("syntax error: %v", err)
+		return PermError, err
 	}
 
 	fields := strings.Split(txt, " ")
@@ -633,9 +643,8 @@ func (r *resolution) ptrField(res Result, field, domain string) (bool, Result, e
 	}
 
 	if r.ipNames == nil {
-		r.ipNames = []string{}
-		ns, err := r.resolver.LookupAddr(r.ctx, r.ip.String())
-		if verr := r.countVoidLookup(len(ns), err); verr != nil {
+		n, err := r.lookupIPNames()
+		if verr := r.countVoidLookup(n, err); verr != nil {
 			return true, PermError, verr
 		}
 		if err != nil {
@@ -648,33 +657,6 @@ func (r *resolution) ptrField(res Result, field, domain string) (bool, Result, e
 			r.trace("ptr reverse lookup error, no match: %v", err)
 			return false, "", err
 		}
-
-		// Only take the first 10 names, ignore the rest.
-		// Each A/AAAA lookup in this context is NOT included in the overall
-		// count. The RFC defines this separate logic and limits.
-		// https://datatracker.ietf.org/doc/html/rfc7208#section-4.6.4
-		if len(ns) > 10 {
-			r.trace("ptr names trimmed %d down to 10", len(ns))
-			ns = ns[:10]
-		}
-
-		for _, n := range ns {
-			// Validate the name by doing a forward resolution: it is only
-			// validated if it resolves back to the IP we are checking.
-			// https://tools.ietf.org/html/rfc7208#section-5.5
-			addrs, err := r.resolver.LookupIPAddr(r.ctx, n)
-			if err != nil {
-				// RFC explicitly says to skip domains which error here.
-				continue
-			}
-			r.trace("ptr forward resolution %q -> %q", n, addrs)
-			for _, addr := range addrs {
-				if addr.IP.Equal(r.ip) {
-					r.ipNames = append(r.ipNames, n)
-					break
-				}
-			}
-		}
 	}
 
 	r.trace("ptr evaluating %q in %q", ptrDomain, r.ipNames)
@@ -686,6 +668,72 @@ func (r *resolution) ptrField(res Result, field, domain string) (bool, Result, e
 	}
 
 	return false, "", nil
+}
+
+// lookupIPNames sets r.ipNames to the names of r.ip that resolve back to
+// it. It returns the number of names the reverse lookup gave, and its error,
+// for the caller to count a void lookup.
+// https://tools.ietf.org/html/rfc7208#section-5.5
+func (r *resolution) lookupIPNames() (int, error) {
+	r.ipNames = []string{}
+	ns, err := r.resolver.LookupAddr(r.ctx, r.ip.String())
+	if err != nil {
+		return len(ns), err
+	}
+	nanswers := len(ns)
+
+	// Only take the first 10 names, ignore the rest.
+	// Each A/AAAA lookup in this context is NOT included in the overall
+	// count. The RFC defines this separate logic and limits.
+	// https://datatracker.ietf.org/doc/html/rfc7208#section-4.6.4
+	if len(ns) > 10 {
+		r.trace("ptr names trimmed %d down to 10", len(ns))
+		ns = ns[:10]
+	}
+
+	for _, n := range ns {
+		// Validate the name by doing a forward resolution: it is only
+		// validated if it resolves back to the IP we are checking.
+		// https://tools.ietf.org/html/rfc7208#section-5.5
+		addrs, err := r.resolver.LookupIPAddr(r.ctx, n)
+		if err != nil {
+			// RFC explicitly says to skip domains which error here.
+			continue
+		}
+		r.trace("ptr forward resolution %q -> %q", n, addrs)
+		for _, addr := range addrs {
+			if addr.IP.Equal(r.ip) {
+				r.ipNames = append(r.ipNames, n)
+				break
+			}
+		}
+	}
+	return nanswers, nil
+}
+
+// validatedName is the value of the "p" macro: a name of r.ip that resolves
+// back to it, the domain itself if it is one, else a subdomain of it, else
+// any; "unknown" if there is none. The names are looked up once, as for
+// "ptr"; a DNS error leaves none.
+// https://tools.ietf.org/html/rfc7208#section-7.3
+func (r *resolution) validatedName(domain string) string {
+	if r.ipNames == nil {
+		r.lookupIPNames()
+	}
+	for _, n := range r.ipNames {
+		if asciiEqualFold(strings.TrimSuffix(n, "."), strings.TrimSuffix(domain, ".")) {
+			return strings.TrimSuffix(n, ".")
+		}
+	}
+	for _, n := range r.ipNames {
+		if isSubdomain(n, domain) {
+			return strings.TrimSuffix(n, ".")
+		}
+	}
+	if len(r.ipNames) > 0 {
+		return strings.TrimSuffix(r.ipNames[0], ".")
+	}
+	return "unknown"
 }
 
 // isSubdomain returns whether the given name is the domain itself, or a
@@ -849,8 +897,11 @@ func ipMatch(ip, tomatch net.IP, masks dualMasks) bool {
 	return ip.Equal(tomatch)
 }
 
-var aRegexp = regexp.MustCompile(`^[aA](:([^/]+))?(/(\w+))?(//(\w+))?$`)
-var mxRegexp = regexp.MustCompile(`^[mM][xX](:([^/]+))?(/(\w+))?(//(\w+))?$`)
+// The domain-spec may contain "/" and ":" (any visible character but "%"),
+// so the dual-cidr-length is what the field ends with.
+// https://tools.ietf.org/html/rfc7208#section-7.1
+var aRegexp = regexp.MustCompile(`^[aA](:(.+?))?(/(\d+))?(//(\d+))?$`)
+var mxRegexp = regexp.MustCompile(`^[mM][xX](:(.+?))?(/(\d+))?(//(\d+))?$`)
 
 func domainAndMask(re *regexp.Regexp, field, domain string) (string, dualMasks, error) {
 	masks := dualMasks{}
@@ -1030,14 +1081,6 @@ var macroRegexp = regexp.MustCompile(
 // field or larger (that has problematic security implications).
 // https://tools.ietf.org/html/rfc7208#section-7
 func (r *resolution) expandMacros(s, domain string) (string, error) {
-	// Macros/domains shouldn't contain CIDR. Our parsing should prevent it
-	// from happening in case where it matters (a, mx), but for the ones which
-	// doesn't, prevent them from sneaking through.
-	if strings.Contains(s, "/") {
-		r.trace("macro contains /")
-		return "", ErrInvalidDomain
-	}
-
 	// Bypass the complex logic if there are no macros present.
 	if !strings.Contains(s, "%") {
 		return s, nil
@@ -1123,10 +1166,8 @@ func (r *resolution) expandMacros(s, domain string) (string, error) {
 			case "i":
 				str = ipToMacroStr(r.ip)
 			case "p":
-				// This shouldn't be used, we don't want to support it, it's
-				// risky. "unknown" is a safe value.
 				// https://tools.ietf.org/html/rfc7208#section-7.3
-				str = "unknown"
+				str = r.validatedName(domain)
 			case "v":
 				if r.ip.To4() != nil {
 					str = "in-addr"
