@@ -19,7 +19,6 @@ func spfEngine(t *testing.T, server, ip, helo string) *Engine {
 	// A dropped query costs Timeout × Attempts; an answer on loopback takes
 	// milliseconds, and has two chances.
 	cfg.Resolver = ResolverConfig{Servers: []string{server}, Timeout: 500 * time.Millisecond, Attempts: 2}
-	cfg.Cache.DNSEntries = 1024
 	addr := netip.MustParseAddr(ip).Unmap()
 	cfg.OutboundIPs = []netip.Prefix{netip.PrefixFrom(addr, addr.BitLen())}
 	cfg.EgressHELO = helo
