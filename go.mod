@@ -43,3 +43,6 @@ require (
 
 // A patched go-milter: see third_party/go-milter/PATCHES.md.
 replace github.com/emersion/go-milter => ./third_party/go-milter
+
+// A patched SPF library: see third_party/spf/PATCHES.md.
+replace blitiri.com.ar/go/spf => ./third_party/spf

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -16,7 +17,9 @@ const SPFRelay CheckID = "spf.relay"
 // Receivers judge this relay's mail by the sender domain's SPF: a relay its
 // customers' SPF leaves out sends mail that fails there. The evaluation is
 // blitiri.com.ar/go/spf's (DNS and void lookup limits, include, redirect,
-// macros), through mxguard's caching resolver.
+// macros; patched as third_party/spf/PATCHES.md says), through mxguard's
+// caching resolver, and agrees with the RFC 7208 test suite
+// (docs/RELIABILITY.md).
 var spfRelay = check{
 	id:          SPFRelay,
 	chain:       chainDNS,
@@ -29,7 +32,7 @@ var spfRelay = check{
 	fix:         "Authorize this relay's outbound addresses in the domain's SPF record.",
 	gate: func(_ context.Context, ev *evaluation) string {
 		if reason := ev.domainSkip(); reason != "" {
-			return reason
+			return reason + spfOfInvalidDomain(ev.sender)
 		}
 		if len(ev.e.outboundSingles) == 0 {
 			return "outbound.ips holds no single address to evaluate SPF for"
@@ -37,6 +40,20 @@ var spfRelay = check{
 		return ""
 	},
 	run: checkSPFRelay,
+}
+
+// spfOfInvalidDomain says, for a sender domain that fails domain.syntax,
+// what receivers' SPF makes of it: "none" for an address literal or a name
+// no query can carry (RFC 7208 section 4.3); other names (an underscore)
+// SPF would evaluate, and spf.relay does not.
+func spfOfInvalidDomain(s Sender) string {
+	if s.Err == nil {
+		return ""
+	}
+	if _, err := queryName(s.Domain); err != nil || strings.HasPrefix(s.Domain, "[") {
+		return " (domain.syntax); receivers' SPF gives none for it (RFC 7208 section 4.3)"
+	}
+	return " (domain.syntax), so its SPF is not evaluated"
 }
 
 // singleOutboundIPs are the outbound.ips entries that are one address.
@@ -57,20 +74,24 @@ type spfOutcome struct {
 	err    error
 }
 
-// spfKey is one SPF evaluation: a domain's policy for one address.
+// spfKey is one SPF evaluation: a domain's policy for one address and one
+// local part (a record may name it, as %{l}).
 type spfKey struct {
 	domain string
+	local  string
 	ip     netip.Addr
 }
 
-// spfFor evaluates the SPF policy of domain for ip, or remembers it (for
-// cache.min_ttl; a temperror for cache.error_ttl).
-func (e *Engine) spfFor(ctx context.Context, domain string, ip netip.Addr) spfOutcome {
-	key := spfKey{domain, ip}
+// spfFor evaluates the SPF policy of domain for ip and the sender's local
+// part, or remembers it (for cache.min_ttl; a temperror for cache.error_ttl).
+func (e *Engine) spfFor(ctx context.Context, domain, local string, ip netip.Addr) spfOutcome {
+	key := spfKey{domain, local, ip}
 	if o, ok := e.spf.get(key); ok {
 		return o
 	}
-	res, err := spf.CheckHostWithSender(ip.AsSlice(), domain, "postmaster@"+domain,
+	// Receivers see this relay's HELO (%{h}) and the envelope sender, with
+	// postmaster for a missing local part (RFC 7208 sections 4.3, 7.3).
+	res, err := spf.CheckHostWithSender(ip.AsSlice(), e.cfg.EgressHELO, cmp.Or(local, "postmaster")+"@"+domain,
 		spf.WithContext(ctx), spf.WithResolver(netResolver{e.resolver}))
 	o := spfOutcome{ip, res, err}
 	ttl := e.cfg.Cache.MinTTL
@@ -91,7 +112,7 @@ func checkSPFRelay(ctx context.Context, ev *evaluation) Result {
 	var outcomes []spfOutcome
 	worst := spfOutcome{result: spf.Pass}
 	for _, ip := range ev.e.outboundSingles {
-		o := ev.e.spfFor(ctx, d, ip)
+		o := ev.e.spfFor(ctx, d, ev.sender.Local, ip)
 		outcomes = append(outcomes, o)
 		if spfRank[o.result] > spfRank[worst.result] {
 			worst = o

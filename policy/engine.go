@@ -430,9 +430,10 @@ func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
 
 // Reconfigure returns an engine for cfg that keeps prev's caches where they
 // still hold: the DNS cache when the resolvers and its size and lifetimes
-// are unchanged, the probe cache when its size and lifetimes and the port
-// and timeouts are. A configuration reload then does not start cold, and
-// never serves what other resolvers or other TTL bounds put there.
+// are unchanged (the SPF results when outbound.helo is too), the probe
+// cache when its size and lifetimes and the port and timeouts are. A
+// configuration reload then does not start cold, and never serves what
+// other resolvers or other TTL bounds put there.
 func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
 	e, err := New(cfg)
 	if err != nil {
@@ -442,7 +443,10 @@ func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
 	if slices.Equal(e.servers, prev.servers) && c.DNSEntries == d.DNSEntries && c.DNSMaxBytes == d.DNSMaxBytes &&
 		c.MinTTL == d.MinTTL && c.MaxTTL == d.MaxTTL && c.NegativeTTL == d.NegativeTTL &&
 		c.NegativeMaxTTL == d.NegativeMaxTTL && c.ErrorTTL == d.ErrorTTL {
-		e.resolver.lru, e.spf, e.dmarc = prev.resolver.lru, prev.spf, prev.dmarc
+		e.resolver.lru, e.dmarc = prev.resolver.lru, prev.dmarc
+		if e.cfg.EgressHELO == prev.cfg.EgressHELO { // SPF's %{h} is the relay's HELO
+			e.spf = prev.spf
+		}
 	}
 	p, q := e.cfg.Probe, prev.cfg.Probe
 	if c.ProbeEntries == d.ProbeEntries && c.ProbeAcceptTTL == d.ProbeAcceptTTL &&

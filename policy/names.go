@@ -22,6 +22,9 @@ type Sender struct {
 	Unqualified bool
 	// Err says why the domain is not a valid host name.
 	Err error
+	// Local is the local part as sent ("" for a bare domain), for SPF's
+	// %{l} (RFC 7208 section 7.3).
+	Local string
 }
 
 // ParseSender parses a MAIL FROM argument such as "<user@example.com>",
@@ -44,7 +47,9 @@ func ParseSender(s string) Sender {
 	if i < 0 {
 		return Sender{Unqualified: true}
 	}
-	return parseDomain(s[i+1:])
+	sender := parseDomain(s[i+1:])
+	sender.Local = s[:i]
+	return sender
 }
 
 // ParseDomain parses a bare domain, as `mxguard check` takes one.

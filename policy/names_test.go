@@ -47,6 +47,23 @@ func TestParseSender(t *testing.T) {
 	}
 }
 
+// The local part is kept as sent, for SPF's %{l}.
+func TestParseSenderLocalPart(t *testing.T) {
+	for in, want := range map[string]string{
+		"<User.Name@example.com>":      "User.Name",
+		"<@relay.example:a@b.example>": "a",
+		`"a@b"@example.com`:            `"a@b"`,
+		"@example.com":                 "",
+	} {
+		if s := ParseSender(in); s.Local != want {
+			t.Errorf("ParseSender(%q).Local = %q, want %q", in, s.Local, want)
+		}
+	}
+	if s := ParseDomain("example.com"); s.Local != "" {
+		t.Errorf("ParseDomain: local part %q", s.Local)
+	}
+}
+
 func TestUnqualifiedSenderAndBareDomain(t *testing.T) {
 	for _, in := range []string{"postmaster", "<postmaster>", `"a@b"`} {
 		if s := ParseSender(in); !s.Unqualified || s.Domain != "" || s.Err != nil {

@@ -13,7 +13,9 @@ import (
 // (blitiri.com.ar/go/spf) through the engine's caching resolver, so their
 // lookups are cached, collapsed and bounded like the checks' own, and /etc/hosts
 // never answers. Errors come back as *net.DNSError, which the libraries read:
-// NXDOMAIN and NODATA as not found, everything else as temporary.
+// NXDOMAIN, NODATA and a name no query can carry as not found (RFC 7208
+// sections 4.3 and 5: receivers treat such a name as non-existent),
+// everything else as temporary.
 type netResolver struct {
 	r *cachedResolver
 }
@@ -25,6 +27,9 @@ func (n netResolver) lookup(ctx context.Context, name string, qtype uint16) (*An
 		msg := err.Error()
 		if errors.As(err, &de) && de.Err != nil {
 			msg = de.Err.Error()
+		}
+		if de != nil && de.Kind == ErrInvalidName {
+			return nil, &net.DNSError{Err: msg, Name: name, IsNotFound: true}
 		}
 		return nil, &net.DNSError{Err: msg, Name: name, IsTemporary: true, IsTimeout: errors.Is(err, context.DeadlineExceeded)}
 	}

@@ -75,13 +75,15 @@ const (
 // DNSErrorKind classifies a failed lookup.
 type DNSErrorKind uint8
 
-// Kinds of DNS failure; all of them are temporary as far as checks go.
+// Kinds of DNS failure. All but ErrInvalidName are temporary as far as
+// checks go; that one is the name's own and is never sent.
 const (
 	ErrServFail    DNSErrorKind = iota // SERVFAIL, REFUSED or another error rcode
 	ErrTimeout                         // no answer within the deadline
 	ErrBadResponse                     // malformed, mismatched or truncated beyond repair
 	ErrCNAMELoop                       // CNAME loop or chain too long
 	ErrNetwork                         // the resolver could not be reached
+	ErrInvalidName                     // no query can carry the name (RFC 1035 section 2.3.4)
 )
 
 // dnsError is a lookup that produced no answer.
@@ -183,8 +185,11 @@ func (c *dnsClient) Servers() []string { return slices.Clone(c.cfg.Servers) }
 
 // Lookup resolves name/qtype, following CNAMEs.
 func (c *dnsClient) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+	qname, err := queryName(name)
+	if err != nil {
+		return nil, &dnsError{Kind: ErrInvalidName, Name: name, Type: qtype, Err: err}
+	}
 	ans := &Answer{}
-	qname := dns.Fqdn(strings.ToLower(name))
 	seen := map[string]bool{qname: true}
 	for {
 		msg, server, err := c.exchange(ctx, qname, qtype)
@@ -201,6 +206,22 @@ func (c *dnsClient) Lookup(ctx context.Context, name string, qtype uint16) (*Ans
 		}
 		qname = next // the chain left this answer before reaching data: ask for its end
 	}
+}
+
+// queryName is name as the answer will carry it: lowercase, fully qualified,
+// escaped as miekg/dns unpacks names (a space comes back as "\ "), so the
+// question and the answer's names compare equal.
+func queryName(name string) (string, error) {
+	wire := make([]byte, 256)
+	n, err := dns.PackDomainName(dns.Fqdn(name), wire, 0, nil, false)
+	if err != nil || n > 255 {
+		return "", errors.New("not a name DNS can carry (an empty label, a label over 63 octets, or over 255 octets in all)")
+	}
+	s, _, err := dns.UnpackDomainName(wire[:n], 0)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(s), nil
 }
 
 // exchange sends one query, rotating over servers and retrying over TCP when
@@ -341,7 +362,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 			}
 		case *dns.TXT:
 			if len(ans.TXT) < maxTXTRecords {
-				txt := strings.Join(v.Txt, "")
+				txt := txtOctets(strings.Join(v.Txt, ""))
 				ans.TXT = append(ans.TXT, strings.Clone(txt[:min(len(txt), maxTXTLength)]))
 			}
 		default:
@@ -383,6 +404,30 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 	mergeTTL(ans, minTTL, haveTTL)
 	return "", true, nil
 }
+
+// txtOctets undoes miekg/dns's escaping of TXT strings ("\X", "\DDD"): a
+// record is octets, and checks read it so.
+func txtOctets(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			i++
+			c = s[i]
+			if i+2 < len(s) && isDigit(c) && isDigit(s[i+1]) && isDigit(s[i+2]) {
+				c = (c-'0')*100 + (s[i+1]-'0')*10 + s[i+2] - '0'
+				i += 2
+			}
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // answersFor reports whether the response speaks for name: it has records
 // owned by it, or a negative answer whose authority covers it.

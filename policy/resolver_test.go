@@ -209,3 +209,43 @@ func TestLookupRejectsMismatchedAnswer(t *testing.T) {
 		t.Errorf("mismatched question: %v", err)
 	}
 }
+
+// A name no query can carry is never sent, and is not a temporary error:
+// it cannot get better (RFC 1035 section 2.3.4).
+func TestLookupOfANameDNSCannotCarry(t *testing.T) {
+	sb := newTestSandbox(t)
+	c := testClient(t, sb.DNS.Addr)
+	for _, name := range []string{"mail.example...com", strings.Repeat("a", 64) + ".test", strings.Repeat("abcdefghi.", 26) + "test"} {
+		if _, err := c.Lookup(context.Background(), name, dns.TypeA); err == nil || dnsErrorKind(t, err) != ErrInvalidName {
+			t.Errorf("%s: %v, want an invalid name", name, err)
+		}
+	}
+	if n := sb.DNS.Queries(); n != 0 {
+		t.Errorf("%d queries sent for names DNS cannot carry", n)
+	}
+}
+
+// A name with octets that miekg/dns escapes (a space comes back as "\ ")
+// matches its answer however the caller wrote it.
+func TestLookupOfANameWithSpaces(t *testing.T) {
+	sb := newTestSandbox(t)
+	sb.Zone.MustAdd(`two\ spaces\ here.test. A 192.0.2.1`)
+	c := testClient(t, sb.DNS.Addr)
+	for _, name := range []string{"two spaces here.test", `two\ spaces\032here.test`} {
+		if a, err := c.Lookup(context.Background(), name, dns.TypeA); err != nil || len(a.Addrs) != 1 {
+			t.Errorf("%q: %+v %v", name, a, err)
+		}
+	}
+}
+
+// TXT records are octets: what miekg/dns escapes in them ("\"", "\\",
+// "\DDD" for bytes outside printable ASCII) comes back as sent, so an SPF
+// record with a stray byte is seen with it (RFC 7208 section 4.6.1).
+func TestLookupTXTIsOctets(t *testing.T) {
+	sb := newTestSandbox(t)
+	sb.Zone.MustAdd(`txt.test. TXT "v=spf1 a:\239\187\191x.test" " \"quoted\" back\\slash"`)
+	a, err := testClient(t, sb.DNS.Addr).Lookup(context.Background(), "txt.test", dns.TypeTXT)
+	if want := "v=spf1 a:\xef\xbb\xbfx.test \"quoted\" back\\slash"; err != nil || len(a.TXT) != 1 || a.TXT[0] != want {
+		t.Errorf("%+v %v, want %q", a, err, want)
+	}
+}

@@ -59,21 +59,26 @@ func (z *Zone) Add(records ...string) error {
 			return fmt.Errorf("smtptest: record %q is empty", s)
 		}
 	}
+	z.AddRR(rrs...)
+	return nil
+}
+
+// AddRR adds records built in Go, for what zone-file syntax makes awkward:
+// TXT records of several strings or of arbitrary octets, owner names with
+// spaces or other octets escaped (miekg/dns presentation format). The zone
+// keeps its own copies.
+func (z *Zone) AddRR(rrs ...dns.RR) *Zone {
 	z.mu.Lock()
 	defer z.mu.Unlock()
 	for _, rr := range rrs {
-		owner := strings.ToLower(rr.Header().Name)
+		rr = dns.Copy(rr)
+		owner := canonical(rr.Header().Name)
 		z.records[owner] = append(z.records[owner], rr)
-		for name := owner; ; {
-			z.exists[name] = true
-			i := strings.IndexByte(name, '.')
-			if name == "." || i < 0 || i == len(name)-1 {
-				break
-			}
-			name = name[i+1:]
+		for _, i := range dns.Split(owner) { // the owner and its ancestors
+			z.exists[owner[i:]] = true
 		}
 	}
-	return nil
+	return z
 }
 
 // MustAdd is Add for records known to be well-formed; it panics on a typo.
@@ -86,7 +91,7 @@ func (z *Zone) MustAdd(records ...string) *Zone {
 
 // MX adds an MX record; host "." makes a null MX (RFC 7505).
 func (z *Zone) MX(domain string, pref uint16, host string) *Zone {
-	return z.MustAdd(fmt.Sprintf("%s %d IN MX %d %s", fqdn(domain), DefaultTTL, pref, fqdn(host)))
+	return z.MustAdd(fmt.Sprintf("%s %d IN MX %d %s", canonical(domain), DefaultTTL, pref, canonical(host)))
 }
 
 // A adds A or AAAA records, by the family of each address.
@@ -97,14 +102,14 @@ func (z *Zone) A(name string, ips ...string) *Zone {
 		if ip.Is6() {
 			t = "AAAA"
 		}
-		z.MustAdd(fmt.Sprintf("%s %d IN %s %s", fqdn(name), DefaultTTL, t, ip))
+		z.MustAdd(fmt.Sprintf("%s %d IN %s %s", canonical(name), DefaultTTL, t, ip))
 	}
 	return z
 }
 
 // CNAME makes name an alias of target.
 func (z *Zone) CNAME(name, target string) *Zone {
-	return z.MustAdd(fmt.Sprintf("%s %d IN CNAME %s", fqdn(name), DefaultTTL, fqdn(target)))
+	return z.MustAdd(fmt.Sprintf("%s %d IN CNAME %s", canonical(name), DefaultTTL, canonical(target)))
 }
 
 // PTR adds a reverse record for ip (in-addr.arpa or ip6.arpa).
@@ -114,14 +119,14 @@ func (z *Zone) PTR(ip string, names ...string) *Zone {
 		panic(err)
 	}
 	for _, n := range names {
-		z.MustAdd(fmt.Sprintf("%s %d IN PTR %s", rev, DefaultTTL, fqdn(n)))
+		z.MustAdd(fmt.Sprintf("%s %d IN PTR %s", rev, DefaultTTL, canonical(n)))
 	}
 	return z
 }
 
 // TXT adds a TXT record.
 func (z *Zone) TXT(name, text string) *Zone {
-	return z.MustAdd(fmt.Sprintf("%s %d IN TXT %q", fqdn(name), DefaultTTL, text))
+	return z.MustAdd(fmt.Sprintf("%s %d IN TXT %q", canonical(name), DefaultTTL, text))
 }
 
 // Fault makes the server misbehave for every query of one name.
@@ -187,7 +192,7 @@ func (z *Zone) SetFault(name string, f Fault) *Zone {
 func (z *Zone) SetTypeFault(name string, qtype uint16, f Fault) *Zone {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	k := faultKey{fqdn(name), qtype}
+	k := faultKey{canonical(name), qtype}
 	if f.kind == faultNone {
 		delete(z.faults, k)
 	} else {
@@ -196,7 +201,19 @@ func (z *Zone) SetTypeFault(name string, qtype uint16, f Fault) *Zone {
 	return z
 }
 
-func fqdn(name string) string { return dns.Fqdn(strings.ToLower(name)) }
+// canonical is the form names are kept and looked up in: lowercase, fully
+// qualified, and escaped as miekg/dns unpacks a query name, so "a\032b" and
+// "a\ b" are one name.
+func canonical(name string) string {
+	name = dns.Fqdn(name)
+	buf := make([]byte, 256)
+	if n, err := dns.PackDomainName(name, buf, 0, nil, false); err == nil {
+		if s, _, err := dns.UnpackDomainName(buf[:n], 0); err == nil {
+			name = s
+		}
+	}
+	return strings.ToLower(name)
+}
 
 // answer builds the response to q from the zone, following CNAMEs inside it.
 func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
@@ -206,7 +223,7 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 	m.Authoritative = true
 	z.mu.RLock()
 	defer z.mu.RUnlock()
-	name := strings.ToLower(q.Name)
+	name := canonical(q.Name)
 	fault, ok := z.faults[faultKey{name, q.Qtype}]
 	if !ok {
 		fault = z.faults[faultKey{name, 0}]
@@ -232,7 +249,7 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 			break
 		}
 		m.Answer = append(m.Answer, dns.Copy(cname))
-		name = strings.ToLower(cname.Target) // a loop ends at a name already seen
+		name = canonical(cname.Target) // a loop ends at a name already seen
 	}
 	if len(m.Answer) == 0 || m.Rcode == dns.RcodeNameError {
 		m.Ns = append(m.Ns, &dns.SOA{
@@ -333,7 +350,7 @@ func (s *DNSServer) serve(w dns.ResponseWriter, req *dns.Msg) {
 	q := req.Question[0]
 	s.total.Add(1)
 	s.mu.Lock()
-	s.counts[queryKey{strings.ToLower(q.Name), q.Qtype}]++
+	s.counts[queryKey{canonical(q.Name), q.Qtype}]++
 	s.mu.Unlock()
 
 	m, fault := s.zone.answer(req)
@@ -372,7 +389,7 @@ func (s *DNSServer) Queries() int { return int(s.total.Load()) }
 func (s *DNSServer) QueryCount(name string, qtype uint16) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.counts[queryKey{fqdn(name), qtype}]
+	return s.counts[queryKey{canonical(name), qtype}]
 }
 
 // ResetCounts sets every query counter to zero.

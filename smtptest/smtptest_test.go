@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,6 +78,41 @@ func TestZoneAnswers(t *testing.T) {
 	}
 	if err := sb.Zone.Add("bad record"); err == nil {
 		t.Error("Add accepted a malformed record")
+	}
+}
+
+// Records built in Go: several strings in one TXT record, arbitrary
+// octets, the SPF type, and owners with escaped octets, which match a query
+// for the same name however it is written.
+func TestZoneAddRR(t *testing.T) {
+	sb := newSandbox(t)
+	hdr := func(name string, rrtype uint16) dns.RR_Header {
+		return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: DefaultTTL}
+	}
+	sb.Zone.AddRR(
+		&dns.TXT{Hdr: hdr("two strings.example.test.", dns.TypeTXT), Txt: []string{"v=spf1 ip4:", "192.0.2.5 -all"}},
+		&dns.SPF{Hdr: hdr(`two\032strings.example.test.`, dns.TypeSPF), Txt: []string{"v=spf1 -all"}},
+		&dns.A{Hdr: hdr("MiXed.Example.Test.", dns.TypeA), A: net.IPv4(127, 0, 0, 9)},
+	)
+	r := query(t, sb, "udp", `two\ strings.example.test`, dns.TypeTXT, false)
+	if len(r.Answer) != 1 || !slices.Equal(r.Answer[0].(*dns.TXT).Txt, []string{"v=spf1 ip4:", "192.0.2.5 -all"}) {
+		t.Errorf("TXT of two strings: %v", r.Answer)
+	}
+	if r := query(t, sb, "udp", `two\032strings.example.test`, dns.TypeSPF, false); len(r.Answer) != 1 {
+		t.Errorf("SPF record: %v", r.Answer)
+	}
+	if r := query(t, sb, "udp", "mixed.example.test", dns.TypeA, false); len(r.Answer) != 1 {
+		t.Errorf("A record of a mixed-case owner: %v", r.Answer)
+	}
+	sb.Zone.SetTypeFault(`two\ strings.example.test`, dns.TypeTXT, ServFail)
+	if r := query(t, sb, "udp", `two\032strings.example.test`, dns.TypeTXT, false); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("fault on an escaped name: rcode %d", r.Rcode)
+	}
+	if r := query(t, sb, "udp", `two\032strings.example.test`, dns.TypeSPF, false); len(r.Answer) != 1 {
+		t.Errorf("a TXT fault touched the SPF record: %v", r.Answer)
+	}
+	if got := sb.DNS.QueryCount(`two\ strings.example.test`, dns.TypeSPF); got != 2 {
+		t.Errorf("QueryCount of an escaped name = %d", got)
 	}
 }
 
