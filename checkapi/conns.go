@@ -1,11 +1,13 @@
 package checkapi
 
 import (
+	"container/list"
 	"context"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mxguard/mxguard/internal/peers"
 )
@@ -22,23 +24,20 @@ type conns struct {
 	maxUnauth int
 	dropped   func()
 	mu        sync.Mutex
-	accepted  uint64 // connections accepted so far: their order
-	all       map[*apiConn]struct{}
-	unauth    map[*apiConn]struct{}
+	unauth    list.List // of *apiConn, the oldest first
 }
 
 type apiConn struct {
 	net.Conn
 	pool    *conns
-	order   uint64
-	silence peers.Silence
+	silence *peers.Silence
+	unauth  *list.Element // nil once authenticated
 	authed  atomic.Bool
 	once    sync.Once
 }
 
 func newConns(max, maxUnauth int, dropped func()) *conns {
-	return &conns{slots: peers.NewSlots(max), maxUnauth: maxUnauth, dropped: dropped,
-		all: map[*apiConn]struct{}{}, unauth: map[*apiConn]struct{}{}}
+	return &conns{slots: peers.NewSlots(max), maxUnauth: maxUnauth, dropped: dropped}
 }
 
 // listener is ln with the pools applied.
@@ -54,7 +53,7 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	p := l.pool
 	p.mu.Lock()
-	full := len(p.unauth) >= p.maxUnauth
+	full := p.unauth.Len() >= p.maxUnauth
 	p.mu.Unlock()
 	if full {
 		p.evictUnauthenticated()
@@ -64,46 +63,33 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	ac := &apiConn{Conn: c, pool: p}
+	ac.silence = p.slots.Track(c.RemoteAddr().String(), func() { ac.Close() })
 	ac.silence.Waiting()
 	p.mu.Lock()
-	p.accepted++
-	ac.order = p.accepted
-	p.all[ac] = struct{}{}
-	p.unauth[ac] = struct{}{}
+	ac.unauth = p.unauth.PushBack(ac)
 	p.mu.Unlock()
 	return ac, nil
 }
 
-// evict makes room at the total cap.
+// evict makes room at the total cap: the oldest unauthenticated
+// connection, else the one idle longest.
 func (p *conns) evict() bool {
 	if p.evictUnauthenticated() {
 		return true
 	}
-	p.mu.Lock()
-	victim, _, ok := peers.Longest(p.all, func(c *apiConn) *peers.Silence { return &c.silence })
-	p.mu.Unlock()
-	if ok {
-		p.dropped()
-		victim.Close()
-	}
-	return ok
+	return p.slots.Evict(func(*peers.Silence, time.Duration) { p.dropped() })
 }
 
 // evictUnauthenticated closes the oldest unauthenticated connection.
 func (p *conns) evictUnauthenticated() bool {
 	p.mu.Lock()
-	var victim *apiConn
-	for c := range p.unauth {
-		if victim == nil || c.order < victim.order {
-			victim = c
-		}
-	}
+	el := p.unauth.Front()
 	p.mu.Unlock()
-	if victim == nil {
+	if el == nil {
 		return false
 	}
 	p.dropped()
-	victim.Close()
+	el.Value.(*apiConn).Close()
 	return true
 }
 
@@ -111,9 +97,12 @@ func (c *apiConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		p := c.pool
+		c.silence.Busy()
 		p.mu.Lock()
-		delete(p.all, c)
-		delete(p.unauth, c)
+		if c.unauth != nil {
+			p.unauth.Remove(c.unauth)
+			c.unauth = nil
+		}
 		p.mu.Unlock()
 		p.slots.Release()
 	})
@@ -127,7 +116,10 @@ func (c *apiConn) authenticated() {
 		return
 	}
 	c.pool.mu.Lock()
-	delete(c.pool.unauth, c)
+	if c.unauth != nil {
+		c.pool.unauth.Remove(c.unauth)
+		c.unauth = nil
+	}
 	c.pool.mu.Unlock()
 }
 

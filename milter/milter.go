@@ -293,6 +293,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 			return nil, net.ErrClosed
 		}
 		tc := &trackedConn{Conn: c, m: m, in: bufio.NewReaderSize(c, 4096)}
+		tc.silence = m.slots.Track("", func() { tc.Close() })
 		if tcp, ok := c.(*net.TCPConn); ok {
 			tc.raw, _ = tcp.SyscallConn()
 		}
@@ -335,19 +336,13 @@ func (m *Milter) admit(c net.Conn) bool {
 // evict closes the session silent longest, at MaxSessions, to make room
 // for a new one; false when every session is waiting for mxguard.
 func (m *Milter) evict() bool {
-	m.mu.Lock()
-	victim, silent, ok := peers.Longest(m.conns, func(c *trackedConn) *peers.Silence { return &c.silence })
-	m.mu.Unlock()
-	if !ok {
-		return false
-	}
-	m.rec.ConnectionDropped("milter", "evicted")
-	if ok, suppressed := m.refusals.Allow("evicted", time.Now()); ok {
-		m.log.Warn("milter.max_sessions reached: closed the session silent longest to make room",
-			"silent_for", silent.Round(time.Millisecond), "closed_since_last_line", suppressed)
-	}
-	victim.Close() // frees its slot before it returns
-	return true
+	return m.slots.Evict(func(_ *peers.Silence, silent time.Duration) {
+		m.rec.ConnectionDropped("milter", "evicted")
+		if ok, suppressed := m.refusals.Allow("evicted", time.Now()); ok {
+			m.log.Warn("milter.max_sessions reached: closed the session silent longest to make room",
+				"silent_for", silent.Round(time.Millisecond), "closed_since_last_line", suppressed)
+		}
+	})
 }
 
 type trackedConn struct {
@@ -358,10 +353,10 @@ type trackedConn struct {
 	raw     syscall.RawConn // a TCP connection's socket, for TCP_QUICKACK; nil for unix sockets
 	// The session goroutine, which also reads, owns the fields below.
 	inTransaction bool
-	transactionBy time.Time     // when the open transaction must end; zero: no limit
-	deadline      time.Time     // the read deadline set last
-	idleMoved     time.Time     // when the idle deadline was last moved; zero: it is not the one set
-	silence       peers.Silence // since when the session waits for the MTA; read by evict
+	transactionBy time.Time      // when the open transaction must end; zero: no limit
+	deadline      time.Time      // the read deadline set last
+	idleMoved     time.Time      // when the idle deadline was last moved; zero: it is not the one set
+	silence       *peers.Silence // its place among the sessions waiting for their MTA
 	once          sync.Once
 }
 
@@ -411,6 +406,7 @@ func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		m := c.m
+		c.silence.Busy()
 		m.mu.Lock()
 		delete(m.conns, c)
 		m.mu.Unlock()

@@ -162,6 +162,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return ErrServerClosed
 		}
 		c := &conn{s: s, net: nc, peer: peer, in: bufio.NewReaderSize(nc, maxLine)}
+		c.idle = s.slots.Track(peer, c.close)
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
@@ -204,19 +205,13 @@ func (s *Server) dropped(reason string) {
 // evict closes the connection idle longest, at MaxConns, to make room for
 // a new one; false when every connection is being answered.
 func (s *Server) evict() bool {
-	s.mu.Lock()
-	victim, idle, ok := peers.Longest(s.conns, func(c *conn) *peers.Silence { return &c.idle })
-	s.mu.Unlock()
-	if !ok {
-		return false
-	}
-	s.dropped("evicted")
-	if ok, suppressed := s.throttle.Allow("evicted", time.Now()); ok {
-		s.opts.Log.Warn("policy_service.max_connections reached: closed the connection idle longest to make room",
-			"peer", victim.peer, "idle_for", idle.Round(time.Millisecond), "closed_since_last_line", suppressed)
-	}
-	victim.close()
-	return true
+	return s.slots.Evict(func(x *peers.Silence, idle time.Duration) {
+		s.dropped("evicted")
+		if ok, suppressed := s.throttle.Allow("evicted", time.Now()); ok {
+			s.opts.Log.Warn("policy_service.max_connections reached: closed the connection idle longest to make room",
+				"peer", x.Peer, "idle_for", idle.Round(time.Millisecond), "closed_since_last_line", suppressed)
+		}
+	})
 }
 
 func (s *Server) isClosing() bool {
@@ -269,7 +264,7 @@ type conn struct {
 	net  net.Conn
 	peer string // for the log: the peer's uid, or its address
 	in   *bufio.Reader
-	idle peers.Silence // since when it waits for a request; read by evict
+	idle *peers.Silence // its place among the connections waiting for a request
 	once sync.Once
 	// The message of the last decision (Postfix's instance attribute) and
 	// what later requests of it get: its refusal again, or nothing more.
@@ -283,6 +278,7 @@ func (c *conn) close() {
 	c.net.Close()
 	c.once.Do(func() {
 		s := c.s
+		c.idle.Busy()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
