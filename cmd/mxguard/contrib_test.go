@@ -277,8 +277,8 @@ func TestContribMetricsExported(t *testing.T) {
 	srv := redislab.Start(t)
 	sb := spectest.Sandbox(t)
 	milter, metricsPort := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), freeTCPPort(t)
-	cfg := sandboxConfig(sb, "inet:"+milter, metricsPort, fmt.Sprintf("cache:\n  shared:\n    url: %s\napi:\n  listen: 127.0.0.1:%d\n",
-		srv.URL, freeTCPPort(t)))
+	cfg := sandboxConfig(sb, "inet:"+milter, metricsPort, fmt.Sprintf("cache:\n  shared:\n    url: %s\napi:\n  listen: 127.0.0.1:%d\n"+
+		"notify:\n  webhook:\n    url: http://127.0.0.1:%d/\n    allow_private: true\n", srv.URL, freeTCPPort(t), freeTCPPort(t)))
 	cfg = strings.Replace(cfg, "probe:\n", "probe:\n  blocked_after: 1\n", 1)
 	path := filepath.Join(t.TempDir(), "mxguard.yaml")
 	writeFile(t, path, cfg)
