@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/mxguard/mxguard/internal/notify"
+	"github.com/mxguard/mxguard/internal/redislab"
 	"github.com/mxguard/mxguard/internal/spectest"
 	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
@@ -231,4 +232,52 @@ func metricsURL(t *testing.T, cfg string) string {
 		}
 	}
 	return "http://" + addr + "/metrics"
+}
+
+// A fleet keeps one inventory: every node adds what it saw, any node's API
+// and an audit see every domain, and a change is notified once.
+func TestFleetInventory(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	sink := &webhookSink{}
+	hook := httptest.NewServer(sink)
+	defer hook.Close()
+	var milters, apis []string
+	var cfgs []string
+	for range 2 {
+		milter, api := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		cfg := inventoryConfig(t, sb, filepath.Join(t.TempDir(), "inventory"), "inet:"+milter, fmt.Sprintf(`cache:
+  shared:
+    url: %s
+api:
+  listen: %s
+  rate: 1000
+notify:
+  webhook:
+    url: %s
+    secret: hook-secret
+    allow_private: true
+`, srv.URL, api, hook.URL))
+		startDaemon(t, cfg, "tcp", milter).waitLog(t, "shared cache connected")
+		milters, apis, cfgs = append(milters, milter), append(apis, api), append(cfgs, cfg)
+	}
+	header(t, "tcp", milters[0], "a@refused.test")
+	testkit.WaitFor(t, "node 0's decision in the fleet's inventory", func() bool {
+		code, body := apiGet(t, "http://"+apis[1]+"/v1/domains/refused.test", "")
+		return code == 200 && strings.Contains(body, `"messages":1`)
+	})
+	header(t, "tcp", milters[1], "b@refused.test")
+	header(t, "tcp", milters[1], "a@ok.test")
+	testkit.WaitFor(t, "both nodes' decisions, seen from node 0", func() bool {
+		code, body := apiGet(t, "http://"+apis[0]+"/v1/domains", "")
+		return code == 200 && strings.Contains(body, `"domain":"ok.test"`) && strings.Contains(body, `"messages":2`)
+	})
+	_, out, errOut := runCLI(t, "", "audit", "--config", cfgs[0], "--json")
+	if lines := auditLines(t, out); len(lines) != 2 || lines["refused.test"].Change != "new" {
+		t.Errorf("an audit of the fleet's inventory: %+v\n%s", lines, errOut)
+	}
+	testkit.WaitFor(t, "the webhook told of both domains", func() bool { return sink.count("refused.test") >= 1 && sink.count("ok.test") >= 1 })
+	if n := sink.count("refused.test"); n != 1 {
+		t.Errorf("refused.test's change notified %d times by a fleet of 2, want once", n)
+	}
 }
