@@ -24,32 +24,32 @@ type Finding struct {
 
 // Change is a change of a domain's verdict.
 type Change struct {
-	At       time.Time `json:"at"`
-	From     string    `json:"from"` // "" for the first verdict
-	To       string    `json:"to"`
-	Findings []Finding `json:"findings,omitempty"`
+	At       time.Time
+	From     string // "" for the first verdict
+	To       string
+	Findings []Finding
 }
 
-// Entry is what the inventory knows of one domain.
+// Entry is what the inventory knows of one domain (stored as wire.go says).
 type Entry struct {
-	Domain    string    `json:"domain"`
-	Verdict   string    `json:"verdict"` // "" until one is known
-	Findings  []Finding `json:"findings,omitempty"`
-	FirstSeen time.Time `json:"first_seen"`
-	LastSeen  time.Time `json:"last_seen"`
-	Messages  uint64    `json:"messages"`
+	Domain    string
+	Verdict   string // "" until one is known
+	Findings  []Finding
+	FirstSeen time.Time
+	LastSeen  time.Time
+	Messages  uint64
 	// FailingSince is when the current run of failing verdicts began;
 	// zero while the domain passes.
-	FailingSince time.Time `json:"failing_since,omitzero"`
+	FailingSince time.Time
 	// Changed is when the verdict last changed: lists are newest change
 	// first.
-	Changed time.Time `json:"changed"`
+	Changed time.Time
 	// Changes are the last verdict changes, newest first.
-	Changes []Change `json:"changes,omitempty"`
+	Changes []Change
 	// AuditedAt and AuditVerdict are the last audit's, what the next
 	// audit's change is relative to.
-	AuditedAt    time.Time `json:"audited_at,omitzero"`
-	AuditVerdict string    `json:"audit_verdict,omitempty"`
+	AuditedAt    time.Time
+	AuditVerdict string
 }
 
 // Failing reports whether a verdict is one a customer must act on:
@@ -123,6 +123,12 @@ func apply(e *Entry, s Sighting) (*Entry, *Change) {
 		return e, nil
 	}
 	ch := Change{At: s.At, From: e.Verdict, To: s.Verdict, Findings: s.Findings}
+	// The history keeps which checks failed, not their texts: they are in
+	// the current findings, and a history of ten would hold them ten times.
+	kept := Change{At: ch.At, From: ch.From, To: ch.To}
+	for _, f := range ch.Findings {
+		kept.Findings = append(kept.Findings, Finding{ID: f.ID, Status: f.Status})
+	}
 	switch {
 	case !Failing(s.Verdict):
 		e.FailingSince = time.Time{}
@@ -130,7 +136,7 @@ func apply(e *Entry, s Sighting) (*Entry, *Change) {
 		e.FailingSince = s.At
 	}
 	e.Verdict, e.Changed = s.Verdict, s.At
-	e.Changes = append([]Change{ch}, e.Changes[:min(len(e.Changes), changesKept-1)]...)
+	e.Changes = append([]Change{kept}, e.Changes[:min(len(e.Changes), changesKept-1)]...)
 	return e, &ch
 }
 

@@ -21,7 +21,8 @@ import (
 //	{inv}:d:DOMAIN      the entry, JSON (a string: one allocation per domain)
 //	{inv}:seen          zset of domains by last seen (ms): bounds the inventory
 //	{inv}:order         zset of domains by last verdict change (ms): lists
-//	{inv}:v:VERDICT     zset of the domains with that verdict, by change
+//	{inv}:v:VERDICT     zset of the domains with that verdict (but pass: most
+//	                    domains pass, and order less the others is them), by change
 //	{inv}:c:CHECK       zset of the domains with a finding of that check
 //
 // An entry is changed by compare-and-set: read, apply (the same apply as
@@ -67,8 +68,8 @@ local p, d = ARGV[10], ARGV[3]
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[5], d)
 redis.call('ZADD', KEYS[3], ARGV[4], d)
-if ARGV[6] ~= '' then redis.call('ZREM', p .. 'v:' .. ARGV[6], d) end
-if ARGV[7] ~= '' then redis.call('ZADD', p .. 'v:' .. ARGV[7], ARGV[4], d) end
+if ARGV[6] ~= '' and ARGV[6] ~= 'pass' then redis.call('ZREM', p .. 'v:' .. ARGV[6], d) end
+if ARGV[7] ~= '' and ARGV[7] ~= 'pass' then redis.call('ZADD', p .. 'v:' .. ARGV[7], ARGV[4], d) end
 for c in string.gmatch(ARGV[8], '%S+') do redis.call('ZREM', p .. 'c:' .. c, d) end
 for c in string.gmatch(ARGV[9], '%S+') do redis.call('ZADD', p .. 'c:' .. c, ARGV[4], d) end
 local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[11])
@@ -79,9 +80,9 @@ if over > 0 then
 			if v then
 				local ok, e = pcall(cjson.decode, v)
 				if ok and type(e) == 'table' then
-					if e.verdict then redis.call('ZREM', p .. 'v:' .. e.verdict, old) end
-					if type(e.findings) == 'table' then
-						for _, f in ipairs(e.findings) do redis.call('ZREM', p .. 'c:' .. tostring(f.id), old) end
+					if e.v and e.v ~= 'pass' then redis.call('ZREM', p .. 'v:' .. e.v, old) end
+					if type(e.f) == 'table' then
+						for _, f in ipairs(e.f) do redis.call('ZREM', p .. 'c:' .. tostring(f.i), old) end
 					end
 				end
 			end
@@ -191,7 +192,7 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 	switch {
 	case q.Check != "":
 		index = r.prefix + "c:" + q.Check
-	case q.Verdict != "":
+	case q.Verdict != "" && q.Verdict != "pass":
 		index = r.prefix + "v:" + q.Verdict
 	}
 	limit := q.Limit
@@ -295,7 +296,7 @@ func (r *Redis) Counts(ctx context.Context) (map[string]int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	verdicts := []string{"pass", "flag", "hold", "defer", "reject"}
+	verdicts := []string{"flag", "hold", "defer", "reject"} // the rest of seen pass, or have no verdict yet
 	cmds := make(rueidis.Commands, 0, len(verdicts)+1)
 	for _, v := range verdicts {
 		cmds = append(cmds, client.B().Zcard().Key(r.prefix+"v:"+v).Build())
@@ -312,7 +313,7 @@ func (r *Redis) Counts(ctx context.Context) (map[string]int, error) {
 			out[verdicts[i]] = int(n)
 			known += int(n)
 		} else if n > int64(known) {
-			out[""] = int(n) - known
+			out["pass"] = int(n) - known // domains not decided yet count as passing here
 		}
 	}
 	return out, nil
