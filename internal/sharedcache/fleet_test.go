@@ -168,8 +168,8 @@ func TestRedisPausedIsBounded(t *testing.T) {
 	srv := redislab.Start(t)
 	sb := spectest.Sandbox(t)
 	e, shared := node(t, sb, srv.URL)
-	srv.Pause()
-	defer srv.Resume()
+	srv.Pause(t)
+	defer srv.Resume(t)
 	for i := 0; i < 10; i++ {
 		domain := fmt.Sprintf("d%d.paused.test", i)
 		sb.Zone.MX(domain, 10, "mx.accept.test")
@@ -180,6 +180,39 @@ func TestRedisPausedIsBounded(t *testing.T) {
 	if shared.Up() || shared.Errors() == 0 {
 		t.Errorf("up %v, %d errors", shared.Up(), shared.Errors())
 	}
+}
+
+// A stall while a probe lock is held opens the breaker; releasing the lock
+// may then be the call that tries the server again, and its outcome counts
+// like any other's: once Redis answers, the node uses the fleet cache again.
+func TestBreakerClosesAfterAStallDuringALock(t *testing.T) {
+	srv := redislab.Start(t)
+	shared, err := sharedcacheNew(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	waitFor(t, "the shared cache to connect", shared.Up)
+	ctx := context.Background()
+	unlock, mine := shared.Lock(ctx, "lock:k", time.Minute)
+	if !mine {
+		t.Fatal("the lock of an idle server was not ours")
+	}
+	srv.Pause(t)
+	if _, ok := shared.Get(ctx, "k"); ok || shared.Up() {
+		t.Fatalf("a wedged server answered, or the breaker stayed closed (up %v)", shared.Up())
+	}
+	srv.Resume(t)
+	waitFor(t, "the breaker's cool-down", shared.TrialDue)
+	unlock()
+	c := admin(t, srv)
+	if err := c.Do(ctx, c.B().Set().Key("k").Value("v").Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the node to read the fleet cache again", func() bool {
+		v, ok := shared.Get(ctx, "k")
+		return ok && string(v) == "v" && shared.Up()
+	})
 }
 
 // Values are untrusted input: garbage, oversized, far-future or
