@@ -1,12 +1,15 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/sharedcache"
 )
 
 // fakePostconf makes validate run a postconf that prints out and exits
@@ -138,5 +141,40 @@ func TestVersion(t *testing.T) {
 	code, out, _ := runCLI(t, "", "version")
 	if code != exitPass || !strings.HasPrefix(out, "mxguard devel") {
 		t.Errorf("exit %d, %q; want mxguard devel... from a test binary", code, out)
+	}
+}
+
+// validate refuses a cache.shared.url exactly when serve's fleet cache
+// would, naming the line, and never shows the password.
+func TestValidateSharedURLAsServe(t *testing.T) {
+	fakePostconf(t, "", 0)
+	for _, c := range []struct {
+		url, want string // want: "" when both take it
+	}{
+		{"redis://:pw@127.0.0.1:6390/1x", `redis: invalid database number: "1x"`},
+		{"redis://127.0.0.1:6390/0?dial_timeout=zz", `redis: invalid dial timeout: "zz"`},
+		{"redis://:pw@127.0.0.1:6390/0/1", "redis: invalid URL path"},
+		{"redis://:pw@127.0.0.1:bad/0", `invalid port ":bad" after host`},
+		{"valkey://127.0.0.1:6390/0", `scheme "valkey": want redis://`},
+		{"redis://:pw@127.0.0.1:6390/1", ""},
+		{"redis://127.0.0.1:6390", ""},
+		{"rediss://user:pw@127.0.0.1:6390/0?dial_timeout=2s", ""},
+		{"unix:///nonexistent/redis.sock", ""},
+		{"unix://:pw@/nonexistent/redis.sock?db=2", ""},
+	} {
+		shared, serveErr := sharedcache.New(c.url, time.Second, slog.New(slog.DiscardHandler))
+		if serveErr == nil {
+			shared.Close()
+		}
+		code, _, errOut, path := validate(t, "cache:\n  shared:\n    url: \""+c.url+"\"\n")
+		switch {
+		case c.want == "" && (code != exitPass || serveErr != nil):
+			t.Errorf("%s: validate exit %d %s, serve %v; want both to take it", c.url, code, errOut, serveErr)
+		case c.want != "" && (code != exitUsage || serveErr == nil ||
+			!strings.HasPrefix(errOut, "mxguard: "+path+":3: cache.shared.url: ") || !strings.Contains(errOut, c.want)):
+			t.Errorf("%s: validate exit %d %q, serve %v; want both to refuse it: %s", c.url, code, errOut, serveErr, c.want)
+		case strings.Contains(errOut, "pw"):
+			t.Errorf("%s: the password is shown: %s", c.url, errOut)
+		}
 	}
 }

@@ -11,13 +11,13 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mxguard/mxguard/configs"
+	"github.com/mxguard/mxguard/internal/sharedcache"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -362,8 +362,8 @@ func (c *Config) validate() error {
 		nonZero(key, d)
 	}
 	if s := c.Cache.Shared; s.URL != "" {
-		if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			errs = append(errs, c.errorAt("cache.shared.url", "want redis://host:port/db, rediss://host:port/db or unix:///path"))
+		if _, err := sharedcache.ParseURL(s.URL); err != nil {
+			errs = append(errs, c.errorAt("cache.shared.url", "%v", err))
 		}
 		if s.Prefix == "" {
 			errs = append(errs, c.errorAt("cache.shared.prefix", "must not be empty: the fleet's keys need their own namespace"))

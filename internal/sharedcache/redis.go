@@ -51,9 +51,27 @@ type command struct {
 // dropped: a slow server must not hold memory or decisions.
 const writeQueue = 4096
 
+// ParseURL reads a cache.shared.url: redis://, rediss:// or unix://, by
+// rueidis's rules. The configuration's validation calls it too, so a URL
+// that validates is one New takes. Its errors never show the password.
+func ParseURL(raw string) (rueidis.ClientOption, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold the password
+		}
+		return rueidis.ClientOption{}, err
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		return rueidis.ClientOption{}, fmt.Errorf("scheme %q: want redis://host:port/db, rediss://host:port/db or unix:///path", u.Scheme)
+	}
+	return rueidis.ParseURL(raw)
+}
+
 // New validates rawURL and starts connecting in the background.
 func New(rawURL string, timeout time.Duration, log *slog.Logger) (*Redis, error) {
-	opt, err := rueidis.ParseURL(rawURL)
+	opt, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("cache.shared.url: %w", err)
 	}
