@@ -16,8 +16,9 @@ import (
 // every call returns within the cache's own timeout, a failure is a miss,
 // and Set never blocks.
 type SharedCache interface {
-	// Get returns the value stored under key, if any.
-	Get(ctx context.Context, key string) ([]byte, bool)
+	// Get returns the value stored under key, if any, cut after limit
+	// octets: a longer one is refused without being read whole.
+	Get(ctx context.Context, key string, limit int) ([]byte, bool)
 	// Set stores value under key for ttl, in the background.
 	Set(key string, value []byte, ttl time.Duration)
 	// Lock takes the short lock key for ttl. ok is false when another
@@ -155,7 +156,7 @@ func decodeProbe(b []byte, now time.Time, maxTTL time.Duration) (ProbeResult, ti
 // strictJSON decodes one bounded JSON object with no unknown fields.
 func strictJSON(b []byte, v any) error {
 	if len(b) > maxSharedValue {
-		return fmt.Errorf("a value of %d octets", len(b))
+		return fmt.Errorf("a value of more than %d octets", maxSharedValue)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -227,7 +228,7 @@ func (s *sharedLevel) probe(ctx context.Context, key string, maxTTL time.Duratio
 func read[T any](s *sharedLevel, ctx context.Context, key string, maxTTL time.Duration,
 	decode func([]byte, time.Time, time.Duration) (T, time.Duration, error)) (T, time.Duration, bool) {
 	var zero T
-	b, ok := s.cache.Get(ctx, key)
+	b, ok := s.cache.Get(ctx, key, maxSharedValue+1)
 	if !ok {
 		return zero, 0, false
 	}

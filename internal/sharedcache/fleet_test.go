@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -199,7 +200,7 @@ func TestBreakerClosesAfterAStallDuringALock(t *testing.T) {
 		t.Fatal("the lock of an idle server was not ours")
 	}
 	srv.Pause(t)
-	if _, ok := shared.Get(ctx, "k"); ok || shared.Up() {
+	if _, ok := shared.Get(ctx, "k", 64); ok || shared.Up() {
 		t.Fatalf("a wedged server answered, or the breaker stayed closed (up %v)", shared.Up())
 	}
 	srv.Resume(t)
@@ -210,7 +211,7 @@ func TestBreakerClosesAfterAStallDuringALock(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the node to read the fleet cache again", func() bool {
-		v, ok := shared.Get(ctx, "k")
+		v, ok := shared.Get(ctx, "k", 64)
 		return ok && string(v) == "v" && shared.Up()
 	})
 }
@@ -251,6 +252,53 @@ func TestGarbageValuesAreRefused(t *testing.T) {
 	}
 }
 
+// A value over the size cap is a miss, counted, and never crosses the wire
+// whole: the node reads no more than the cap.
+func TestOversizedValuesAreNotRead(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	e, _ := node(t, sb, srv.URL)
+	c := admin(t, srv)
+	soon := time.Now().Add(time.Minute).UnixMilli()
+	value := `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"t":["` + strings.Repeat("x", 8<<20) + `"]}`
+	if err := c.Do(context.Background(), c.B().Set().Key(mxKey+"oversized.test").Value(value).Build()).Error(); err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("oversized.test", 10, "mx.accept.test")
+	sent := netOutput(t, c)
+	r := e.Evaluate(context.Background(), policy.Request{Domain: "oversized.test"})
+	sent = netOutput(t, c) - sent
+	if got := r.Check(policy.MXRecords); got.Status != policy.StatusPass || !strings.Contains(got.Detail, "mx.accept.test") {
+		t.Errorf("mx.records %s %q", got.Status, got.Detail)
+	}
+	if g := e.SharedStats().Garbage; g != 1 {
+		t.Errorf("%d values refused, want 1", g)
+	}
+	if sent > 256<<10 {
+		t.Errorf("Redis sent %d octets for one decision", sent)
+	}
+}
+
+// netOutput is what the server has sent its clients so far (INFO stats).
+func netOutput(t *testing.T, c rueidis.Client) int64 {
+	t.Helper()
+	info, err := c.Do(context.Background(), c.B().Info().Section("stats").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "total_net_output_bytes:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no total_net_output_bytes in INFO stats:\n%s", info)
+	return 0
+}
+
 // Keys expire with the DNS TTL (clamped like the local cache's), so every
 // node drops an answer at the same time.
 func TestKeysExpireWithTheDNSTTL(t *testing.T) {
@@ -281,7 +329,7 @@ func TestAuthAndRedaction(t *testing.T) {
 	defer shared.Close()
 	waitFor(t, "an authenticated connection", shared.Up)
 	shared.Set("k", []byte("v"), time.Minute)
-	waitFor(t, "the write", func() bool { v, ok := shared.Get(context.Background(), "k"); return ok && string(v) == "v" })
+	waitFor(t, "the write", func() bool { v, ok := shared.Get(context.Background(), "k", 64); return ok && string(v) == "v" })
 	if strings.Contains(log.String(), "s3cret-pw") || !strings.Contains(log.String(), "xxxxx") {
 		t.Errorf("the log shows the password, or no redacted URL:\n%s", log.String())
 	}
@@ -290,7 +338,7 @@ func TestAuthAndRedaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wrong.Close()
-	if _, ok := wrong.Get(context.Background(), "k"); ok || wrong.Up() {
+	if _, ok := wrong.Get(context.Background(), "k", 64); ok || wrong.Up() {
 		t.Error("a wrong password was let in")
 	}
 }

@@ -169,15 +169,18 @@ func (r *Redis) do(ctx context.Context, build func(c rueidis.Client) rueidis.Com
 	return res, ok
 }
 
-// Get returns the value under key; a missing key, a failure or an open
-// breaker are all a miss.
-func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool) {
-	res, ok := r.do(ctx, func(c rueidis.Client) rueidis.Completed { return c.B().Get().Key(key).Build() })
+// Get returns the first limit octets of the value under key: GETRANGE, so
+// that a hostile value never crosses the wire whole. A missing key (an
+// empty value to GETRANGE), a failure or an open breaker are all a miss.
+func (r *Redis) Get(ctx context.Context, key string, limit int) ([]byte, bool) {
+	res, ok := r.do(ctx, func(c rueidis.Client) rueidis.Completed {
+		return c.B().Getrange().Key(key).Start(0).End(int64(limit) - 1).Build()
+	})
 	if !ok {
 		return nil, false
 	}
 	b, err := res.AsBytes()
-	return b, err == nil
+	return b, err == nil && len(b) > 0
 }
 
 // Set queues a write of value under key for ttl; it never blocks.
