@@ -2,6 +2,10 @@ package sharedcache_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,8 +29,9 @@ const timeout = 50 * time.Millisecond
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// node is one mxguard of a fleet: an engine with the shared level.
-func node(t *testing.T, sb *smtptest.Sandbox, url string) (*policy.Engine, *sharedcache.Redis) {
+// node is one mxguard of a fleet: an engine with the shared level, its
+// configuration changed by each of with.
+func node(t *testing.T, sb *smtptest.Sandbox, url string, with ...func(*policy.Config)) (*policy.Engine, *sharedcache.Redis) {
 	t.Helper()
 	shared, err := sharedcache.New(url, timeout, quiet)
 	if err != nil {
@@ -35,6 +40,9 @@ func node(t *testing.T, sb *smtptest.Sandbox, url string) (*policy.Engine, *shar
 	t.Cleanup(shared.Close)
 	cfg := spectest.Config(sb)
 	cfg.Shared = shared
+	for _, w := range with {
+		w(&cfg)
+	}
 	e, err := policy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -227,12 +235,12 @@ func TestGarbageValuesAreRefused(t *testing.T) {
 	soon := time.Now().Add(time.Minute).UnixMilli()
 	for domain, value := range map[string]string{
 		"junk.test":     "not json at all",
-		"huge.test":     `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"t":["` + strings.Repeat("x", 100<<10) + `"]}`,
-		"future.test":   `{"v":1,"exp":` + fmt.Sprint(future) + `,"k":0,"mx":[{"p":10,"h":"evil.example"}]}`,
-		"negative.test": `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":1,"mx":[{"p":10,"h":"evil.example"}]}`,
-		"control.test":  `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[{"p":10,"h":"evil\r\nexample"}]}`,
+		"huge.test":     `{"v":2,"exp":` + fmt.Sprint(soon) + `,"k":0,"t":["` + strings.Repeat("x", 100<<10) + `"]}`,
+		"future.test":   `{"v":2,"exp":` + fmt.Sprint(future) + `,"k":0,"mx":[{"p":10,"h":"evil.example"}]}`,
+		"negative.test": `{"v":2,"exp":` + fmt.Sprint(soon) + `,"k":1,"mx":[{"p":10,"h":"evil.example"}]}`,
+		"control.test":  `{"v":2,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[{"p":10,"h":"evil\r\nexample"}]}`,
 		"version.test":  `{"v":9,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[{"p":10,"h":"mx.accept.test"}]}`,
-		"unknown.test":  `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[],"extra":1}`,
+		"unknown.test":  `{"v":2,"exp":` + fmt.Sprint(soon) + `,"k":0,"mx":[],"extra":1}`,
 	} {
 		sb.Zone.MX(domain, 10, "mx.accept.test")
 		if err := c.Do(context.Background(), c.B().Set().Key(mxKey+domain).Value(value).Build()).Error(); err != nil {
@@ -260,7 +268,7 @@ func TestOversizedValuesAreNotRead(t *testing.T) {
 	e, _ := node(t, sb, srv.URL)
 	c := admin(t, srv)
 	soon := time.Now().Add(time.Minute).UnixMilli()
-	value := `{"v":1,"exp":` + fmt.Sprint(soon) + `,"k":0,"t":["` + strings.Repeat("x", 8<<20) + `"]}`
+	value := `{"v":2,"exp":` + fmt.Sprint(soon) + `,"k":0,"t":["` + strings.Repeat("x", 8<<20) + `"]}`
 	if err := c.Do(context.Background(), c.B().Set().Key(mxKey+"oversized.test").Value(value).Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
@@ -297,6 +305,101 @@ func netOutput(t *testing.T, c rueidis.Client) int64 {
 	}
 	t.Fatalf("no total_net_output_bytes in INFO stats:\n%s", info)
 	return 0
+}
+
+// A shared value lives on a node no longer than the node's own limit for
+// its kind: a forged NXDOMAIN that claims 59 minutes is kept for
+// cache.negative_max_ttl, a forged refusal for cache.probe_refused_ttl.
+func TestSharedLifetimesCappedByKind(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	clock := spectest.NewClock()
+	e, _ := node(t, sb, srv.URL, func(c *policy.Config) { c.Clock, c.Cache.Prefetch = clock.Now, false })
+	if _, err := sb.Serve("127.0.20.5", smtptest.Accept); err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("capped-nx.test", 10, "mx.accept.test")
+	sb.Zone.MX("capped-probe.test", 10, "mx.capped-probe.test").A("mx.capped-probe.test", "127.0.20.5")
+	exp := fmt.Sprint(clock.Now().Add(59 * time.Minute).UnixMilli())
+	c := admin(t, srv)
+	forged := map[string]string{
+		mxKey + "capped-nx.test":                                  `{"v":2,"exp":` + exp + `,"k":1,"tk":true}`,
+		"mxguard:v1:probe:" + fmt.Sprint(sb.Port) + ":127.0.20.5": `{"v":2,"exp":` + exp + `,"o":2,"d":"connection refused"}`,
+	}
+	for k, v := range forged {
+		if err := c.Do(context.Background(), c.B().Set().Key(k).Value(v).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	believed := func(when string, nx, refused bool) {
+		t.Helper()
+		if got := e.Evaluate(context.Background(), policy.Request{Domain: "capped-nx.test"}).Check(policy.MXRecords); (got.Status != policy.StatusPass) != nx {
+			t.Errorf("%s: mx.records %s %q; the forged NXDOMAIN believed: %v", when, got.Status, got.Detail, !nx)
+		}
+		if got := e.Evaluate(context.Background(), policy.Request{Domain: "capped-probe.test"}).Check(policy.MXPort25); (got.Status != policy.StatusPass) != refused {
+			t.Errorf("%s: mx.port25 %s %q; the forged refusal believed: %v", when, got.Status, got.Detail, !refused)
+		}
+	}
+	believed("at first", true, true)
+	for k := range forged { // what the node holds now is all it has of them
+		if err := c.Do(context.Background(), c.B().Del().Key(k).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(9 * time.Minute)
+	believed("9 minutes on", true, true)
+	clock.Advance(time.Minute + time.Second) // past cache.probe_refused_ttl (10m)
+	believed("10 minutes on", true, false)
+	clock.Advance(5 * time.Minute) // past cache.negative_max_ttl (15m)
+	believed("15 minutes on", false, false)
+}
+
+// With cache.shared.key, a value without the fleet's HMAC is refused and
+// counted: a forged "accepts" for a refusing MX, unsigned, signed with
+// another key or replayed from another address's key, is not believed and
+// the host is probed for real. A node without a key reads signed values.
+func TestForgedValuesAreRefused(t *testing.T) {
+	srv := redislab.Start(t)
+	sb := spectest.Sandbox(t)
+	c := admin(t, srv)
+	fleetKey, otherKey := []byte("a long random secret that every node of the fleet has"), []byte("another secret")
+	probeKey := fmt.Sprintf("mxguard:v1:probe:%d:%s", sb.Port, spectest.IPRefused)
+	accepts := `{"v":2,"exp":` + fmt.Sprint(time.Now().Add(time.Minute).UnixMilli()) + `,"o":0,"c":220,"g":"220 forged.example ESMTP"}`
+	for _, tc := range []struct {
+		name     string
+		nodeKey  []byte
+		value    string
+		believed bool
+	}{
+		{"signed with the fleet's key", fleetKey, sign(fleetKey, probeKey, accepts), true},
+		{"unsigned", fleetKey, accepts, false},
+		{"signed with another key", fleetKey, sign(otherKey, probeKey, accepts), false},
+		{"signed for another address", fleetKey, sign(fleetKey, strings.Replace(probeKey, spectest.IPRefused, "127.0.20.1", 1), accepts), false},
+		{"signed, read without a key", nil, sign(fleetKey, probeKey, accepts), true},
+	} {
+		e, _ := node(t, sb, srv.URL, func(c *policy.Config) { c.SharedKey = tc.nodeKey })
+		if err := c.Do(context.Background(), c.B().Set().Key(probeKey).Value(tc.value).Build()).Error(); err != nil {
+			t.Fatal(err)
+		}
+		got := e.Evaluate(context.Background(), policy.Request{Domain: "refused.test"}).Check(policy.MXPort25)
+		if believed := strings.Contains(got.Detail, "forged.example"); believed != tc.believed || (got.Status == policy.StatusPass) != tc.believed {
+			t.Errorf("%s: mx.port25 %s %q", tc.name, got.Status, got.Detail)
+		}
+		st := e.SharedStats()
+		if refused := map[bool]uint64{false: 1}[tc.believed]; st.BadSignature != refused || st.Garbage != 0 {
+			t.Errorf("%s: %d values refused for their HMAC, %d as malformed; want %d and 0", tc.name, st.BadSignature, st.Garbage, refused)
+		}
+	}
+}
+
+// sign is value as a node with key stores it under redisKey: the hex
+// HMAC-SHA256 of the key's length, the key and the value, then the value.
+func sign(key []byte, redisKey, value string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(redisKey))))
+	m.Write([]byte(redisKey))
+	m.Write([]byte(value))
+	return hex.EncodeToString(m.Sum(nil)) + value
 }
 
 // Keys expire with the DNS TTL (clamped like the local cache's), so every
