@@ -41,7 +41,7 @@ type Config struct {
 	// it did not sign (cache.shared.key).
 	Shared       SharedCache
 	SharedPrefix string
-	SharedKey    []byte
+	SharedKey    string
 	// Observer, when set, is told about every DNS query, probe and cache lookup.
 	Observer Observer
 	// Clock replaces time.Now in the caches, for tests.
@@ -248,7 +248,7 @@ func New(cfg Config) (*Engine, error) {
 	evalBudget := 2*budget + cfg.Probe.QueueTimeout + cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout
 	var shared *sharedLevel
 	if cfg.Shared != nil {
-		shared = &sharedLevel{cache: cfg.Shared, prefix: cfg.SharedPrefix, key: cfg.SharedKey, limits: cfg.Cache, now: cfg.Clock,
+		shared = &sharedLevel{cache: cfg.Shared, prefix: cfg.SharedPrefix, key: []byte(cfg.SharedKey), limits: cfg.Cache, now: cfg.Clock,
 			dnsCounter:   &hitCounter{observer: cfg.Observer, cache: "shared-dns"},
 			probeCounter: &hitCounter{observer: cfg.Observer, cache: "shared-probe"}}
 	}

@@ -156,6 +156,9 @@ type Shared struct {
 	URL     string   `yaml:"url"`
 	Prefix  string   `yaml:"prefix"`
 	Timeout Duration `yaml:"timeout"`
+	// Key, when set, signs the values and refuses those not signed with
+	// it; a secret, never logged.
+	Key string `yaml:"key"`
 }
 
 // Outbound describes the relay's own egress: its addresses and HELO name.
@@ -453,6 +456,7 @@ func (c *Config) Engine() policy.Config {
 		OutboundIPs:          prefixes(c.Outbound.IPs),
 		EgressHELO:           c.Outbound.HELO,
 		SharedPrefix:         c.Cache.Shared.Prefix,
+		SharedKey:            c.Cache.Shared.Key,
 		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),
 		Policy: policy.Policy{
 			Actions:       actions,

@@ -362,12 +362,12 @@ func TestForgedValuesAreRefused(t *testing.T) {
 	srv := redislab.Start(t)
 	sb := spectest.Sandbox(t)
 	c := admin(t, srv)
-	fleetKey, otherKey := []byte("a long random secret that every node of the fleet has"), []byte("another secret")
+	fleetKey, otherKey := "a long random secret that every node of the fleet has", "another secret"
 	probeKey := fmt.Sprintf("mxguard:v1:probe:%d:%s", sb.Port, spectest.IPRefused)
 	accepts := `{"v":2,"exp":` + fmt.Sprint(time.Now().Add(time.Minute).UnixMilli()) + `,"o":0,"c":220,"g":"220 forged.example ESMTP"}`
 	for _, tc := range []struct {
 		name     string
-		nodeKey  []byte
+		nodeKey  string
 		value    string
 		believed bool
 	}{
@@ -375,7 +375,7 @@ func TestForgedValuesAreRefused(t *testing.T) {
 		{"unsigned", fleetKey, accepts, false},
 		{"signed with another key", fleetKey, sign(otherKey, probeKey, accepts), false},
 		{"signed for another address", fleetKey, sign(fleetKey, strings.Replace(probeKey, spectest.IPRefused, "127.0.20.1", 1), accepts), false},
-		{"signed, read without a key", nil, sign(fleetKey, probeKey, accepts), true},
+		{"signed, read without a key", "", sign(fleetKey, probeKey, accepts), true},
 	} {
 		e, _ := node(t, sb, srv.URL, func(c *policy.Config) { c.SharedKey = tc.nodeKey })
 		if err := c.Do(context.Background(), c.B().Set().Key(probeKey).Value(tc.value).Build()).Error(); err != nil {
@@ -394,8 +394,8 @@ func TestForgedValuesAreRefused(t *testing.T) {
 
 // sign is value as a node with key stores it under redisKey: the hex
 // HMAC-SHA256 of the key's length, the key and the value, then the value.
-func sign(key []byte, redisKey, value string) string {
-	m := hmac.New(sha256.New, key)
+func sign(key, redisKey, value string) string {
+	m := hmac.New(sha256.New, []byte(key))
 	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(redisKey))))
 	m.Write([]byte(redisKey))
 	m.Write([]byte(value))
