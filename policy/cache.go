@@ -237,7 +237,7 @@ func (c *cachedResolver) fetch(ctx context.Context, key dnsKey, miss bool) dnsEn
 	sk := ""
 	if c.shared != nil {
 		sk = dnsSharedKey(c.shared.prefix, key)
-		if a, ttl, ok := c.shared.dns(lctx, sk, c.cfg.MaxTTL); ok && (miss || ttl > c.cfg.MinTTL/4) {
+		if a, ttl, ok := c.shared.dns(lctx, sk); ok && (miss || ttl > c.cfg.MinTTL/4) {
 			e := dnsEntry{a, nil}
 			c.lru.add(key, e, ttl)
 			return e
@@ -252,7 +252,7 @@ func (c *cachedResolver) fetch(ctx context.Context, key dnsKey, miss bool) dnsEn
 	ttl := c.ttlFor(a)
 	c.lru.add(key, e, ttl)
 	if c.shared != nil {
-		c.shared.cache.Set(sk, encodeDNS(a, c.lru.now().Add(ttl)), ttl)
+		c.shared.set(sk, encodeDNS(a, c.lru.now().Add(ttl)), ttl)
 	}
 	return e
 }
@@ -263,13 +263,22 @@ func (c *cachedResolver) cached(name string, qtype uint16) bool {
 }
 
 func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
-	switch {
-	case a.Kind == Found:
-		return clamp(a.TTL, c.cfg.MinTTL, c.cfg.MaxTTL)
-	case !a.TTLKnown:
+	if a.Kind != Found && !a.TTLKnown {
 		return c.cfg.NegativeTTL
 	}
-	return clamp(a.TTL, c.cfg.MinTTL, c.cfg.NegativeMaxTTL)
+	return clamp(a.TTL, c.cfg.MinTTL, c.cfg.dnsTTLCap(a))
+}
+
+// dnsTTLCap is the longest an answer like a is kept: a positive one
+// max_ttl, a negative one negative_max_ttl, or negative_ttl without an SOA.
+func (c CacheConfig) dnsTTLCap(a *Answer) time.Duration {
+	switch {
+	case a.Kind == Found:
+		return c.MaxTTL
+	case !a.TTLKnown:
+		return c.NegativeTTL
+	}
+	return c.NegativeMaxTTL
 }
 
 // safeLookup and safeProbe run the shared work of a flight. singleflight
@@ -348,7 +357,7 @@ func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) Prob
 	sk := ""
 	if c.shared != nil {
 		sk = probeSharedKey(c.shared.prefix, c.port, ip)
-		if r, ttl, ok := c.shared.probe(wctx, sk, c.cfg.ProbeAcceptTTL); ok && (miss || ttl > c.cfg.ProbeTimeoutTTL/4) {
+		if r, ttl, ok := c.shared.probe(wctx, sk); ok && (miss || ttl > c.cfg.ProbeTimeoutTTL/4) {
 			c.lru.add(ip, r, ttl)
 			return r
 		}
@@ -358,7 +367,7 @@ func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) Prob
 			if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 				deadline = d
 			}
-			if r, ttl, ok := c.shared.awaitProbe(wctx, sk, deadline, c.cfg.ProbeAcceptTTL); ok {
+			if r, ttl, ok := c.shared.awaitProbe(wctx, sk, deadline); ok {
 				c.lru.add(ip, r, ttl)
 				return r
 			}
@@ -367,10 +376,10 @@ func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) Prob
 		}
 	}
 	r := safeProbe(wctx, c.next, ip)
-	ttl := c.ttlFor(r.Outcome)
+	ttl := c.cfg.probeTTL(r.Outcome)
 	c.lru.add(ip, r, ttl)
 	if c.shared != nil && ttl > 0 {
-		c.shared.cache.Set(sk, encodeProbe(r, c.lru.now().Add(ttl)), ttl)
+		c.shared.set(sk, encodeProbe(r, c.lru.now().Add(ttl)), ttl)
 	}
 	return r
 }
@@ -378,16 +387,17 @@ func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) Prob
 // cached reports whether a probe would be answered from the cache.
 func (c *cachedProber) cached(ip netip.Addr) bool { return c.lru.has(ip) }
 
-func (c *cachedProber) ttlFor(o Outcome) time.Duration {
+// probeTTL is how long a probe outcome is kept.
+func (c CacheConfig) probeTTL(o Outcome) time.Duration {
 	switch o {
 	case OutcomeAccept, OutcomeSMTPRefusal:
-		return c.cfg.ProbeAcceptTTL
+		return c.ProbeAcceptTTL
 	case OutcomeRefused, OutcomeNotSMTP:
-		return c.cfg.ProbeRefusedTTL
+		return c.ProbeRefusedTTL
 	case OutcomeNotAllowed, OutcomeAbandoned:
 		return 0 // a policy or load answer, not a fact about the host
 	}
-	return c.cfg.ProbeTimeoutTTL
+	return c.ProbeTimeoutTTL
 }
 
 // hitCounter counts cache traffic and tells the observer.

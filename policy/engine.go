@@ -37,9 +37,11 @@ type Config struct {
 	// addresses without reverse DNS.
 	CheckAuthenticated bool
 	// Shared, when set, is the fleet cache (cache.shared.url), under
-	// SharedPrefix.
+	// SharedPrefix; SharedKey, when set, signs its values and refuses those
+	// it did not sign (cache.shared.key).
 	Shared       SharedCache
 	SharedPrefix string
+	SharedKey    string
 	// Observer, when set, is told about every DNS query, probe and cache lookup.
 	Observer Observer
 	// Clock replaces time.Now in the caches, for tests.
@@ -246,7 +248,7 @@ func New(cfg Config) (*Engine, error) {
 	evalBudget := 2*budget + cfg.Probe.QueueTimeout + cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout
 	var shared *sharedLevel
 	if cfg.Shared != nil {
-		shared = &sharedLevel{cache: cfg.Shared, prefix: cfg.SharedPrefix, now: cfg.Clock,
+		shared = &sharedLevel{cache: cfg.Shared, prefix: cfg.SharedPrefix, key: []byte(cfg.SharedKey), limits: cfg.Cache, now: cfg.Clock,
 			dnsCounter:   &hitCounter{observer: cfg.Observer, cache: "shared-dns"},
 			probeCounter: &hitCounter{observer: cfg.Observer, cache: "shared-probe"}}
 	}

@@ -3,7 +3,12 @@ package policy
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -16,8 +21,9 @@ import (
 // every call returns within the cache's own timeout, a failure is a miss,
 // and Set never blocks.
 type SharedCache interface {
-	// Get returns the value stored under key, if any.
-	Get(ctx context.Context, key string) ([]byte, bool)
+	// Get returns the value stored under key, if any, cut after limit
+	// octets: a longer one is refused without being read whole.
+	Get(ctx context.Context, key string, limit int) ([]byte, bool)
 	// Set stores value under key for ttl, in the background.
 	Set(key string, value []byte, ttl time.Duration)
 	// Lock takes the short lock key for ttl. ok is false when another
@@ -27,11 +33,16 @@ type SharedCache interface {
 }
 
 // Shared values are JSON, versioned, with the absolute expiry that every
-// node serves them until. They are untrusted input: decoded strictly,
-// bounded in size and content, their lifetimes capped.
+// node serves them until; when the fleet signs (cache.shared.key), the hex
+// HMAC-SHA256 of the value and of the key it is stored under comes first.
+// They are untrusted input: their HMAC checked, decoded strictly, bounded
+// in size and content, their lifetimes capped by what this node keeps.
+// Version 2 added the HMAC: nodes of version 1 refuse these values, and
+// these nodes refuse theirs, rather than misread them.
 const (
-	sharedVersion  = 1
+	sharedVersion  = 2
 	maxSharedValue = 64 << 10
+	macLength      = 2 * sha256.Size // hex
 )
 
 // sharedDNS is a DNS answer in the shared cache.
@@ -81,13 +92,13 @@ func encodeDNS(a *Answer, expires time.Time) []byte {
 }
 
 // decodeDNS checks a shared DNS value and returns the answer and how long
-// it still lives (at most maxTTL).
-func decodeDNS(b []byte, now time.Time, maxTTL time.Duration) (*Answer, time.Duration, error) {
+// this node keeps it: what it has left, at most the local limit for its kind.
+func decodeDNS(b []byte, now time.Time, limits CacheConfig) (*Answer, time.Duration, error) {
 	var v sharedDNS
 	if err := strictJSON(b, &v); err != nil {
 		return nil, 0, err
 	}
-	ttl, err := remaining(v.V, v.Expires, now, maxTTL)
+	ttl, err := remaining(v.V, v.Expires, now, max(limits.MaxTTL, limits.NegativeMaxTTL, limits.NegativeTTL))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -100,7 +111,9 @@ func decodeDNS(b []byte, now time.Time, maxTTL time.Duration) (*Answer, time.Dur
 	case v.Kind != Found && len(v.MX)+len(v.Addrs)+len(v.Names)+len(v.TXT) > 0:
 		return nil, 0, fmt.Errorf("records in a negative answer")
 	}
-	a := &Answer{Kind: v.Kind, TTL: ttl, TTLKnown: v.TTLKnown, Addrs: v.Addrs, TXT: v.TXT}
+	a := &Answer{Kind: v.Kind, TTLKnown: v.TTLKnown, Addrs: v.Addrs, TXT: v.TXT}
+	ttl = min(ttl, limits.dnsTTLCap(a))
+	a.TTL = ttl
 	for _, s := range append(append([]string{}, v.Aliases...), v.Names...) {
 		if !cleanName(s) {
 			return nil, 0, fmt.Errorf("name %q", Printable(s, 60))
@@ -131,13 +144,14 @@ func encodeProbe(r ProbeResult, expires time.Time) []byte {
 	return b
 }
 
-// decodeProbe checks a shared probe value.
-func decodeProbe(b []byte, now time.Time, maxTTL time.Duration) (ProbeResult, time.Duration, error) {
+// decodeProbe checks a shared probe value and returns the result and how
+// long this node keeps it: at most the local limit for its outcome.
+func decodeProbe(b []byte, now time.Time, limits CacheConfig) (ProbeResult, time.Duration, error) {
 	var v sharedProbe
 	if err := strictJSON(b, &v); err != nil {
 		return ProbeResult{}, 0, err
 	}
-	ttl, err := remaining(v.V, v.Expires, now, maxTTL)
+	ttl, err := remaining(v.V, v.Expires, now, max(limits.ProbeAcceptTTL, limits.ProbeRefusedTTL, limits.ProbeTimeoutTTL))
 	if err != nil {
 		return ProbeResult{}, 0, err
 	}
@@ -149,14 +163,12 @@ func decodeProbe(b []byte, now time.Time, maxTTL time.Duration) (ProbeResult, ti
 	case len(v.Greeting) > 200 || len(v.Detail) > 400:
 		return ProbeResult{}, 0, fmt.Errorf("over-long text")
 	}
-	return ProbeResult{Outcome: v.Outcome, Code: v.Code, Greeting: Printable(v.Greeting, 200), Detail: Printable(v.Detail, 400)}, ttl, nil
+	return ProbeResult{Outcome: v.Outcome, Code: v.Code, Greeting: Printable(v.Greeting, 200), Detail: Printable(v.Detail, 400)},
+		min(ttl, limits.probeTTL(v.Outcome)), nil
 }
 
-// strictJSON decodes one bounded JSON object with no unknown fields.
+// strictJSON decodes one JSON object with no unknown fields.
 func strictJSON(b []byte, v any) error {
-	if len(b) > maxSharedValue {
-		return fmt.Errorf("a value of %d octets", len(b))
-	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -169,8 +181,8 @@ func strictJSON(b []byte, v any) error {
 }
 
 // remaining is how long a value expiring at the Unix millisecond exp still
-// lives, refused past maxTTL (a clock or a writer gone wrong) or for another
-// version.
+// lives, refused for another version or past maxTTL, the longest this node
+// keeps anything of its kind (a clock or a writer gone wrong).
 func remaining(version int, exp int64, now time.Time, maxTTL time.Duration) (time.Duration, error) {
 	if version != sharedVersion {
 		return 0, fmt.Errorf("version %d", version)
@@ -199,52 +211,114 @@ func cleanName(s string) bool {
 }
 
 // sharedLevel is the fleet cache as the engine uses it: keys under its
-// prefix, values checked, traffic counted.
+// prefix, values signed and checked, traffic counted.
 type sharedLevel struct {
 	cache  SharedCache
 	prefix string
+	// key signs the values written and checks those read; empty: unsigned.
+	key    []byte
+	limits CacheConfig // what this node keeps, and for how long
 	now    func() time.Time
 	// hits and misses count lookups by kind ("dns", "probe"); garbage counts
-	// values refused as malformed; lockWaits the probes another node had.
-	dnsCounter, probeCounter *hitCounter
-	garbage, lockWaits       atomic.Uint64
+	// values refused as malformed, badSignature those refused for their
+	// HMAC; lockWaits the probes another node had.
+	dnsCounter, probeCounter         *hitCounter
+	garbage, badSignature, lockWaits atomic.Uint64
 }
 
-func (s *sharedLevel) dns(ctx context.Context, key string, maxTTL time.Duration) (*Answer, time.Duration, bool) {
-	a, ttl, ok := read(s, ctx, key, maxTTL, decodeDNS)
+func (s *sharedLevel) dns(ctx context.Context, key string) (*Answer, time.Duration, bool) {
+	a, ttl, ok := read(s, ctx, key, decodeDNS)
 	s.dnsCounter.count(ok)
 	return a, ttl, ok
 }
 
-func (s *sharedLevel) probe(ctx context.Context, key string, maxTTL time.Duration) (ProbeResult, time.Duration, bool) {
-	r, ttl, ok := read(s, ctx, key, maxTTL, decodeProbe)
+func (s *sharedLevel) probe(ctx context.Context, key string) (ProbeResult, time.Duration, bool) {
+	r, ttl, ok := read(s, ctx, key, decodeProbe)
 	s.probeCounter.count(ok)
 	return r, ttl, ok
 }
 
-// read gets key's value and checks it; a refused value counts as garbage,
-// and is a miss like a missing one.
-func read[T any](s *sharedLevel, ctx context.Context, key string, maxTTL time.Duration,
-	decode func([]byte, time.Time, time.Duration) (T, time.Duration, error)) (T, time.Duration, bool) {
+// set writes value under key, signed when the fleet signs.
+func (s *sharedLevel) set(key string, value []byte, ttl time.Duration) {
+	if len(s.key) > 0 {
+		value = append(hex.AppendEncode(nil, s.mac(key, value)), value...)
+	}
+	s.cache.Set(key, value, ttl)
+}
+
+// mac is the HMAC-SHA256 of a value and of the key it is stored under, so
+// that a value cannot be replayed under another key; the key's length
+// comes first, so that no key and value run into another pair.
+func (s *sharedLevel) mac(key string, value []byte) []byte {
+	m := hmac.New(sha256.New, s.key)
+	m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(key))))
+	m.Write([]byte(key))
+	m.Write(value)
+	return m.Sum(nil)
+}
+
+// errSignature refuses a value for its HMAC.
+var errSignature = errors.New("no valid HMAC")
+
+// open returns the JSON of the value stored under key, its HMAC checked
+// when the fleet signs. A signed value is its HMAC, then the JSON object;
+// a node without a key cannot check the HMAC and reads it as if unsigned,
+// trusting the fleet cache as it trusts unsigned values.
+func (s *sharedLevel) open(key string, b []byte) ([]byte, error) {
+	if len(b) > maxSharedValue {
+		return nil, fmt.Errorf("a value of more than %d octets", maxSharedValue)
+	}
+	if len(b) > 0 && b[0] == '{' { // unsigned
+		if len(s.key) > 0 {
+			return nil, errSignature
+		}
+		return b, nil
+	}
+	if len(b) < macLength {
+		return nil, fmt.Errorf("neither a JSON object nor an HMAC")
+	}
+	sum, err := hex.DecodeString(string(b[:macLength]))
+	if err != nil {
+		return nil, fmt.Errorf("neither a JSON object nor an HMAC")
+	}
+	value := b[macLength:]
+	if len(s.key) > 0 && !hmac.Equal(sum, s.mac(key, value)) {
+		return nil, errSignature
+	}
+	return value, nil
+}
+
+// read gets key's value and checks it; a refused value is counted, and is
+// a miss like a missing one.
+func read[T any](s *sharedLevel, ctx context.Context, key string,
+	decode func([]byte, time.Time, CacheConfig) (T, time.Duration, error)) (T, time.Duration, bool) {
 	var zero T
-	b, ok := s.cache.Get(ctx, key)
+	b, ok := s.cache.Get(ctx, key, maxSharedValue+1)
 	if !ok {
 		return zero, 0, false
 	}
-	v, ttl, err := decode(b, s.now(), maxTTL)
-	if err != nil {
-		s.garbage.Add(1)
-		return zero, 0, false
+	b, err := s.open(key, b)
+	if err == nil {
+		var v T
+		var ttl time.Duration
+		if v, ttl, err = decode(b, s.now(), s.limits); err == nil {
+			return v, ttl, true
+		}
 	}
-	return v, ttl, true
+	if errors.Is(err, errSignature) {
+		s.badSignature.Add(1)
+	} else {
+		s.garbage.Add(1)
+	}
+	return zero, 0, false
 }
 
 // awaitProbe waits, until deadline, for another node's probe result.
-func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.Time, maxTTL time.Duration) (ProbeResult, time.Duration, bool) {
+func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.Time) (ProbeResult, time.Duration, bool) {
 	s.lockWaits.Add(1)
 	for wait := 10 * time.Millisecond; time.Now().Add(wait).Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
 		time.Sleep(wait)
-		if r, ttl, ok := read(s, ctx, key, maxTTL, decodeProbe); ok {
+		if r, ttl, ok := read(s, ctx, key, decodeProbe); ok {
 			s.probeCounter.hit()
 			return r, ttl, true
 		}
@@ -252,10 +326,11 @@ func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.
 	return ProbeResult{}, 0, false
 }
 
-// SharedStats counts the fleet cache's traffic, for metrics.
+// SharedStats counts the fleet cache's traffic, for metrics: Garbage the
+// values refused as malformed, BadSignature those refused for their HMAC.
 type SharedStats struct {
-	DNS, Probe         CacheStats
-	Garbage, LockWaits uint64
+	DNS, Probe                       CacheStats
+	Garbage, BadSignature, LockWaits uint64
 }
 
 // SharedStats reports the fleet cache's traffic; zero without one.
@@ -265,9 +340,10 @@ func (e *Engine) SharedStats() SharedStats {
 		return SharedStats{}
 	}
 	return SharedStats{
-		DNS:       CacheStats{Hits: s.dnsCounter.hits.Load(), Misses: s.dnsCounter.misses.Load()},
-		Probe:     CacheStats{Hits: s.probeCounter.hits.Load(), Misses: s.probeCounter.misses.Load()},
-		Garbage:   s.garbage.Load(),
-		LockWaits: s.lockWaits.Load(),
+		DNS:          CacheStats{Hits: s.dnsCounter.hits.Load(), Misses: s.dnsCounter.misses.Load()},
+		Probe:        CacheStats{Hits: s.probeCounter.hits.Load(), Misses: s.probeCounter.misses.Load()},
+		Garbage:      s.garbage.Load(),
+		BadSignature: s.badSignature.Load(),
+		LockWaits:    s.lockWaits.Load(),
 	}
 }

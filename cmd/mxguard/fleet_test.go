@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	"github.com/mxguard/mxguard/internal/redislab"
 	"github.com/mxguard/mxguard/internal/spectest"
@@ -15,7 +18,8 @@ import (
 
 // Two mxguard serve processes share one Redis: the second decides a domain
 // the first decided without asking DNS or probing, and exports the fleet
-// cache's state; the password in the URL is never logged.
+// cache's state; the values are signed with cache.shared.key; neither the
+// password in the URL nor the key is ever logged.
 func TestServeFleet(t *testing.T) {
 	srv := redislab.Start(t, "requirepass", "fleet-pw")
 	sb := spectest.Sandbox(t)
@@ -26,7 +30,7 @@ func TestServeFleet(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		milter, metricsPort := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t)), freeTCPPort(t)
 		cfg := filepath.Join(t.TempDir(), "mxguard.yaml")
-		writeFile(t, cfg, sandboxConfig(sb, "inet:"+milter, metricsPort, "cache:\n  shared:\n    url: "+url+"\n"))
+		writeFile(t, cfg, sandboxConfig(sb, "inet:"+milter, metricsPort, "cache:\n  shared:\n    url: "+url+"\n    key: "+fleetKey+"\n"))
 		daemons = append(daemons, startDaemon(t, cfg, "tcp", milter))
 		milters, metricsPorts = append(milters, milter), append(metricsPorts, metricsPort)
 	}
@@ -63,12 +67,26 @@ func TestServeFleet(t *testing.T) {
 	if !regexp.MustCompile(`mxguard_cache_lookups_total\{cache="shared-dns",result="hit"\} [1-9]`).MatchString(m) {
 		t.Errorf("no shared cache hits in /metrics")
 	}
+	if !strings.Contains(m, `mxguard_shared_cache_refused_values_total{reason="signature"} 0`) {
+		t.Errorf("values refused for their signature:\n%s", m)
+	}
+	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, Password: "fleet-pw", DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	v, err := c.Do(context.Background(), c.B().Get().Key("mxguard:v1:dns:15:some-refused.test").Build()).ToString()
+	if !regexp.MustCompile(`^[0-9a-f]{64}\{"v":2,`).MatchString(v) {
+		t.Errorf("the shared MX answer is %q, %v; want it signed", v, err)
+	}
 	for _, d := range daemons {
-		if strings.Contains(d.log.String(), "fleet-pw") {
-			t.Errorf("the password is in the log:\n%s", d.log)
+		if log := d.log.String(); strings.Contains(log, "fleet-pw") || strings.Contains(log, fleetKey) {
+			t.Errorf("the password or the key is in the log:\n%s", log)
 		}
 	}
 }
+
+const fleetKey = "d3adb33f-a-long-random-fleet-secret"
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()

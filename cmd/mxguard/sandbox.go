@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -185,7 +186,13 @@ func parseSandboxSpec(file string, data []byte) (*sandboxSpec, error) {
 	}
 	p := specParser{file}
 	s := &sandboxSpec{file: file, zone: smtptest.NewZone()}
-	err := p.fields(deref(doc.Content[0]), "", []string{"negative_ttl", "zone", "smtp", "config"}, func(key string, _, v *yaml.Node) error {
+	budget := maxSpecNodes
+	err := p.fields(deref(doc.Content[0]), "", []string{"negative_ttl", "zone", "smtp", "config"}, func(key string, _, section *yaml.Node) error {
+		// Each section is read with its aliases expanded, all from one budget.
+		v := clone(section, &budget)
+		if v == nil {
+			return p.errorf(section, "%s: more than %d values once the spec's aliases are expanded", key, maxSpecNodes)
+		}
 		var err error
 		switch key {
 		case "negative_ttl":
@@ -707,10 +714,8 @@ func (s *sandboxSpec) mxguardConfig(dnsAddr string, port uint16) ([]byte, error)
 	}
 	root := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	if s.config != nil {
-		budget := maxConfigNodes
-		if root = clone(s.config, &budget); root == nil {
-			return nil, fmt.Errorf("%s:%d: config: more than %d values once its aliases are expanded", s.file, s.config.Line, maxConfigNodes)
-		}
+		unbounded := math.MaxInt // s.config was read within the spec's budget
+		root = clone(s.config, &unbounded)
 	}
 	for _, k := range keys {
 		_, section := lookup(root, k.section)
@@ -789,9 +794,10 @@ func lookup(m *yaml.Node, key string) (k, v *yaml.Node) {
 	return nil, nil
 }
 
-// maxConfigNodes bounds the config section with its aliases expanded: a
-// few lines of nested aliases would otherwise make billions of nodes.
-const maxConfigNodes = 100_000
+// maxSpecNodes bounds a spec with its aliases expanded: a few lines of
+// nested aliases would otherwise make billions of nodes, and a list named
+// by many names as many records.
+const maxSpecNodes = 100_000
 
 // clone copies a node tree, aliases resolved, keeping the lines it came
 // from; nil when that would take more than *budget nodes.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -288,5 +289,29 @@ func TestSandboxSpecAliasBomb(t *testing.T) {
 	_, err := parseSandboxSpec("s.yaml", []byte(b.String()))
 	if err == nil || !strings.Contains(err.Error(), "s.yaml:2: config: more than 100000 values") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// Aliases anywhere in a spec share one budget: a list of a thousand
+// addresses named by a thousand names would make a million records.
+func TestSandboxSpecZoneAliasBomb(t *testing.T) {
+	var b strings.Builder
+	addrs := make([]string, 1000)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("127.0.%d.%d", i/250, i%250+1)
+	}
+	fmt.Fprintf(&b, "zone:\n  big.test:\n    a: &big [%s]\n", strings.Join(addrs, ", "))
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&b, "  n%d.test: {a: *big}\n", i)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := parseSandboxSpec("s.yaml", []byte(b.String()))
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "s.yaml:2: zone: more than 100000 values once the spec's aliases are expanded") {
+		t.Errorf("got %v", err)
+	}
+	if allocated := after.TotalAlloc - before.TotalAlloc; allocated > 64<<20 {
+		t.Errorf("reading a %d KB spec allocated %d MiB", b.Len()>>10, allocated>>20)
 	}
 }

@@ -39,14 +39,31 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mxguard: %s: %v\n", cfg.Source, err)
 		return exitUsage
 	}
-	for _, w := range warnings(cfg, postfixCommandTimeout()) {
+	var milter, policyService commandTimeout // asked of Postfix for the front ends that are on
+	if cfg.Milter.Listen.Spec != "" {
+		milter = postfixCommandTimeout()
+	}
+	if cfg.PolicyService.Listen.Spec != "" {
+		policyService = postfixPolicyTimeout(cfg.PolicyService.Listen)
+	}
+	for _, w := range warnings(cfg, milter, policyService) {
 		fmt.Fprintf(stderr, "mxguard: warning: %s\n", w)
 	}
-	fmt.Fprintf(stdout, "%s: configuration OK (milter %s)\n", cfg.Source, cfg.Milter.Listen.Spec)
+	var served []string
+	for _, f := range []struct{ name, listen string }{
+		{"milter", cfg.Milter.Listen.Spec}, {"policy service", cfg.PolicyService.Listen.Spec}, {"check API", cfg.API.Listen},
+	} {
+		if f.listen != "" {
+			served = append(served, f.name+" "+f.listen)
+		}
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK (%s)\n", cfg.Source, strings.Join(served, ", "))
 	return exitPass
 }
 
-// commandTimeout is Postfix's milter_command_timeout and where it came from.
+// commandTimeout is how long Postfix waits for a front end's answer
+// (milter_command_timeout, the policy service's timeout) and where that
+// came from.
 type commandTimeout struct {
 	d      time.Duration
 	source string
@@ -65,6 +82,126 @@ func postfixCommandTimeout() commandTimeout {
 	fallback := func(why string) commandTimeout {
 		return commandTimeout{postfixDefaultCommandTimeout, "Postfix's default; " + why}
 	}
+	values, why := postconf("milter_command_timeout")
+	if why != "" {
+		return fallback(why)
+	}
+	value := strings.TrimSpace(values[0])
+	d, ok := postfixDuration(value)
+	if !ok {
+		return fallback(fmt.Sprintf("postconf printed %q", value))
+	}
+	return commandTimeout{d, "from postconf"}
+}
+
+// shippedPolicyTimeout is the timeout configs/postfix/policy-service.cf
+// gives check_policy_service.
+const shippedPolicyTimeout = 10 * time.Second
+
+// policyRestrictions are the restriction lists that may call a policy
+// service (postconf(5)).
+var policyRestrictions = []string{"smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
+	"smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_data_restrictions", "smtpd_end_of_data_restrictions"}
+
+// postfixPolicyTimeout asks this host's Postfix how long it waits for the
+// policy service at listen: the timeout= of its check_policy_service
+// entry, else smtpd_policy_service_timeout (the shortest, if several name
+// it). Without postconf or such an entry it falls back to the shipped
+// snippet's, saying why.
+func postfixPolicyTimeout(listen config.Socket) commandTimeout {
+	fallback := func(why string) commandTimeout {
+		return commandTimeout{shippedPolicyTimeout, "what configs/postfix/policy-service.cf sets; " + why}
+	}
+	values, why := postconf(append([]string{"smtpd_policy_service_timeout"}, policyRestrictions...)...)
+	if why != "" {
+		return fallback(why)
+	}
+	var found *commandTimeout
+	for _, list := range values[1:] {
+		for _, e := range policyServices(list) {
+			if !samePolicyServer(e.server, listen) {
+				continue
+			}
+			value, source := e.timeout, "timeout= of its check_policy_service, from postconf"
+			if value == "" {
+				value, source = strings.TrimSpace(values[0]), "smtpd_policy_service_timeout, from postconf"
+			}
+			d, ok := postfixDuration(value)
+			if !ok {
+				return fallback(fmt.Sprintf("postconf printed the timeout %q", value))
+			}
+			if found == nil || d < found.d {
+				found = &commandTimeout{d, source}
+			}
+		}
+	}
+	if found == nil {
+		return fallback("postconf shows no check_policy_service for " + listen.Spec)
+	}
+	return *found
+}
+
+// policyService is one check_policy_service entry of a restriction list.
+type policyService struct{ server, timeout string }
+
+// policyServices finds the check_policy_service entries of a restriction
+// list: "check_policy_service SERVER" or, with attributes,
+// "check_policy_service { SERVER, timeout=10s, ... }" (postconf(5)).
+func policyServices(list string) []policyService {
+	var words []string
+	for s := list; ; {
+		s = strings.TrimLeft(s, ", \t")
+		if s == "" {
+			break
+		}
+		end := strings.IndexAny(s, ", \t{")
+		if s[0] == '{' {
+			end = strings.IndexByte(s, '}') + 1
+		}
+		if end <= 0 {
+			end = len(s)
+		}
+		words, s = append(words, s[:end]), s[end:]
+	}
+	var out []policyService
+	for i := 0; i+1 < len(words); i++ {
+		if words[i] != "check_policy_service" {
+			continue
+		}
+		group, ok := strings.CutPrefix(words[i+1], "{")
+		if !ok {
+			out = append(out, policyService{server: words[i+1]})
+			continue
+		}
+		attrs := strings.FieldsFunc(strings.TrimSuffix(group, "}"), func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+		if len(attrs) == 0 {
+			continue
+		}
+		e := policyService{server: attrs[0]}
+		for _, a := range attrs[1:] {
+			if value, ok := strings.CutPrefix(a, "timeout="); ok {
+				e.timeout = value
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// samePolicyServer reports whether a check_policy_service server (inet:HOST:PORT
+// or HOST:PORT, unix:PATH or PATH, relative to Postfix's queue directory
+// unless absolute) is listen.
+func samePolicyServer(server string, listen config.Socket) bool {
+	if listen.Network == "tcp" {
+		return strings.TrimPrefix(server, "inet:") == listen.Address
+	}
+	path := strings.TrimPrefix(server, "unix:")
+	return path == listen.Address || !strings.HasPrefix(path, "/") && strings.HasSuffix(listen.Address, "/"+path)
+}
+
+// postconf asks this host's Postfix for the values of params, one each;
+// why says what went wrong when it cannot.
+func postconf(params ...string) (values []string, why string) {
 	bin := ""
 	for _, p := range postconfPaths {
 		if found, err := exec.LookPath(p); err == nil {
@@ -73,26 +210,25 @@ func postfixCommandTimeout() commandTimeout {
 		}
 	}
 	if bin == "" {
-		return fallback("postconf not found")
+		return nil, "postconf not found"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "-x", "-h", "milter_command_timeout")
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-x", "-h"}, params...)...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		why := strings.TrimSpace(firstLine(stderr.String()))
 		if why == "" {
 			why = err.Error()
 		}
-		return fallback("postconf failed: " + why)
+		return nil, "postconf failed: " + why
 	}
-	value := strings.TrimSpace(stdout.String())
-	d, ok := postfixDuration(value)
-	if !ok {
-		return fallback(fmt.Sprintf("postconf printed %q", value))
+	values = strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(values) != len(params) {
+		return nil, fmt.Sprintf("postconf printed %d lines for %d parameters", len(values), len(params))
 	}
-	return commandTimeout{d, "from postconf"}
+	return values, ""
 }
 
 func firstLine(s string) string {
@@ -119,13 +255,21 @@ func postfixDuration(s string) (time.Duration, bool) {
 }
 
 // warnings lists settings of a valid configuration that will hurt, one line
-// each, naming the key.
-func warnings(c *config.Config, postfix commandTimeout) []string {
+// each, naming the key. milter and policyService are how long Postfix waits
+// for each front end that is on.
+func warnings(c *config.Config, milter, policyService commandTimeout) []string {
 	var out []string
-	if d := c.DecisionTimeout.D; d >= postfix.d {
+	d := c.DecisionTimeout.D
+	if c.Milter.Listen.Spec != "" && d >= milter.d {
 		out = append(out, c.Describe("decision_timeout",
 			"%s is not below Postfix's milter_command_timeout %s (%s): Postfix gives up first and applies milter_default_action",
-			d, postfix.d, postfix.source))
+			d, milter.d, milter.source))
+	}
+	if c.PolicyService.Listen.Spec != "" && d >= policyService.d {
+		out = append(out, c.Describe("decision_timeout",
+			"%s is not below Postfix's timeout for the policy service, %s (%s): Postfix gives up first and applies its default_action, "+
+				"so the mail leaves without a header; set decision_timeout below it, e.g. %s",
+			d, policyService.d, policyService.source, max(policyService.d*4/5, time.Second).Truncate(time.Second)))
 	}
 	// Listeners reachable from other machines, and why that hurts.
 	tcp := func(s config.Socket) string {

@@ -1,24 +1,25 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/sharedcache"
 )
 
-// fakePostconf makes validate run a postconf that prints out and exits
-// with status; "" means there is no postconf at all.
+// fakePostconf makes validate run a postconf that prints out for
+// milter_command_timeout and exits with status; "" means there is no
+// postconf at all.
 func fakePostconf(t *testing.T, out string, status int) {
 	t.Helper()
-	old := postconfPaths
-	t.Cleanup(func() { postconfPaths = old })
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "postconf")
-	postconfPaths = []string{bin}
 	if out == "" && status == 0 {
+		fakePostconfScript(t, "")
 		return
 	}
 	script := "#!/bin/sh\n[ \"$*\" = \"-x -h milter_command_timeout\" ] || exit 9\n"
@@ -26,6 +27,31 @@ func fakePostconf(t *testing.T, out string, status int) {
 		script += "echo '" + out + "'\n"
 	} else {
 		script += "echo 'postconf: fatal: " + out + "' >&2\nexit " + strconv.Itoa(status) + "\n"
+	}
+	fakePostconfScript(t, script)
+}
+
+// fakeMainCF makes validate run a postconf that prints, for each
+// parameter asked, its value in mainCF ("" for the others).
+func fakeMainCF(t *testing.T, mainCF map[string]string) {
+	t.Helper()
+	script := "#!/bin/sh\n[ \"$1 $2\" = \"-x -h\" ] || exit 9\nshift 2\nfor p in \"$@\"; do\n  case \"$p\" in\n"
+	for k, v := range mainCF {
+		script += "  " + k + ") printf '%s\\n' '" + strings.ReplaceAll(v, "'", `'\''`) + "' ;;\n"
+	}
+	fakePostconfScript(t, script+"  *) echo ;;\n  esac\ndone\n")
+}
+
+// fakePostconfScript makes validate run script as postconf; "" means
+// there is no postconf at all.
+func fakePostconfScript(t *testing.T, script string) {
+	t.Helper()
+	old := postconfPaths
+	t.Cleanup(func() { postconfPaths = old })
+	bin := filepath.Join(t.TempDir(), "postconf")
+	postconfPaths = []string{bin}
+	if script == "" {
+		return
 	}
 	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -76,22 +102,96 @@ func TestValidateWarns(t *testing.T) {
 	}
 	for _, c := range cases {
 		fakePostconf(t, c.postconf, map[bool]int{true: 1}[c.failing])
-		code, out, errOut, path := validate(t, c.yaml)
-		if code != exitPass || !strings.Contains(out, "configuration OK") {
-			t.Errorf("%q: exit %d, stdout %q; want 0 and OK", c.yaml, code, out)
+		validateWarns(t, c.yaml, c.want)
+	}
+}
+
+// validateWarns validates yaml, which must pass with one warning line per
+// want, in order, each naming the file and containing its want.
+func validateWarns(t *testing.T, yaml string, want []string) {
+	t.Helper()
+	code, out, errOut, path := validate(t, yaml)
+	if code != exitPass || !strings.Contains(out, "configuration OK") {
+		t.Errorf("%q: exit %d, stdout %q; want 0 and OK", yaml, code, out)
+	}
+	lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+	if errOut == "" {
+		lines = nil
+	}
+	if len(lines) != len(want) {
+		t.Errorf("%q: %d warning lines, want %d:\n%s", yaml, len(lines), len(want), errOut)
+		return
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], "mxguard: warning: "+path) || !strings.Contains(lines[i], w) {
+			t.Errorf("%q: warning %q, want %q", yaml, lines[i], w)
 		}
-		lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
-		if errOut == "" {
-			lines = nil
+	}
+}
+
+// With the policy service on, decision_timeout must be below the timeout
+// Postfix gives it: that of its check_policy_service entry, else
+// smtpd_policy_service_timeout, else what the shipped snippet sets.
+func TestValidateWarnsPolicyTimeout(t *testing.T) {
+	const on = "policy_service:\n  listen: inet:127.0.0.1:10040\n"
+	shipped := map[string]string{"smtpd_recipient_restrictions": "permit_mynetworks, check_policy_service { inet:127.0.0.1:10040, timeout=10s, default_action=DUNNO }"}
+	cases := []struct {
+		mainCF map[string]string // nil: no postconf
+		yaml   string
+		want   []string // warnings, in order
+	}{
+		{nil, on, []string{": decision_timeout: 20s is not below Postfix's timeout for the policy service, 10s " +
+			"(what configs/postfix/policy-service.cf sets; postconf not found): Postfix gives up first and applies its default_action, " +
+			"so the mail leaves without a header; set decision_timeout below it, e.g. 8s"}},
+		{nil, on + "decision_timeout: 8s\n", nil},
+		{shipped, on, []string{": decision_timeout: 20s is not below Postfix's timeout for the policy service, 10s (timeout= of its check_policy_service, from postconf)"}},
+		{map[string]string{"smtpd_policy_service_timeout": "100s", "smtpd_recipient_restrictions": "check_policy_service inet:127.0.0.1:10040"}, on, nil},
+		{map[string]string{"smtpd_policy_service_timeout": "15s", "smtpd_relay_restrictions": "permit_mynetworks,check_policy_service inet:127.0.0.1:10040"}, on,
+			[]string{"20s is not below Postfix's timeout for the policy service, 15s (smtpd_policy_service_timeout, from postconf): Postfix gives up first and applies its default_action, so the mail leaves without a header; set decision_timeout below it, e.g. 12s"}},
+		{map[string]string{"smtpd_policy_service_timeout": "100s", "smtpd_recipient_restrictions": "check_policy_service {unix:private/postgrey, timeout=5s}, check_policy_service { inet:127.0.0.1:10040, timeout=30s }"}, on, nil},
+		{map[string]string{"smtpd_recipient_restrictions": "check_policy_service { unix:private/mxguard, timeout=10s }"},
+			"policy_service:\n  listen: unix:/var/spool/postfix/private/mxguard\n", []string{"20s is not below Postfix's timeout for the policy service, 10s (timeout= of its check_policy_service, from postconf)"}},
+		{map[string]string{"smtpd_recipient_restrictions": "check_policy_service inet:127.0.0.1:10041"}, on,
+			[]string{"10s (what configs/postfix/policy-service.cf sets; postconf shows no check_policy_service for inet:127.0.0.1:10040)"}},
+		{nil, "milter:\n  listen: \"\"\n" + on + "decision_timeout: 45s\n", []string{":5: decision_timeout: 45s is not below Postfix's timeout for the policy service"}},
+	}
+	for _, c := range cases {
+		if c.mainCF == nil {
+			fakePostconf(t, "", 0)
+		} else {
+			c.mainCF["milter_command_timeout"] = "1m"
+			fakeMainCF(t, c.mainCF)
 		}
-		if len(lines) != len(c.want) {
-			t.Errorf("%q: %d warning lines, want %d:\n%s", c.yaml, len(lines), len(c.want), errOut)
-			continue
-		}
-		for i, w := range c.want {
-			if !strings.HasPrefix(lines[i], "mxguard: warning: "+path) || !strings.Contains(lines[i], w) {
-				t.Errorf("%q: warning %q, want %q", c.yaml, lines[i], w)
-			}
+		validateWarns(t, c.yaml, c.want)
+	}
+}
+
+// The timeout validate falls back on is the one the shipped snippet sets.
+func TestShippedPolicyTimeout(t *testing.T) {
+	snippet, err := os.ReadFile("../../configs/postfix/policy-service.cf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`check_policy_service \{[^}]*timeout=([0-9]+[smhdw]?)`).FindSubmatch(snippet)
+	if m == nil {
+		t.Fatal("no check_policy_service with a timeout in the snippet")
+	}
+	if d, ok := postfixDuration(string(m[1])); !ok || d != shippedPolicyTimeout {
+		t.Errorf("the snippet's timeout is %s, validate's fallback %v", m[1], shippedPolicyTimeout)
+	}
+}
+
+// The OK line names what is served.
+func TestValidateNamesWhatIsServed(t *testing.T) {
+	fakePostconf(t, "", 0)
+	for yaml, want := range map[string]string{
+		"": "configuration OK (milter inet:127.0.0.1:8891)\n",
+		"milter:\n  listen: \"\"\npolicy_service:\n  listen: inet:127.0.0.1:10040\ndecision_timeout: 8s\n":                 "configuration OK (policy service inet:127.0.0.1:10040)\n",
+		"policy_service:\n  listen: unix:/run/mxguard/policy.sock\napi:\n  listen: 127.0.0.1:9892\ndecision_timeout: 8s\n": "configuration OK (milter inet:127.0.0.1:8891, policy service unix:/run/mxguard/policy.sock, check API 127.0.0.1:9892)\n",
+	} {
+		code, out, errOut, path := validate(t, yaml)
+		if code != exitPass || out != path+": "+want {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want %s", yaml, code, out, errOut, want)
 		}
 	}
 }
@@ -138,5 +238,40 @@ func TestVersion(t *testing.T) {
 	code, out, _ := runCLI(t, "", "version")
 	if code != exitPass || !strings.HasPrefix(out, "mxguard devel") {
 		t.Errorf("exit %d, %q; want mxguard devel... from a test binary", code, out)
+	}
+}
+
+// validate refuses a cache.shared.url exactly when serve's fleet cache
+// would, naming the line, and never shows the password.
+func TestValidateSharedURLAsServe(t *testing.T) {
+	fakePostconf(t, "", 0)
+	for _, c := range []struct {
+		url, want string // want: "" when both take it
+	}{
+		{"redis://:pw@127.0.0.1:6390/1x", `redis: invalid database number: "1x"`},
+		{"redis://127.0.0.1:6390/0?dial_timeout=zz", `redis: invalid dial timeout: "zz"`},
+		{"redis://:pw@127.0.0.1:6390/0/1", "redis: invalid URL path"},
+		{"redis://:pw@127.0.0.1:bad/0", `invalid port ":bad" after host`},
+		{"valkey://127.0.0.1:6390/0", `scheme "valkey": want redis://`},
+		{"redis://:pw@127.0.0.1:6390/1", ""},
+		{"redis://127.0.0.1:6390", ""},
+		{"rediss://user:pw@127.0.0.1:6390/0?dial_timeout=2s", ""},
+		{"unix:///nonexistent/redis.sock", ""},
+		{"unix://:pw@/nonexistent/redis.sock?db=2", ""},
+	} {
+		shared, serveErr := sharedcache.New(c.url, time.Second, slog.New(slog.DiscardHandler))
+		if serveErr == nil {
+			shared.Close()
+		}
+		code, _, errOut, path := validate(t, "cache:\n  shared:\n    url: \""+c.url+"\"\n")
+		switch {
+		case c.want == "" && (code != exitPass || serveErr != nil):
+			t.Errorf("%s: validate exit %d %s, serve %v; want both to take it", c.url, code, errOut, serveErr)
+		case c.want != "" && (code != exitUsage || serveErr == nil ||
+			!strings.HasPrefix(errOut, "mxguard: "+path+":3: cache.shared.url: ") || !strings.Contains(errOut, c.want)):
+			t.Errorf("%s: validate exit %d %q, serve %v; want both to refuse it: %s", c.url, code, errOut, serveErr, c.want)
+		case strings.Contains(errOut, "pw"):
+			t.Errorf("%s: the password is shown: %s", c.url, errOut)
+		}
 	}
 }

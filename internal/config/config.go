@@ -20,6 +20,7 @@ import (
 
 	"github.com/mxguard/mxguard/configs"
 	"github.com/mxguard/mxguard/internal/peers"
+	"github.com/mxguard/mxguard/internal/sharedcache"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -164,6 +165,9 @@ type Shared struct {
 	URL     string   `yaml:"url"`
 	Prefix  string   `yaml:"prefix"`
 	Timeout Duration `yaml:"timeout"`
+	// Key, when set, signs the values and refuses those not signed with
+	// it; a secret, never logged.
+	Key string `yaml:"key"`
 }
 
 // Outbound describes the relay's own egress: its addresses and HELO name.
@@ -402,8 +406,8 @@ func (c *Config) validate() error {
 		nonZero(key, d)
 	}
 	if s := c.Cache.Shared; s.URL != "" {
-		if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			errs = append(errs, c.errorAt("cache.shared.url", "want redis://host:port/db, rediss://host:port/db or unix:///path"))
+		if _, err := sharedcache.ParseURL(s.URL); err != nil {
+			errs = append(errs, c.errorAt("cache.shared.url", "%v", err))
 		}
 		if s.Prefix == "" {
 			errs = append(errs, c.errorAt("cache.shared.prefix", "must not be empty: the fleet's keys need their own namespace"))
@@ -511,6 +515,7 @@ func (c *Config) Engine() policy.Config {
 		OutboundIPs:          prefixes(c.Outbound.IPs),
 		EgressHELO:           c.Outbound.HELO,
 		SharedPrefix:         c.Cache.Shared.Prefix,
+		SharedKey:            c.Cache.Shared.Key,
 		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),
 		Policy: policy.Policy{
 			Actions:       actions,

@@ -274,8 +274,16 @@ func (m *Metrics) WatchSharedCache(c SharedCache, engine Engine) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "mxguard_shared_cache_lock_waits_total", Help: "Probes this node left to the node holding the address's lock.",
 		}, func() float64 { return float64(engine().SharedStats().LockWaits) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mxguard_shared_cache_refused_values_total", Help: "Fleet cache values refused as malformed, oversized or expired.",
-		}, func() float64 { return float64(engine().SharedStats().Garbage) }),
 	)
+	// Values refused by reason: malformed (oversized, expired, inconsistent),
+	// or signature (no HMAC of cache.shared.key, or a wrong one).
+	for reason, count := range map[string]func(policy.SharedStats) uint64{
+		"malformed": func(s policy.SharedStats) uint64 { return s.Garbage },
+		"signature": func(s policy.SharedStats) uint64 { return s.BadSignature },
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mxguard_shared_cache_refused_values_total", Help: "Fleet cache values refused, by reason: malformed or signature.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(count(engine().SharedStats())) }))
+	}
 }

@@ -4,6 +4,7 @@
 package redislab
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -128,6 +129,35 @@ func (s *Server) Restart(t testing.TB) {
 }
 
 // Pause stops the server answering (SIGSTOP) without closing connections,
-// as a wedged server does; Resume lets it go on.
-func (s *Server) Pause()  { s.cmd.Process.Signal(syscall.SIGSTOP) }
-func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
+// as a wedged server does, and returns once it is stopped (the signal is
+// delivered asynchronously); Resume lets it go on.
+func (s *Server) Pause(t testing.TB) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGSTOP)
+	s.waitState(t, "stopped", func(state byte) bool { return state == 'T' })
+}
+
+func (s *Server) Resume(t testing.TB) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	s.waitState(t, "running", func(state byte) bool { return state != 'T' })
+}
+
+// waitState waits for the process state in /proc/PID/stat (proc(5)).
+func (s *Server) waitState(t testing.TB, what string, ok func(state byte) bool) {
+	t.Helper()
+	path := fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		stat, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command name, which is in parentheses.
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) && ok(stat[i+2]) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server is not %s: %s", what, stat)
+		}
+	}
+}

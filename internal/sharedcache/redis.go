@@ -6,9 +6,11 @@
 package sharedcache
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -49,9 +51,27 @@ type command struct {
 // dropped: a slow server must not hold memory or decisions.
 const writeQueue = 4096
 
+// ParseURL reads a cache.shared.url: redis://, rediss:// or unix://, by
+// rueidis's rules. The configuration's validation calls it too, so a URL
+// that validates is one New takes. Its errors never show the password.
+func ParseURL(raw string) (rueidis.ClientOption, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold the password
+		}
+		return rueidis.ClientOption{}, err
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		return rueidis.ClientOption{}, fmt.Errorf("scheme %q: want redis://host:port/db, rediss://host:port/db or unix:///path", u.Scheme)
+	}
+	return rueidis.ParseURL(raw)
+}
+
 // New validates rawURL and starts connecting in the background.
 func New(rawURL string, timeout time.Duration, log *slog.Logger) (*Redis, error) {
-	opt, err := rueidis.ParseURL(rawURL)
+	opt, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("cache.shared.url: %w", err)
 	}
@@ -103,43 +123,64 @@ func (r *Redis) conn() rueidis.Client {
 	return r.client
 }
 
-// do runs one command within the timeout, through the breaker; nil result
-// and a false ok when it did not run or failed.
-func (r *Redis) do(ctx context.Context, build func(c rueidis.Client) rueidis.Completed) (rueidis.RedisResult, bool) {
+// call runs fn on the client within timeout, through the breaker, and
+// tells the breaker how it went; false when it did not run or failed. Every
+// command goes through here: a half-open breaker waits for the outcome of
+// its one trial, so a call that did not report it would keep it open.
+func (r *Redis) call(ctx context.Context, timeout time.Duration, fn func(context.Context, rueidis.Client) error) bool {
 	c := r.conn()
-	if c == nil || !r.breaker.allow() {
-		return rueidis.RedisResult{}, false
+	if c == nil {
+		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	report, ok := r.breaker.allow()
+	if !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	res := c.Do(ctx, build(c))
-	if err := res.Error(); err != nil && !rueidis.IsRedisNil(err) {
-		if ctx.Err() != nil { // a stalled server: one wait is all a decision may add
-			r.breaker.trip()
-		}
-		r.failed(err)
-		return res, false
+	err := fn(ctx, c)
+	if err == nil {
+		report(succeeded)
+		return true
 	}
-	r.breaker.success()
-	return res, true
-}
-
-func (r *Redis) failed(err error) {
+	// A stalled server: one wait is all a decision may add. rueidis may
+	// give up on the deadline just before the context says it has.
+	o := failed
+	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		o = stalled
+	}
 	r.errs.Add(1)
-	if r.breaker.failure() {
+	if report(o) {
 		r.log.Warn("shared cache failing; not asking it for a while", "url", r.where, "error", err)
 	}
+	return false
 }
 
-// Get returns the value under key; a missing key, a failure or an open
-// breaker are all a miss.
-func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool) {
-	res, ok := r.do(ctx, func(c rueidis.Client) rueidis.Completed { return c.B().Get().Key(key).Build() })
+// do runs one command within the timeout; a false ok when it did not run
+// or failed.
+func (r *Redis) do(ctx context.Context, build func(c rueidis.Client) rueidis.Completed) (res rueidis.RedisResult, ok bool) {
+	ok = r.call(ctx, r.timeout, func(ctx context.Context, c rueidis.Client) error {
+		res = c.Do(ctx, build(c))
+		if err := res.Error(); !rueidis.IsRedisNil(err) {
+			return err
+		}
+		return nil
+	})
+	return res, ok
+}
+
+// Get returns the first limit octets of the value under key: GETRANGE, so
+// that a hostile value never crosses the wire whole. A missing key (an
+// empty value to GETRANGE), a failure or an open breaker are all a miss.
+func (r *Redis) Get(ctx context.Context, key string, limit int) ([]byte, bool) {
+	res, ok := r.do(ctx, func(c rueidis.Client) rueidis.Completed {
+		return c.B().Getrange().Key(key).Start(0).End(int64(limit) - 1).Build()
+	})
 	if !ok {
 		return nil, false
 	}
 	b, err := res.AsBytes()
-	return b, err == nil
+	return b, err == nil && len(b) > 0
 }
 
 // Set queues a write of value under key for ttl; it never blocks.
@@ -174,27 +215,21 @@ func (r *Redis) writer() {
 				break more
 			}
 		}
-		c := r.conn()
-		if c == nil || !r.breaker.allow() {
-			r.dropped.Add(uint64(len(batch)))
-			continue
-		}
-		cmds := make(rueidis.Commands, len(batch))
-		for i, w := range batch {
-			cmds[i] = c.B().Set().Key(w.key).Value(w.value).PxMilliseconds(w.ttl.Milliseconds()).Build()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 4*r.timeout)
-		failed := error(nil)
-		for _, res := range c.DoMulti(ctx, cmds...) {
-			if err := res.Error(); err != nil {
-				failed = err
+		ran := false
+		r.call(context.Background(), 4*r.timeout, func(ctx context.Context, c rueidis.Client) error {
+			ran = true
+			cmds := make(rueidis.Commands, len(batch))
+			for i, w := range batch {
+				cmds[i] = c.B().Set().Key(w.key).Value(w.value).PxMilliseconds(w.ttl.Milliseconds()).Build()
 			}
-		}
-		cancel()
-		if failed != nil {
-			r.failed(failed)
-		} else {
-			r.breaker.success()
+			var err error
+			for _, res := range c.DoMulti(ctx, cmds...) {
+				err = cmp.Or(err, res.Error())
+			}
+			return err
+		})
+		if !ran {
+			r.dropped.Add(uint64(len(batch)))
 		}
 	}
 }
@@ -214,11 +249,9 @@ func (r *Redis) Lock(ctx context.Context, key string, ttl time.Duration) (unlock
 		return func() {}, false // another node holds it
 	}
 	return func() {
-		if c := r.conn(); c != nil && r.breaker.allow() {
-			ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-			defer cancel()
-			r.unlocker.Exec(ctx, c, []string{key}, []string{token})
-		}
+		r.call(context.Background(), r.timeout, func(ctx context.Context, c rueidis.Client) error {
+			return r.unlocker.Exec(ctx, c, []string{key}, []string{token}).Error()
+		})
 	}, true
 }
 
@@ -262,47 +295,49 @@ const (
 
 func (b *breaker) init() { b.cooldown = breakerMin }
 
-func (b *breaker) allow() bool {
+// outcome is how a call that the breaker let through went.
+type outcome int
+
+const (
+	succeeded outcome = iota
+	failed            // an error: five in a row open the breaker
+	stalled           // no answer within the timeout: opens it at once
+)
+
+// allow says whether a call may go to the server. When it may, the caller
+// must report its outcome, once; report says whether that opened the
+// breaker.
+func (b *breaker) allow() (report func(outcome) (opened bool), ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.openTill.IsZero() {
-		return true
+	trial := !b.openTill.IsZero()
+	if trial {
+		if time.Now().Before(b.openTill) || b.trying {
+			return nil, false
+		}
+		b.trying = true // half open: this call tries
 	}
-	if time.Now().Before(b.openTill) || b.trying {
+	return func(o outcome) bool { return b.report(o, trial) }, true
+}
+
+func (b *breaker) report(o outcome, trial bool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if o == succeeded {
+		b.failures, b.openTill, b.cooldown, b.trying = 0, time.Time{}, breakerMin, false
 		return false
 	}
-	b.trying = true // half open: this call tries
-	return true
-}
-
-func (b *breaker) success() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.failures, b.openTill, b.cooldown, b.trying = 0, time.Time{}, breakerMin, false
-}
-
-// failure counts a failure and reports whether it opened the breaker.
-func (b *breaker) failure() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.failures++
-	if b.trying || b.openTill.IsZero() && b.failures >= breakerFailures {
-		if b.trying {
-			b.cooldown = min(2*b.cooldown, breakerMax)
-		}
-		b.openTill, b.trying = time.Now().Add(b.cooldown), false
-		return true
+	switch {
+	case trial: // the trial failed: stay open, longer
+		b.cooldown = min(2*b.cooldown, breakerMax)
+	case !b.openTill.IsZero(): // opened meanwhile by another call
+		return false
+	case o == failed && b.failures < breakerFailures:
+		return false
 	}
-	return false
-}
-
-// trip opens the breaker at once.
-func (b *breaker) trip() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.openTill.IsZero() || b.trying {
-		b.openTill, b.trying = time.Now().Add(b.cooldown), false
-	}
+	b.openTill, b.trying = time.Now().Add(b.cooldown), false
+	return true
 }
 
 func (b *breaker) closed() bool {
