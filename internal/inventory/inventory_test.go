@@ -250,7 +250,7 @@ func TestFleetEntryGarbage(t *testing.T) {
 	c := redisClient(t)
 	st := NewRedis(connected(c), "mxguard:test:", 1000, 5*time.Second)
 	ctx := context.Background()
-	c.Do(ctx, c.B().Set().Key("mxguard:test:{inv}:d:bad.test").Value("{not json").Build())
+	c.Do(ctx, c.B().Hset().Key("mxguard:test:{inv}:d").FieldValue().FieldValue("bad.test", "{not json").Build())
 	c.Do(ctx, c.B().Zadd().Key("mxguard:test:{inv}:order").ScoreMember().ScoreMember(1, "bad.test").Build())
 	if _, _, err := st.List(ctx, Query{}); err != nil {
 		t.Errorf("listing beside garbage: %v", err)

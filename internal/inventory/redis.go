@@ -18,7 +18,8 @@ import (
 // Layout (all keys under the fleet's prefix and the hash tag {inv}, so that
 // a cluster keeps them on one node and a script may touch them together):
 //
-//	{inv}:d:DOMAIN      the entry, JSON (a string: one allocation per domain)
+//	{inv}:d             hash of the entries by domain, JSON (one hash, not a
+//	                    key per domain: a key costs its name and a header more)
 //	{inv}:seen          zset of domains by last seen (ms): bounds the inventory
 //	{inv}:order         zset of domains by last verdict change (ms): lists
 //	{inv}:v:VERDICT     zset of the domains with that verdict (but pass: most
@@ -58,14 +59,14 @@ func (r *Redis) client() (rueidis.Client, error) {
 // the domain between the index sets, and trims the least recently seen
 // domains beyond the bound.
 //
-// KEYS: entry, seen, order. ARGV: the JSON read ("" for none), the new
+// KEYS: entries, seen, order. ARGV: the JSON read ("" for none), the new
 // JSON, domain, change ms, seen ms, old verdict, new verdict, old checks,
 // new checks (space-separated), key prefix, max domains.
 const casScript = `
-local cur = redis.call('GET', KEYS[1]) or ''
+local cur = redis.call('HGET', KEYS[1], ARGV[3]) or ''
 if cur ~= ARGV[1] then return 0 end
 local p, d = ARGV[10], ARGV[3]
-redis.call('SET', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[5], d)
 redis.call('ZADD', KEYS[3], ARGV[4], d)
 if ARGV[6] ~= '' and ARGV[6] ~= 'pass' then redis.call('ZREM', p .. 'v:' .. ARGV[6], d) end
@@ -76,7 +77,7 @@ local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[11])
 if over > 0 then
 	for _, old in ipairs(redis.call('ZPOPMIN', KEYS[2], over)) do
 		if old ~= d and not tonumber(old) then
-			local v = redis.call('GET', p .. 'd:' .. old)
+			local v = redis.call('HGET', KEYS[1], old)
 			if v then
 				local ok, e = pcall(cjson.decode, v)
 				if ok and type(e) == 'table' then
@@ -86,7 +87,7 @@ if over > 0 then
 					end
 				end
 			end
-			redis.call('DEL', p .. 'd:' .. old)
+			redis.call('HDEL', KEYS[1], old)
 			redis.call('ZREM', KEYS[3], old)
 		end
 	end
@@ -101,7 +102,7 @@ const casTries = 8
 // what it holds is checked like any input.
 const maxEntryJSON = 64 << 10
 
-func (r *Redis) entryKey(domain string) string { return r.prefix + "d:" + domain }
+func (r *Redis) entries() string { return r.prefix + "d" }
 
 // Apply records a batch and returns the verdict changes it made.
 func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
@@ -123,7 +124,9 @@ func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
 		for i, s := range pending {
 			e, ch := apply(current[i], s)
 			changes[i] = ch
-			next, err := json.Marshal(e)
+			stored := *e
+			stored.Domain = "" // the hash field says it
+			next, err := json.Marshal(&stored)
 			if err != nil {
 				return notices, err
 			}
@@ -132,7 +135,7 @@ func (r *Redis) Apply(ctx context.Context, batch []Sighting) ([]Notice, error) {
 				oldVerdict, oldChecks = current[i].Verdict, checkIDs(current[i])
 			}
 			execs[i] = rueidis.LuaExec{
-				Keys: []string{r.entryKey(s.Domain), r.prefix + "seen", r.prefix + "order"},
+				Keys: []string{r.entries(), r.prefix + "seen", r.prefix + "order"},
 				Args: []string{raw[i], string(next), s.Domain, ms(e.Changed), ms(e.LastSeen), oldVerdict, e.Verdict,
 					oldChecks, checkIDs(e), r.prefix, strconv.Itoa(r.maxDomains)},
 			}
@@ -165,14 +168,14 @@ func (r *Redis) Get(ctx context.Context, domain string) (*Entry, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	s, err := client.Do(ctx, client.B().Get().Key(r.entryKey(domain)).Build()).ToString()
+	s, err := client.Do(ctx, client.B().Hget().Key(r.entries()).Field(domain).Build()).ToString()
 	if rueidis.IsRedisNil(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return decodeEntry(s)
+	return decodeEntry(domain, s)
 }
 
 // List returns the entries q selects, newest change first, and the cursor
@@ -235,7 +238,7 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 func (r *Redis) getMany(ctx context.Context, client rueidis.Client, domains []string) ([]*Entry, []string, error) {
 	cmds := make(rueidis.Commands, len(domains))
 	for i, d := range domains {
-		cmds[i] = client.B().Get().Key(r.entryKey(d)).Build()
+		cmds[i] = client.B().Hget().Key(r.entries()).Field(d).Build()
 	}
 	entries, raw := make([]*Entry, len(domains)), make([]string, len(domains))
 	for i, res := range client.DoMulti(ctx, cmds...) {
@@ -247,7 +250,7 @@ func (r *Redis) getMany(ctx context.Context, client rueidis.Client, domains []st
 			return nil, nil, err
 		}
 		raw[i] = s
-		if e, err := decodeEntry(s); err == nil {
+		if e, err := decodeEntry(domains[i], s); err == nil {
 			entries[i] = e
 		}
 	}
@@ -337,7 +340,7 @@ func checkIDs(e *Entry) string {
 	return strings.Join(ids, " ")
 }
 
-func decodeEntry(s string) (*Entry, error) {
+func decodeEntry(domain, s string) (*Entry, error) {
 	if len(s) > maxEntryJSON {
 		return nil, fmt.Errorf("an entry of %d octets", len(s))
 	}
@@ -345,8 +348,6 @@ func decodeEntry(s string) (*Entry, error) {
 	if err := json.Unmarshal([]byte(s), &e); err != nil {
 		return nil, err
 	}
-	if e.Domain == "" {
-		return nil, errors.New("an entry without a domain")
-	}
+	e.Domain = domain // the field it is stored under
 	return &e, nil
 }

@@ -8,7 +8,7 @@ import (
 // An entry is stored (in the file and in Redis) in a compact form: short
 // names and times as Unix milliseconds. A fleet keeps a million of them.
 type wireEntry struct {
-	Domain       string        `json:"d"`
+	Domain       string        `json:"d,omitempty"` // in Redis, the field the entry is stored under
 	Verdict      string        `json:"v,omitempty"`
 	Findings     []wireFinding `json:"f,omitempty"`
 	FirstSeen    int64         `json:"fs"`
