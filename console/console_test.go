@@ -16,6 +16,7 @@ import (
 	"github.com/mxguard/mxguard/checkapi"
 	"github.com/mxguard/mxguard/internal/inventory"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
@@ -54,7 +55,9 @@ func newRig(t *testing.T, opts Options, rate float64) *rig {
 			t.Fatal(err)
 		}
 	}
-	opts.Log = slog.New(slog.DiscardHandler)
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	cc := &Config{Token: token, Inventory: inv, Record: func(ctx context.Context, b []inventory.Sighting) error {
 		_, err := inv.Apply(ctx, b)
 		return err
@@ -116,12 +119,18 @@ func signIn(t *testing.T, r *rig, c *http.Client) (csrf string) {
 }
 
 func TestSignInAndOut(t *testing.T) {
-	r := newRig(t, Options{}, 100)
+	var log testkit.SyncBuffer
+	r := newRig(t, Options{Log: slog.New(slog.NewTextHandler(&log, nil))}, 100)
+	defer func() {
+		if strings.Contains(log.String(), token) || strings.Contains(log.String(), "typed-secret") || !strings.Contains(log.String(), "signed in") {
+			t.Errorf("the log holds a token, or no sign-in:\n%s", log.String())
+		}
+	}()
 	c := browser(t)
 	if resp, _ := do(t, c, "GET", r.url+"/", nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
 		t.Fatalf("signed out, / gives %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	if resp, page := do(t, c, "POST", r.url+"/login", url.Values{"token": {"wrong"}}); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(page, "not the token") {
+	if resp, page := do(t, c, "POST", r.url+"/login", url.Values{"token": {"typed-secret"}}); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(page, "not the token") {
 		t.Errorf("a wrong token: %d", resp.StatusCode)
 	}
 	resp, _ := do(t, c, "POST", r.url+"/login", url.Values{"token": {token}})
