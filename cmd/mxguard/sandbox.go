@@ -169,29 +169,21 @@ func loadSandboxSpec(path string) (*sandboxSpec, error) {
 // parseSandboxSpec reads a spec strictly: an unknown key, a duplicate, a bad
 // value or an address off loopback is an error that names the file and line.
 func parseSandboxSpec(file string, data []byte) (*sandboxSpec, error) {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlSyntaxError(file, data, err)
+	root, err := config.ReadDocument(file, data, "a spec")
+	if err != nil {
+		return nil, err
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return nil, yamlSyntaxError(file, data, err)
-		}
-		return nil, fmt.Errorf("%s:%d: a second YAML document; a spec is one document", file, extra.Line)
-	}
-	if len(doc.Content) == 0 || isNull(deref(doc.Content[0])) {
+	if root == nil || config.IsNull(root) {
 		return nil, fmt.Errorf("%s: the spec is empty: describe a zone, smtp servers or both (docs/SANDBOX.md)", file)
 	}
-	p := specParser{file}
+	p := specParser{config.Walker{File: file}}
 	s := &sandboxSpec{file: file, zone: smtptest.NewZone()}
 	budget := maxSpecNodes
-	err := p.fields(deref(doc.Content[0]), "", []string{"negative_ttl", "zone", "smtp", "config"}, func(key string, _, section *yaml.Node) error {
+	err = p.Fields(root, "", []string{"negative_ttl", "zone", "smtp", "config"}, func(key string, _, section *yaml.Node) error {
 		// Each section is read with its aliases expanded, all from one budget.
 		v := clone(section, &budget)
 		if v == nil {
-			return p.errorf(section, "%s: more than %d values once the spec's aliases are expanded", key, maxSpecNodes)
+			return p.Errorf(section, "%s: more than %d values once the spec's aliases are expanded", key, maxSpecNodes)
 		}
 		var err error
 		switch key {
@@ -205,11 +197,11 @@ func parseSandboxSpec(file string, data []byte) (*sandboxSpec, error) {
 		case "smtp":
 			s.listeners, err = p.smtp(v)
 		case "config":
-			if isNull(v) {
+			if config.IsNull(v) {
 				return nil // an empty section: the sandbox's settings alone
 			}
 			if v.Kind != yaml.MappingNode {
-				return p.errorf(v, "config: want a mapping of mxguard configuration keys (configs/mxguard.yaml), got %s", kindOf(v))
+				return p.Errorf(v, "config: want a mapping of mxguard configuration keys (configs/mxguard.yaml), got %s", config.KindOf(v))
 			}
 			s.config = v
 		}
@@ -225,107 +217,20 @@ func parseSandboxSpec(file string, data []byte) (*sandboxSpec, error) {
 	return s, nil
 }
 
-// yamlSyntaxError reports a YAML syntax error as the configuration loader
-// does, with the line where the text stops being YAML: config.Parse reads
-// the text the same way and fails there before it looks at any key.
-func yamlSyntaxError(file string, data []byte, err error) error {
-	if _, perr := config.Parse(file, data); perr != nil {
-		return perr
-	}
-	return fmt.Errorf("%s: %v", file, err)
-}
-
-// specParser walks the YAML tree of a spec; every error names file and line.
-type specParser struct{ file string }
-
-func (p specParser) errorf(n *yaml.Node, format string, args ...any) error {
-	return fmt.Errorf("%s:%d: %s", p.file, n.Line, fmt.Sprintf(format, args...))
-}
-
-func deref(n *yaml.Node) *yaml.Node {
-	if n.Kind == yaml.AliasNode {
-		return n.Alias
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
-
-func kindOf(n *yaml.Node) string {
-	switch {
-	case n.Kind == yaml.MappingNode:
-		return "a mapping"
-	case n.Kind == yaml.SequenceNode:
-		return "a list"
-	case isNull(n):
-		return "nothing"
-	}
-	return fmt.Sprintf("%q", n.Value)
-}
-
-// pairs walks a mapping whose keys are values of the spec (names, addresses).
-func (p specParser) pairs(n *yaml.Node, where string, fn func(k, v *yaml.Node) error) error {
-	if n.Kind != yaml.MappingNode {
-		return p.errorf(n, "%s: want a mapping (key: value lines), got %s", where, kindOf(n))
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i]
-		if k.Kind != yaml.ScalarNode {
-			return p.errorf(k, "%s: want a single value as the key, got %s", where, kindOf(k))
-		}
-		if err := fn(k, deref(n.Content[i+1])); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// fields walks a mapping of known keys, each set at most once; where is ""
-// at the top level.
-func (p specParser) fields(n *yaml.Node, where string, known []string, fn func(key string, k, v *yaml.Node) error) error {
-	loc, prefix := "at the top level", ""
-	if where != "" {
-		loc, prefix = "in "+where, where+": "
-	}
-	if n.Kind != yaml.MappingNode {
-		return p.errorf(n, "%swant a mapping (key: value lines), got %s", prefix, kindOf(n))
-	}
-	seen := map[string]int{}
-	return p.pairs(n, where, func(k, v *yaml.Node) error {
-		if !slices.Contains(known, k.Value) {
-			return p.errorf(k, "unknown key %q %s (known: %s)", k.Value, loc, strings.Join(known, ", "))
-		}
-		if line, ok := seen[k.Value]; ok {
-			return p.errorf(k, "%s%s is set twice (first on line %d)", prefix, k.Value, line)
-		}
-		seen[k.Value] = k.Line
-		return fn(k.Value, k, v)
-	})
-}
-
-// scalar returns the text of a single value.
-func (p specParser) scalar(n *yaml.Node, where string) (string, error) {
-	n = deref(n)
-	if isNull(n) {
-		return "", p.errorf(n, "%s: has no value", where)
-	}
-	if n.Kind != yaml.ScalarNode {
-		return "", p.errorf(n, "%s: want a single value, got %s", where, kindOf(n))
-	}
-	return n.Value, nil
-}
+// specParser reads the parts of a spec; every error names file and line.
+type specParser struct{ config.Walker }
 
 // values returns the items of a list of single values; one value alone is
 // a list of one.
 func (p specParser) values(n *yaml.Node, where string) ([]*yaml.Node, error) {
 	if n.Kind != yaml.SequenceNode {
-		_, err := p.scalar(n, where)
+		_, err := p.Scalar(n, where)
 		return []*yaml.Node{n}, err
 	}
 	items := make([]*yaml.Node, len(n.Content))
 	for i, item := range n.Content {
-		items[i] = deref(item)
-		if _, err := p.scalar(items[i], where); err != nil {
+		items[i] = item
+		if _, err := p.Scalar(items[i], where); err != nil {
 			return nil, err
 		}
 	}
@@ -337,7 +242,7 @@ const maxTTL = 1<<31 - 1
 
 // ttl reads whole seconds, as a number (300) or a duration (5m).
 func (p specParser) ttl(n *yaml.Node, where string) (uint32, error) {
-	s, err := p.scalar(n, where)
+	s, err := p.Scalar(n, where)
 	if err != nil {
 		return 0, err
 	}
@@ -348,14 +253,14 @@ func (p specParser) ttl(n *yaml.Node, where string) (uint32, error) {
 	} else if d, err := time.ParseDuration(s); err == nil && d >= 0 && d%time.Second == 0 && d <= maxTTL*time.Second {
 		return uint32(d / time.Second), nil
 	}
-	return 0, p.errorf(n, "%s: %q is not a TTL: whole seconds up to %d, as a number (300) or a duration (5m)", where, s, maxTTL)
+	return 0, p.Errorf(n, "%s: %q is not a TTL: whole seconds up to %d, as a number (300) or a duration (5m)", where, s, maxTTL)
 }
 
 // duration reads the DURATION of "delay 2s" and the like.
 func (p specParser) duration(n *yaml.Node, where, s string) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil || d < 0 {
-		return 0, p.errorf(n, "%s: %q is not a duration; write it like 500ms or 2s", where, strings.TrimSpace(s))
+		return 0, p.Errorf(n, "%s: %q is not a duration; write it like 500ms or 2s", where, strings.TrimSpace(s))
 	}
 	return d, nil
 }
@@ -370,17 +275,17 @@ var (
 )
 
 func (p specParser) zone(n *yaml.Node, z *smtptest.Zone) error {
-	if isNull(n) {
+	if config.IsNull(n) {
 		return nil
 	}
 	seen := map[string]int{}
-	return p.pairs(n, "zone", func(k, v *yaml.Node) error {
+	return p.Pairs(n, "zone", func(k, v *yaml.Node) error {
 		owner, reverse, err := zoneOwner(k.Value)
 		if err != nil {
-			return p.errorf(k, "zone: %v", err)
+			return p.Errorf(k, "zone: %v", err)
 		}
 		if line, ok := seen[owner]; ok {
-			return p.errorf(k, "zone: %s names %s again (first on line %d)", k.Value, strings.TrimSuffix(owner, "."), line)
+			return p.Errorf(k, "zone: %s names %s again (first on line %d)", k.Value, strings.TrimSuffix(owner, "."), line)
 		}
 		seen[owner] = k.Line
 		return p.zoneEntry(z, owner, reverse, k, v)
@@ -433,11 +338,11 @@ func (p specParser) zoneEntry(z *smtptest.Zone, owner string, reverse bool, k, v
 		known = reverseKeys
 		where += fmt.Sprintf(" (%s)", strings.TrimSuffix(owner, "."))
 	}
-	if isNull(v) {
-		return p.errorf(k, "%s: has no records; give it %s", where, strings.Join(known[1:], ", "))
+	if config.IsNull(v) {
+		return p.Errorf(k, "%s: has no records; give it %s", where, strings.Join(known[1:], ", "))
 	}
 	got, keys := map[string]*yaml.Node{}, map[string]*yaml.Node{}
-	if err := p.fields(v, where, known, func(key string, kn, vn *yaml.Node) error {
+	if err := p.Fields(v, where, known, func(key string, kn, vn *yaml.Node) error {
 		got[key], keys[key] = vn, kn
 		return nil
 	}); err != nil {
@@ -445,7 +350,7 @@ func (p specParser) zoneEntry(z *smtptest.Zone, owner string, reverse bool, k, v
 	}
 	for _, key := range known {
 		if got["cname"] != nil && key != "cname" && key != "ttl" && key != "fault" && got[key] != nil {
-			return p.errorf(keys[key], "%s: a name with a CNAME has no other records (RFC 1034 section 3.6.2); put %s on its target", where, key)
+			return p.Errorf(keys[key], "%s: a name with a CNAME has no other records (RFC 1034 section 3.6.2); put %s on its target", where, key)
 		}
 	}
 	ttl := uint32(smtptest.DefaultTTL)
@@ -466,7 +371,7 @@ func (p specParser) zoneEntry(z *smtptest.Zone, owner string, reverse bool, k, v
 			return err
 		}
 		if key == "cname" && len(items) > 1 {
-			return p.errorf(n, "%s: cname: a name has one CNAME", where)
+			return p.Errorf(n, "%s: cname: a name has one CNAME", where)
 		}
 		for _, item := range items {
 			rr, err := record(key, item.Value, dns.RR_Header{Name: owner, Rrtype: recordTypes[key], Class: dns.ClassINET, Ttl: ttl})
@@ -474,7 +379,7 @@ func (p specParser) zoneEntry(z *smtptest.Zone, owner string, reverse bool, k, v
 				err = z.Add(rr.String())
 			}
 			if err != nil {
-				return p.errorf(item, "%s: %s: %v", where, key, err)
+				return p.Errorf(item, "%s: %s: %v", where, key, err)
 			}
 			records++
 		}
@@ -483,7 +388,7 @@ func (p specParser) zoneEntry(z *smtptest.Zone, owner string, reverse bool, k, v
 		return p.faults(z, owner, n, where+": fault")
 	}
 	if records == 0 {
-		return p.errorf(k, "%s: has no records and no fault", where)
+		return p.Errorf(k, "%s: has no records and no fault", where)
 	}
 	return nil
 }
@@ -548,7 +453,7 @@ func (p specParser) faults(z *smtptest.Zone, owner string, n *yaml.Node, where s
 		}
 		return err
 	}
-	return p.fields(n, where, slices.Sorted(maps.Keys(recordTypes)), func(key string, _, v *yaml.Node) error {
+	return p.Fields(n, where, slices.Sorted(maps.Keys(recordTypes)), func(key string, _, v *yaml.Node) error {
 		f, err := p.fault(v, where+" "+key)
 		if err == nil {
 			z.SetTypeFault(owner, recordTypes[key], f)
@@ -566,7 +471,7 @@ var (
 )
 
 func (p specParser) fault(n *yaml.Node, where string) (smtptest.Fault, error) {
-	s, err := p.scalar(n, where)
+	s, err := p.Scalar(n, where)
 	if err != nil {
 		return smtptest.Fault{}, err
 	}
@@ -578,26 +483,26 @@ func (p specParser) fault(n *yaml.Node, where string) (smtptest.Fault, error) {
 		d, err := p.duration(n, where, arg)
 		return smtptest.Delay(d), err
 	}
-	return smtptest.Fault{}, p.errorf(n, "%s: %q is not a fault: want servfail, refused, drop, truncate, wrong_id or delay DURATION", where, s)
+	return smtptest.Fault{}, p.Errorf(n, "%s: %q is not a fault: want servfail, refused, drop, truncate, wrong_id or delay DURATION", where, s)
 }
 
 func (p specParser) smtp(n *yaml.Node) ([]sandboxListener, error) {
-	if isNull(n) {
+	if config.IsNull(n) {
 		return nil, nil
 	}
 	var listeners []sandboxListener
 	seen := map[netip.Addr]int{}
-	err := p.pairs(n, "smtp", func(k, v *yaml.Node) error {
+	err := p.Pairs(n, "smtp", func(k, v *yaml.Node) error {
 		ip, err := netip.ParseAddr(k.Value)
 		if err != nil || ip.Zone() != "" {
-			return p.errorf(k, "smtp: %q is not an IP address; MX hosts listen on loopback addresses such as 127.0.1.1", k.Value)
+			return p.Errorf(k, "smtp: %q is not an IP address; MX hosts listen on loopback addresses such as 127.0.1.1", k.Value)
 		}
 		ip = ip.Unmap()
 		if !ip.IsLoopback() {
-			return p.errorf(k, "smtp: %s is not a loopback address; the sandbox listens on loopback only (127.0.0.0/8, ::1)", ip)
+			return p.Errorf(k, "smtp: %s is not a loopback address; the sandbox listens on loopback only (127.0.0.0/8, ::1)", ip)
 		}
 		if line, ok := seen[ip]; ok {
-			return p.errorf(k, "smtp: %s is listed twice (first on line %d)", ip, line)
+			return p.Errorf(k, "smtp: %s is listed twice (first on line %d)", ip, line)
 		}
 		seen[ip] = k.Line
 		l, err := p.behavior(v, "smtp "+k.Value)
@@ -605,7 +510,7 @@ func (p specParser) smtp(n *yaml.Node) ([]sandboxListener, error) {
 			return err
 		}
 		if l.behavior == smtptest.Blackhole && !l.closed && !ip.Is4() {
-			return p.errorf(v, "smtp %s: blackhole needs an IPv4 address", ip)
+			return p.Errorf(v, "smtp %s: blackhole needs an IPv4 address", ip)
 		}
 		l.ip = ip
 		listeners = append(listeners, l)
@@ -620,7 +525,7 @@ func (p specParser) behavior(n *yaml.Node, where string) (sandboxListener, error
 	if n.Kind == yaml.MappingNode {
 		return p.rawGreeting(n, where)
 	}
-	s, err := p.scalar(n, where)
+	s, err := p.Scalar(n, where)
 	if err != nil {
 		return sandboxListener{}, err
 	}
@@ -635,13 +540,13 @@ func (p specParser) behavior(n *yaml.Node, where string) (sandboxListener, error
 		d, err := p.duration(n, where, arg)
 		return sandboxListener{behavior: smtptest.SlowGreeting(d)}, err
 	}
-	return sandboxListener{}, p.errorf(n, "%s: %q is not a behaviour: %s", where, s, behaviorHelp)
+	return sandboxListener{}, p.Errorf(n, "%s: %q is not a behaviour: %s", where, s, behaviorHelp)
 }
 
 // rawGreeting reads {banner: TEXT, delay: D} or {drip: TEXT, interval: D}.
 func (p specParser) rawGreeting(n *yaml.Node, where string) (sandboxListener, error) {
 	got := map[string]*yaml.Node{}
-	if err := p.fields(n, where, []string{"banner", "delay", "drip", "interval"}, func(key string, _, v *yaml.Node) error {
+	if err := p.Fields(n, where, []string{"banner", "delay", "drip", "interval"}, func(key string, _, v *yaml.Node) error {
 		got[key] = v
 		return nil
 	}); err != nil {
@@ -652,7 +557,7 @@ func (p specParser) rawGreeting(n *yaml.Node, where string) (sandboxListener, er
 		if v == nil {
 			return "", 0, nil
 		}
-		s, err := p.scalar(v, where+": "+key)
+		s, err := p.Scalar(v, where+": "+key)
 		if err != nil || !dur {
 			return s, 0, err
 		}
@@ -675,7 +580,7 @@ func (p specParser) rawGreeting(n *yaml.Node, where string) (sandboxListener, er
 		_, interval, err := get("interval", true)
 		return sandboxListener{behavior: smtptest.Drip(text, interval)}, err
 	}
-	return sandboxListener{}, p.errorf(n, "%s: want banner: TEXT (and optionally delay: DURATION), or drip: TEXT and interval: DURATION", where)
+	return sandboxListener{}, p.Errorf(n, "%s: want banner: TEXT (and optionally delay: DURATION), or drip: TEXT and interval: DURATION", where)
 }
 
 // sandboxKey is a configuration key the sandbox fills in.
@@ -723,7 +628,7 @@ func (s *sandboxSpec) mxguardConfig(dnsAddr string, port uint16) ([]byte, error)
 		case section == nil:
 			section = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 			root.Content = append(root.Content, str(k.section), section)
-		case isNull(section): // an empty section
+		case config.IsNull(section): // an empty section
 			*section = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: section.Line}
 		case section.Kind != yaml.MappingNode:
 			continue // the loader says what is wrong with it
@@ -775,14 +680,24 @@ func (s *sandboxSpec) configError(err error, text []byte, root *yaml.Node) error
 		walk(gen.Content[0], root)
 	}
 	prefix := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(s.file) + `(?::([0-9]+))?: `)
-	return errors.New(prefix.ReplaceAllStringFunc(err.Error(), func(m string) string {
+	msg := prefix.ReplaceAllStringFunc(err.Error(), func(m string) string {
 		n, _ := strconv.Atoi(prefix.FindStringSubmatch(m)[1])
 		if line, ok := lines[n]; ok {
 			return fmt.Sprintf("%s:%d: config: ", s.file, line)
 		}
 		return s.file + ": config: "
+	})
+	// A key set twice names the line of the first, too.
+	return errors.New(firstOnLine.ReplaceAllStringFunc(msg, func(m string) string {
+		n, _ := strconv.Atoi(firstOnLine.FindStringSubmatch(m)[1])
+		if line, ok := lines[n]; ok {
+			return fmt.Sprintf("(first on line %d)", line)
+		}
+		return m
 	}))
 }
+
+var firstOnLine = regexp.MustCompile(`\(first on line ([0-9]+)\)`)
 
 // lookup finds key in a mapping node.
 func lookup(m *yaml.Node, key string) (k, v *yaml.Node) {
@@ -805,7 +720,9 @@ func clone(n *yaml.Node, budget *int) *yaml.Node {
 	if *budget--; *budget < 0 {
 		return nil
 	}
-	n = deref(n)
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
 	c := *n
 	c.Anchor, c.Alias = "", nil
 	c.Content = make([]*yaml.Node, len(n.Content))

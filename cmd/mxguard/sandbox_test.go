@@ -52,11 +52,11 @@ func TestSandboxScript(t *testing.T) {
 
 func TestSandboxSpecErrors(t *testing.T) {
 	for _, tc := range []struct{ spec, want string }{
-		{"zones: {}\n", `s.yaml:1: unknown key "zones" at the top level (known: negative_ttl, zone, smtp, config)`},
+		{"zones: {}\n", `s.yaml:1: unknown key "zones" at the top level (did you mean "zone"? known: negative_ttl, zone, smtp, config)`},
 		{"", "s.yaml: the spec is empty"},
 		{"zone: {}\n---\nsmtp: {}\n", "s.yaml:2: a second YAML document"},
 		{"zone:\n  ok.test:\n    a: [127.0.0.1\nsmtp: {}\n", "s.yaml:3: did not find expected ',' or ']'"},
-		{"zone:\n  ok.test:\n    tx: x\n", `s.yaml:3: unknown key "tx" in zone ok.test (known: ttl, a, aaaa, mx, cname, ptr, txt, fault)`},
+		{"zone:\n  ok.test:\n    tx: x\n", `s.yaml:3: unknown key "tx" in zone ok.test (did you mean "txt"? known: ttl, a, aaaa, mx, cname, ptr, txt, fault)`},
 		{"zone:\n  ok.test:\n", "s.yaml:2: zone ok.test: has no records"},
 		{"zone:\n  ok.test: {ttl: 60}\n", "s.yaml:2: zone ok.test: has no records and no fault"},
 		{"zone:\n  ok.test: {a: 127.0.0.1}\n  OK.Test.: {a: 127.0.0.2}\n", "s.yaml:3: zone: OK.Test. names ok.test again (first on line 2)"},
@@ -87,9 +87,11 @@ func TestSandboxSpecErrors(t *testing.T) {
 		{"config: 5\n", "s.yaml:1: config: want a mapping of mxguard configuration keys"},
 		// The config section is checked by the configuration loader, on the spec's lines.
 		{"zone:\n  x.test: {a: 127.0.0.1}\nconfig:\n  probe:\n    greeting_timeout: 5\n", `s.yaml:5: config: probe.greeting_timeout: "5" is not a duration`},
-		{"config:\n  outbound:\n    ips: [127.0.2.1]\n    ipz: [127.0.2.2]\n", `s.yaml:4: config: unknown key "ipz" in outbound (did you mean "ips"?)`},
+		{"config:\n  outbound:\n    ips: [127.0.2.1]\n    ipz: [127.0.2.2]\n", `s.yaml:4: config: unknown key "ipz" in outbound (did you mean "ips"? known: ips, helo, self_check_interval)`},
 		{"config: {policy: {on_temperror: reject}}\n", `s.yaml:1: config: policy.on_temperror: "reject"`},
 		{"config:\n  cache:\n    min_ttl: 2h\n    max_ttl: 1h\n", "s.yaml:4: config: cache.max_ttl: is below cache.min_ttl"},
+		{"zone:\n  x.test: {a: 127.0.0.1}\n\nconfig:\n  probe:\n    greeting_timeout: 5s\n    greeting_timeout: 6s\n", "s.yaml:7: config: probe.greeting_timeout is set twice (first on line 6)"},
+		{"zone:\n  x.test: {a: 127.0.0.1}\nconfig:\n  log: {level: info}\n  log: {level: warn}\n", "s.yaml:5: config: log is set twice (first on line 4)"},
 		{"config:\n  resolver:\n    servers: [192.0.2.53]\n", "s.yaml:3: config: resolver.servers is the sandbox's own"},
 		{"config:\n  probe: {port: 2525}\n", "s.yaml:2: config: probe.port is the sandbox's own"},
 	} {

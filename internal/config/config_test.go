@@ -74,7 +74,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 			if tag == "" || tag == "-" {
 				continue
 			}
-			key := join(path, tag)
+			key := Walker{Dotted: true}.Key(path, tag)
 			if _, ok := d.lines[key]; !ok {
 				t.Errorf("key %s is missing from configs/mxguard.yaml", key)
 			}
@@ -128,7 +128,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"milter:\n  socket_mode: \"0666\"\n", `bad.yaml:2: milter.socket_mode: "0666" lets every local user`},
 		{"log:\n  level: verbose\n", `bad.yaml:2: log.level: "verbose": want one of debug, info, warn, error`},
 		{"checks:\n  header_from: yes please\n", `bad.yaml:2: checks.header_from: "yes please" is not a valid boolean`},
-		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice`},
+		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice (first on line 2)`},
 		{"probe: [1, 2]\n", `bad.yaml:1: probe: want a mapping`},
 		{"probe:\n  port: 25\n bad indent\n", `bad.yaml:3: did not find expected key`},
 		{"probe:\n  port: 2525\n---\nbogus: 1\n", `bad.yaml:3: a second YAML document`},

@@ -28,19 +28,9 @@ func errAt(n *yaml.Node, format string, args ...any) error {
 
 func scalar(n *yaml.Node, what string) (string, error) {
 	if n.Kind != yaml.ScalarNode {
-		return "", errAt(n, "want %s, got a %s", what, kindName(n))
+		return "", errAt(n, "want %s, got %s", what, KindOf(n))
 	}
 	return n.Value, nil
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	}
-	return "value"
 }
 
 // Duration is a Go duration string such as "500ms" or "2s". Bare numbers
@@ -145,7 +135,7 @@ func (a *Actions) UnmarshalYAML(n *yaml.Node) error {
 			for _, c := range policy.CheckIDs() {
 				ids = append(ids, string(c))
 			}
-			return errAt(k, "unknown check %q%s", k.Value, suggest(k.Value, ids))
+			return errAt(k, "unknown check %q%s", k.Value, hint(k.Value, ids))
 		}
 		if seen[k.Value] {
 			return errAt(k, "check %q is listed twice", k.Value)
