@@ -130,6 +130,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"checks:\n  header_from: yes please\n", `bad.yaml:2: checks.header_from: "yes please" is not a valid boolean`},
 		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice (first on line 2)`},
 		{"probe: [1, 2]\n", `bad.yaml:1: probe: want a mapping`},
+		{"- probe\n", `bad.yaml:1: want a mapping (key: value lines), got a list`},
 		{"probe:\n  port: 25\n bad indent\n", `bad.yaml:3: did not find expected key`},
 		{"probe:\n  port: 2525\n---\nbogus: 1\n", `bad.yaml:3: a second YAML document`},
 		{"probe:\n  port:\n", `bad.yaml:2: probe.port: has no value`},
