@@ -119,6 +119,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"probe:\n  allow_networks: 10.0.0.0/8\n", `bad.yaml:2: probe.allow_networks: want a list`},
 		{"policy:\n  actions:\n    mx.port26: defer\n", `bad.yaml:3: policy.actions: unknown check "mx.port26" (did you mean "mx.port25"?)`},
 		{"policy:\n  actions:\n    mx.port25: bounce\n", `bad.yaml:3: policy.actions: unknown action "bounce"`},
+		{"policy:\n  actions:\n    mx.port25: flag\n    mx.port25: defer\n", `bad.yaml:4: policy.actions: check "mx.port25" is listed twice (first on line 3)`},
 		{"policy:\n  on_temperror: reject\n", `bad.yaml:2: policy.on_temperror: "reject": want accept or defer`},
 		{"policy:\n  allow_domains: [exa_mple.com]\n", `bad.yaml:2: policy.allow_domains: "exa_mple.com" is not a valid domain name`},
 		{"header:\n  name: X MXGuard\n", `bad.yaml:2: header.name: "X MXGuard" is not a valid header field name`},

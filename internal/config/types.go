@@ -126,7 +126,7 @@ func (a *Actions) UnmarshalYAML(n *yaml.Node) error {
 	if *a == nil {
 		*a = Actions{}
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		id := policy.CheckID(k.Value)
@@ -137,10 +137,10 @@ func (a *Actions) UnmarshalYAML(n *yaml.Node) error {
 			}
 			return errAt(k, "unknown check %q%s", k.Value, hint(k.Value, ids))
 		}
-		if seen[k.Value] {
-			return errAt(k, "check %q is listed twice", k.Value)
+		if line, ok := seen[k.Value]; ok {
+			return errAt(k, "check %q is listed twice (first on line %d)", k.Value, line)
 		}
-		seen[k.Value] = true
+		seen[k.Value] = k.Line
 		s, err := scalar(v, "an action")
 		if err != nil {
 			return err

@@ -56,6 +56,7 @@ func TestSpecErrors(t *testing.T) {
 		{"config:\n  cache:\n    min_ttl: 2h\n    max_ttl: 1h\n", "s.yaml:4: config: cache.max_ttl: is below cache.min_ttl"},
 		{"zone:\n  x.test: {a: 127.0.0.1}\n\nconfig:\n  probe:\n    greeting_timeout: 5s\n    greeting_timeout: 6s\n", "s.yaml:7: config: probe.greeting_timeout is set twice (first on line 6)"},
 		{"zone:\n  x.test: {a: 127.0.0.1}\nconfig:\n  log: {level: info}\n  log: {level: warn}\n", "s.yaml:5: config: log is set twice (first on line 4)"},
+		{"\nconfig:\n  policy:\n    actions:\n      mx.port25: flag\n      mx.port25: defer\n", `s.yaml:6: config: policy.actions: check "mx.port25" is listed twice (first on line 5)`},
 		{"config:\n  resolver:\n    servers: [192.0.2.53]\n", "s.yaml:3: config: resolver.servers is the sandbox's own"},
 		{"config:\n  probe: {port: 2525}\n", "s.yaml:2: config: probe.port is the sandbox's own"},
 	} {
