@@ -120,9 +120,8 @@ type Engine struct {
 	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
-	raw      *smtpProber // behind prober; holds the egress state
-	spf      *ttlLRU[spfKey, spfOutcome]
-	dmarc    *ttlLRU[string, Result] // dmarc.record by domain: DNS only
+	raw      *smtpProber                 // behind prober; holds the egress state
+	memos    map[*memo]*ttlLRU[any, any] // the checks' memories (memo.go)
 	// outboundSingles are the single addresses of OutboundIPs.
 	outboundSingles []netip.Addr
 	fixes           []string // each check's fix text, with this engine's settings
@@ -225,16 +224,9 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("probe %w", err)
 	}
-	// The SPF and DMARC results read DNS answers alone, which the DNS cache
-	// keeps at least cache.min_ttl: kept as long, a warm decision does not
-	// parse records again.
-	spfLRU, err := newTTLLRU[spfKey, spfOutcome](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
+	memos, err := memoStores(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("SPF %w", err)
-	}
-	dmarcLRU, err := newTTLLRU[string, Result](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
-	if err != nil {
-		return nil, fmt.Errorf("DMARC %w", err)
+		return nil, err
 	}
 	client.observer = cfg.Observer
 	raw := newSMTPProber(cfg.Probe)
@@ -261,8 +253,7 @@ func New(cfg Config) (*Engine, error) {
 			lockFor: cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout,
 			counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:             raw,
-		spf:             spfLRU,
-		dmarc:           dmarcLRU,
+		memos:           memos,
 		outboundSingles: singleOutboundIPs(cfg.OutboundIPs),
 		fixes:           fixTexts(cfg),
 	}, nil
@@ -432,7 +423,7 @@ func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
 
 // Reconfigure returns an engine for cfg that keeps prev's caches where they
 // still hold: the DNS cache when the resolvers and its size and lifetimes
-// are unchanged (the SPF results when outbound.helo is too), the probe
+// are unchanged (with the checks' memories whose inputs are), the probe
 // cache when its size and lifetimes and the port and timeouts are. A
 // configuration reload then does not start cold, and never serves what
 // other resolvers or other TTL bounds put there.
@@ -445,9 +436,11 @@ func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
 	if slices.Equal(e.servers, prev.servers) && c.DNSEntries == d.DNSEntries && c.DNSMaxBytes == d.DNSMaxBytes &&
 		c.MinTTL == d.MinTTL && c.MaxTTL == d.MaxTTL && c.NegativeTTL == d.NegativeTTL &&
 		c.NegativeMaxTTL == d.NegativeMaxTTL && c.ErrorTTL == d.ErrorTTL {
-		e.resolver.lru, e.dmarc = prev.resolver.lru, prev.dmarc
-		if e.cfg.EgressHELO == prev.cfg.EgressHELO { // SPF's %{h} is the relay's HELO
-			e.spf = prev.spf
+		e.resolver.lru = prev.resolver.lru
+		for m, store := range prev.memos {
+			if m.sameInputs == nil || m.sameInputs(prev.cfg, e.cfg) {
+				e.memos[m] = store
+			}
 		}
 	}
 	p, q := e.cfg.Probe, prev.cfg.Probe
