@@ -45,8 +45,8 @@ func TestReconfigureDropsAnswersOfOtherResolvers(t *testing.T) {
 	first, second := spectest.Sandbox(t), spectest.Sandbox(t)
 	first.Zone.MX("moved.test", 10, "mx.refused.test")
 	second.Zone.MX("moved.test", 10, "mx.accept.test")
-	spectest.Authenticated(first.Zone, "moved.test")
-	spectest.Authenticated(second.Zone, "moved.test")
+	spectest.Passing(first.Zone, "moved.test")
+	spectest.Passing(second.Zone, "moved.test")
 	req := policy.Request{Sender: "a@moved.test"}
 
 	cfg := spectest.Config(first)

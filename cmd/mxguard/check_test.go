@@ -104,7 +104,7 @@ func TestCheckSPECTable(t *testing.T) {
 				t.Fatalf("%d report lines; stderr %s", len(lines), errOut)
 			}
 			r := lines[0]
-			if got := spectest.Findings(r.Checks); got != c.Want {
+			if got := c.Got(r.Checks); got != c.Want {
 				t.Errorf("statuses\n got %s\nwant %s", got, c.Want)
 			}
 			if r.Verdict != c.Verdict {
