@@ -122,6 +122,9 @@ type Engine struct {
 	prober   *cachedProber
 	raw      *smtpProber                 // behind prober; holds the egress state
 	memos    map[*memo]*ttlLRU[any, any] // the checks' memories (memo.go)
+	// checks is the registry the engine runs: a test may give one engine
+	// a check of its own without touching the others.
+	checks []*check
 	// outboundSingles are the single addresses of OutboundIPs.
 	outboundSingles []netip.Addr
 	fixes           []string // each check's fix text, with this engine's settings
@@ -254,6 +257,7 @@ func New(cfg Config) (*Engine, error) {
 			counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:             raw,
 		memos:           memos,
+		checks:          checks,
 		outboundSingles: singleOutboundIPs(cfg.OutboundIPs),
 		fixes:           fixTexts(cfg),
 	}, nil
@@ -310,9 +314,9 @@ func (e *Engine) EgressBlocked() (ipv4, ipv6 bool) { return e.raw.egress.state()
 func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	began := time.Now()
 	ev := newEvaluation(e, req)
-	results := make([]Result, len(checks))
-	done := make(chan int, len(checks))
-	got := make([]Result, len(checks))       // written by a chain before it signals
+	results := make([]Result, len(e.checks))
+	done := make(chan int, len(e.checks))
+	got := make([]Result, len(e.checks))     // written by a chain before it signals
 	work, cancel := outliving(ctx, e.budget) // the last chain to finish cancels it
 	var chains atomic.Int32
 	chains.Store(int32(numChains))
@@ -329,7 +333,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 					close(done)
 				}
 			}()
-			for i, c := range checks {
+			for i, c := range e.checks {
 				if c.chain == chain {
 					got[i] = e.runCheck(work, ev, i)
 					done <- i
@@ -337,7 +341,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 			}
 		}()
 	}
-	finished := make([]bool, len(checks))
+	finished := make([]bool, len(e.checks))
 	take := func(i int) { results[i], finished[i] = got[i], true }
 wait:
 	for {
@@ -367,7 +371,7 @@ wait:
 		unfinished = *f
 	}
 	incomplete := false
-	for i, c := range checks {
+	for i, c := range e.checks {
 		if !finished[i] {
 			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: unfinished}
 			incomplete = true
@@ -392,7 +396,7 @@ wait:
 // runCheck runs the i-th check, or reports why it does not apply, and fills
 // in what its descriptor says about a finding.
 func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
-	c := checks[i]
+	c := e.checks[i]
 	var r Result
 	if reason := c.gate(ctx, ev); reason != "" {
 		r = skip(reason)

@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
@@ -206,9 +207,9 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 func TestCacheHonoursTTLs(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	clock := newFakeClock()
-	cfg.Clock = clock.now
-	advance := clock.advance
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg.Clock = clock.Now
+	advance := clock.Advance
 	cfg.Cache.MinTTL, cfg.Cache.MaxTTL = 30*time.Second, time.Hour
 	cfg.Cache.NegativeMaxTTL = 10 * time.Minute
 	cfg.Cache.Prefetch = false // lifetimes alone, without refreshes ahead of them
@@ -247,8 +248,8 @@ func TestCacheHonoursTTLs(t *testing.T) {
 func TestProbeTTLPerOutcome(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	clock := newFakeClock()
-	cfg.Clock = clock.now
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg.Clock = clock.Now
 	cfg.Cache.MaxTTL = 24 * time.Hour // keep DNS answers; watch probes only
 	cfg.Cache.ProbeAcceptTTL, cfg.Cache.ProbeRefusedTTL, cfg.Cache.ProbeTimeoutTTL = time.Hour, 10*time.Minute, time.Minute
 	cfg.Cache.Prefetch = false // lifetimes alone, without refreshes ahead of them
@@ -264,7 +265,7 @@ func TestProbeTTLPerOutcome(t *testing.T) {
 	sb.Zone.MX("pa.test", 10, "mx.pa.test").A("mx.pa.test", "127.0.6.1")
 	sb.Zone.MX("ps.test", 10, "mx.ps.test").A("mx.ps.test", "127.0.6.2")
 	for _, step := range []time.Duration{0, 59 * time.Second, 2 * time.Second, time.Hour} {
-		clock.advance(step)
+		clock.Advance(step)
 		e.Evaluate(context.Background(), policy.Request{Sender: "a@pa.test"})
 		e.Evaluate(context.Background(), policy.Request{Sender: "a@ps.test"})
 	}
@@ -315,9 +316,9 @@ func TestDecisionDeadline(t *testing.T) {
 	// The probe goes on in the background. The server hangs up on it rather
 	// than wait out the greeting timeout: only a probe still running sees
 	// that, and its result lands in the cache.
-	waitFor(t, "the probe to connect", func() bool { return silent.Connections() > 0 })
+	testkit.WaitFor(t, "the probe to connect", func() bool { return silent.Connections() > 0 })
 	silent.Close()
-	waitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
+	testkit.WaitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
 	before := e.ProbeCacheStats()
 	r = e.Evaluate(context.Background(), policy.Request{Sender: "a@hush.test"})
 	if st := e.ProbeCacheStats(); st.Hits == before.Hits || st.Misses != before.Misses {
@@ -392,10 +393,10 @@ func TestBackgroundCompletionAfterDeadline(t *testing.T) {
 	if r := e.Evaluate(ctx, policy.Request{Sender: "a@late.test"}); !r.Incomplete {
 		t.Fatalf("not cut off by the deadline: %s", spectest.Findings(r.Checks))
 	}
-	waitFor(t, "the MX to be probed after the deadline", func() bool { return srv.Connections() > 0 })
-	waitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
+	testkit.WaitFor(t, "the MX to be probed after the deadline", func() bool { return srv.Connections() > 0 })
+	testkit.WaitFor(t, "the probe result to reach the cache", func() bool { return e.ProbeCacheStats().Entries > 0 })
 	// The other chain's last lookup (dmarc.record's) completes in the background too.
-	waitFor(t, "the DMARC lookup", func() bool { return sb.DNS.QueryCount("_dmarc.late.test", dns.TypeTXT) > 0 })
+	testkit.WaitFor(t, "the DMARC lookup", func() bool { return sb.DNS.QueryCount("_dmarc.late.test", dns.TypeTXT) > 0 })
 	queries := sb.DNS.Queries()
 	r := e.Evaluate(context.Background(), policy.Request{Sender: "a@late.test"})
 	if r.Incomplete || r.Verdict() != policy.Pass || sb.DNS.Queries() != queries || srv.Connections() != 1 {
@@ -406,8 +407,8 @@ func TestBackgroundCompletionAfterDeadline(t *testing.T) {
 func TestFailedLookupsAreCachedBriefly(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	clock := newFakeClock()
-	cfg.Clock = clock.now
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg.Clock = clock.Now
 	cfg.Cache.ErrorTTL = 10 * time.Second
 	e := newEngine(t, cfg)
 	for i := 0; i < 3; i++ {
@@ -417,7 +418,7 @@ func TestFailedLookupsAreCachedBriefly(t *testing.T) {
 	if first != cfg.Resolver.Attempts && first != policy.DefaultConfig().Resolver.Attempts {
 		t.Errorf("three evaluations made %d MX queries; one lookup's attempts expected", first)
 	}
-	clock.advance(11 * time.Second)
+	clock.Advance(11 * time.Second)
 	e.Evaluate(context.Background(), policy.Request{Sender: "a@servfail.test"})
 	if n := sb.DNS.QueryCount("servfail.test", dns.TypeMX); n != 2*first {
 		t.Errorf("after error_ttl: %d MX queries, want %d", n, 2*first)
@@ -456,35 +457,4 @@ func TestCachesStayBounded(t *testing.T) {
 	if st := e.ProbeCacheStats(); st.Entries != 10 || st.Misses < 250 {
 		t.Errorf("probe cache: %+v, bound 10", st)
 	}
-}
-
-// waitFor polls until cond holds. Its deadline is only a backstop for a
-// broken build: the conditions come true in milliseconds.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
-}
-
-// fakeClock is the caches' clock in tests: it moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

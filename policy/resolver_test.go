@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -169,7 +170,7 @@ func TestLookupFaults(t *testing.T) {
 	for _, name := range []string{"servfail.test", "refused.test", "drop.test", "wrongid.test", "veryslow.test"} {
 		// The server counts a query when it reads it, which a loaded machine
 		// may put off until after the client gave up on it.
-		waitFor(t, name+" to be asked twice", func() bool { return sb.DNS.QueryCount(name, dns.TypeA) >= 2 })
+		testkit.WaitFor(t, name+" to be asked twice", func() bool { return sb.DNS.QueryCount(name, dns.TypeA) >= 2 })
 		if n := sb.DNS.QueryCount(name, dns.TypeA); n != 2 {
 			t.Errorf("%s asked %d times, want 2 attempts", name, n)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 )
 
 // apiGet asks the check API with the bearer token.
@@ -171,7 +172,7 @@ func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	waitUntil(t, "the session to open", func() bool {
+	testkit.WaitFor(t, "the session to open", func() bool {
 		_, m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
 		return strings.Contains(m, "mxguard_active_sessions 1")
 	})
@@ -181,7 +182,7 @@ func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
 
 	d.signal(t, syscall.SIGTERM)
 	d.waitLog(t, "draining sessions")
-	waitUntil(t, "the API to stop accepting while the milter drains", func() bool {
+	testkit.WaitFor(t, "the API to stop accepting while the milter drains", func() bool {
 		c, err := net.DialTimeout("tcp", apiAddr, time.Second)
 		if err == nil {
 			c.Close()
