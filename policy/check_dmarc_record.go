@@ -54,7 +54,7 @@ func discoverDMARC(ctx context.Context, ev *evaluation) Result {
 			return Result{Status: StatusTempError, Host: name, Detail: r.err.Error()}
 		}
 		var records []string
-		if r.ans.Kind == Found {
+		if r.ans.Kind == kindFound {
 			for _, txt := range r.ans.TXT {
 				// RFC 7489 section 6.6.3: other TXT records are not DMARC's.
 				if strings.HasPrefix(txt, "v=DMARC1") {

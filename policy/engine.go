@@ -134,18 +134,8 @@ type Engine struct {
 // configs/mxguard.yaml documents the same values.
 func DefaultConfig() Config {
 	return Config{
-		Resolver: ResolverConfig{Timeout: 2 * time.Second, Attempts: 2, MaxCNAMEDepth: 8, UDPSize: 1232},
-		Probe: ProbeConfig{
-			Port:            25,
-			ConnectTimeout:  5 * time.Second,
-			GreetingTimeout: 12 * time.Second,
-			Concurrency:     64,
-			MaxQueued:       256,
-			QueueTimeout:    10 * time.Second,
-			MaxHosts:        5,
-			MaxAddrsPerHost: 2,
-			BlockedAfter:    10,
-		},
+		Resolver: defaultResolver,
+		Probe:    defaultProbe,
 		Cache: CacheConfig{
 			DNSEntries:      100_000,
 			DNSMaxBytes:     64 << 20,
@@ -223,7 +213,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DNS %w", err)
 	}
-	probeLRU, err := newTTLLRU[netip.Addr, ProbeResult](cfg.Cache.ProbeEntries, cfg.Clock)
+	probeLRU, err := newTTLLRU[netip.Addr, probeResult](cfg.Cache.ProbeEntries, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("probe %w", err)
 	}

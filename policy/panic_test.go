@@ -53,7 +53,7 @@ func TestPanicInAFlightIsContained(t *testing.T) {
 
 type panickingResolver struct{}
 
-func (panickingResolver) Lookup(context.Context, string, uint16) (*Answer, error) {
+func (panickingResolver) Lookup(context.Context, string, uint16) (*dnsAnswer, error) {
 	panic("lookup bug")
 }
-func (panickingResolver) Probe(context.Context, netip.Addr) ProbeResult { panic("probe bug") }
+func (panickingResolver) Probe(context.Context, netip.Addr) probeResult { panic("probe bug") }

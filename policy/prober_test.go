@@ -171,8 +171,8 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	p := newSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute, Concurrency: 1,
 		MaxQueued: 2, QueueTimeout: queueTimeout, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.41/32")}})
 	ip := netip.MustParseAddr("127.0.7.41")
-	probe := func(ctx context.Context) <-chan ProbeResult {
-		ch := make(chan ProbeResult, 1)
+	probe := func(ctx context.Context) <-chan probeResult {
+		ch := make(chan probeResult, 1)
 		go func() { ch <- p.Probe(ctx, ip) }()
 		return ch
 	}
@@ -185,7 +185,7 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	queuedCtx, endQueued := context.WithCancel(context.Background())
 	defer endQueued()
 	queuedAt := time.Now()
-	queued := []<-chan ProbeResult{probe(queuedCtx), probe(queuedCtx)}
+	queued := []<-chan probeResult{probe(queuedCtx), probe(queuedCtx)}
 	testkit.WaitFor(t, "two probes to queue", func() bool { return p.waiting.Load() == 2 })
 	for i := 0; i < 3; i++ {
 		if r := p.Probe(context.Background(), ip); r.Outcome != OutcomeAbandoned {
@@ -202,7 +202,7 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	if r := <-first; r.Outcome != OutcomeGreetingTimeout {
 		t.Errorf("the first probe: %s %s", r.Outcome, r.Detail)
 	}
-	var gaveUp ProbeResult
+	var gaveUp probeResult
 	select {
 	case gaveUp = <-queued[0]:
 		queued = queued[1:]

@@ -154,13 +154,3 @@ func (p *Policy) MXHostAllowed(host string) bool {
 	}
 	return false
 }
-
-func inPrefixes(ip netip.Addr, prefixes []netip.Prefix) bool {
-	ip = ip.Unmap()
-	for _, p := range prefixes {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
