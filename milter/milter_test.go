@@ -21,7 +21,7 @@ import (
 	"github.com/mxguard/mxguard/smtptest"
 )
 
-// harness is a milter on loopback in front of the SPEC sandbox.
+// harness is a milter on loopback in front of the check-table sandbox (internal/spectest).
 type harness struct {
 	sb     *smtptest.Sandbox
 	engine *policy.Engine

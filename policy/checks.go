@@ -44,7 +44,8 @@ const (
 	numChains
 )
 
-// checks is the registry, in the order of the SPEC table and of reports.
+// checks is the registry, in the order of reports and of the README's
+// check table (generated from it).
 var checks = []*check{
 	&domainSyntax,
 	&mxRecords,

@@ -1,7 +1,11 @@
 // Package policy is the mxguard engine: it takes a Request (sender, client
 // IP, HELO), runs the checks through a caching resolver and prober, and
-// returns a Report with a verdict. It knows nothing about milters; every
-// front end (milter, `mxguard check`) calls Evaluate.
+// returns a Report with a verdict. It knows nothing about MTAs or wire
+// protocols; four front ends call Evaluate: the milter (package milter),
+// the Postfix policy service (postfixpolicy), the HTTP check API (checkapi)
+// and `mxguard check` (cmd/mxguard, whose serve and check also run the
+// egress SelfCheck).
+// A check is one check_*.go file and a line in checks (checks.go).
 package policy
 
 import (

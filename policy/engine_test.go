@@ -26,7 +26,7 @@ func newEngine(t testing.TB, cfg policy.Config) *policy.Engine {
 	return e
 }
 
-func TestEngineSPECTable(t *testing.T) {
+func TestEngineCheckTable(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	e := newEngine(t, spectest.Config(sb))
 	for _, c := range spectest.Cases {

@@ -33,10 +33,10 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", s)
 }
 
-// MarshalText encodes the status by its SPEC name.
+// MarshalText encodes the status by the name reports and the README use.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// UnmarshalText decodes a SPEC status name.
+// UnmarshalText decodes a status name (README, Checks).
 func (s *Status) UnmarshalText(b []byte) error {
 	for i, n := range statusNames {
 		if n == string(b) {

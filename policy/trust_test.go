@@ -15,7 +15,7 @@ import (
 
 // An MX address that is the client's own is an outbound IP whether or not
 // the client authenticated or is allow-listed: only identity.skip_networks
-// keeps it out (SPEC "Outbound IPs").
+// keeps it out (README, Checks: mx.outbound-ip).
 func TestOutboundIPCountsAuthenticatedAndAllowListedClients(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)

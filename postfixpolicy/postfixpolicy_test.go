@@ -18,7 +18,7 @@ import (
 	"github.com/mxguard/mxguard/policy"
 )
 
-// rig is a policy server in front of the SPEC sandbox.
+// rig is a policy server in front of the check-table sandbox (internal/spectest).
 type rig struct {
 	srv  *Server
 	addr string

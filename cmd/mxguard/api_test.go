@@ -41,7 +41,7 @@ func apiGet(t *testing.T, u, token string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// The API answers every SPEC case as `mxguard check --json` does with the
+// The API answers every check-table case as `mxguard check --json` does with the
 // same configuration: the same report, and so nothing probed or looked up
 // that the CLI would not.
 func TestAPIAnswersAsTheCLIDoes(t *testing.T) {

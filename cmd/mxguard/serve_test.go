@@ -127,7 +127,7 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// sandboxConfig is a daemon configuration for the SPEC sandbox.
+// sandboxConfig is a daemon configuration for the check-table sandbox.
 func sandboxConfig(sb *smtptest.Sandbox, listen string, metricsPort int, extra string) string {
 	return fmt.Sprintf(`milter:
   listen: %s

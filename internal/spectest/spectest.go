@@ -1,7 +1,9 @@
-// Package spectest is the sandbox behind mxguard's SPEC-table tests: a zone
-// with one domain or sending host per row of the check table, and the
-// statuses and verdicts each must produce. The engine and the CLI tests both
-// run it.
+// Package spectest is the sandbox behind mxguard's check-table tests: a zone
+// with one domain or sending host per row of the table, and the statuses
+// and verdicts each must produce (README, Checks and Verdicts). The engine,
+// front-end and CLI tests all run it. A check with cases of its own keeps
+// them, its domains and what a passing domain publishes for it in a
+// fixture file here (fixture.go).
 package spectest
 
 import (
@@ -40,7 +42,7 @@ const (
 	GreetingTimeout = 600 * time.Millisecond
 )
 
-// Sandbox builds the zone behind the SPEC table: one domain (or client) per
+// Sandbox builds the zone behind the check table: one domain (or client) per
 // row, each MX behaviour on its own loopback address.
 func Sandbox(t testing.TB) *smtptest.Sandbox {
 	t.Helper()
@@ -207,7 +209,8 @@ func Findings(results []policy.Result) string {
 	return strings.Join(parts, " ")
 }
 
-// Cases is the SPEC table, row by row: every status of every check.
+// Cases is the check table, row by row: every status of every check; the
+// fixture files add their rows.
 var Cases = []Case{
 	{"all pass", "user@ok.test", "127.0.3.1", "mail.good.test", "", "", "pass", "", ""},
 	{"bare domain, IDN-free, trailing dot, case", "OK.Test.", "127.0.3.1", "mail.good.test", "", "", "pass", "", ""},
