@@ -156,7 +156,7 @@ func DefaultConfig() Config {
 		},
 		SkipIdentityNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		SharedPrefix:         "mxguard:v1:",
-		Policy:               DefaultPolicy(),
+		Policy:               defaultPolicy(),
 		MaxPTRNames:          10,
 	}
 }

@@ -83,9 +83,9 @@ func (p *Policy) Mode() string {
 	return "enforce"
 }
 
-// DefaultPolicy is the README's default (Verdicts): default actions, accept
+// defaultPolicy is the README's default (Verdicts): default actions, accept
 // on temperror.
-func DefaultPolicy() Policy {
+func defaultPolicy() Policy {
 	return Policy{Actions: DefaultActions(), OnTempError: Pass}
 }
 
