@@ -8,11 +8,10 @@ import (
 // dmarc.record (RFC 7489).
 func init() {
 	register(fixture{
-		check: policy.DMARCRecord,
-		passing: func(z *smtptest.Zone, domain string) {
-			z.TXT("_dmarc."+domain, "v=DMARC1; p=none")
-		},
-		zone: dmarcRecordZone,
+		check:   policy.DMARCRecord,
+		passing: dmarcPassing,
+		alias:   dmarcPassing,
+		zone:    dmarcRecordZone,
 		cases: []Case{
 			{"no DMARC record", "a@dmarc-none.test", "127.0.3.1", "mail.good.test", "", "dmarc.record=warn", "flag", "", "no DMARC record"},
 			{"malformed DMARC record", "a@dmarc-bad.test", "127.0.3.1", "mail.good.test", "", "dmarc.record=fail", "flag", "", "not a valid DMARC record"},
@@ -22,6 +21,8 @@ func init() {
 		},
 	})
 }
+
+func dmarcPassing(z *smtptest.Zone, domain string) { z.TXT("_dmarc."+domain, "v=DMARC1; p=none") }
 
 func dmarcRecordZone(z *smtptest.Zone) {
 	z.MX("dmarc-none.test", 10, "mx.accept.test")
