@@ -2,7 +2,7 @@ package checkapi
 
 import "github.com/mxguard/mxguard/policy"
 
-// Report is the JSON form of a report (SPEC): one line of
+// Report is the JSON form of a report (README, mxguard check): one line of
 // `mxguard check --json`, and the answer of GET /v1/check.
 type Report struct {
 	Domain  string         `json:"domain"`

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
@@ -19,9 +20,9 @@ import (
 // fail open with temperror in the header, and once the resolver is back the
 // decisions are whole again.
 func TestResolverDiesAndComesBack(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	h := newHarness(t, func(p *policy.Config, _ *milter.Config, _ *milter.Options) {
-		p.Clock = clock.now // error_ttl passes when the test says so
+		p.Clock = clock.Now // error_ttl passes when the test says so
 	})
 	warm := func() string {
 		r := h.play(t, goodConn(message("a@ok.test")))[0]
@@ -68,7 +69,7 @@ func TestResolverDiesAndComesBack(t *testing.T) {
 			t.Errorf("%s during the outage: accepted %v, %q", from, r.Accepted(), v)
 		}
 	}
-	waitFor(t, "warm traffic during the outage", func() bool { return warmOK.Load()+warmBad.Load() > 0 })
+	testkit.WaitFor(t, "warm traffic during the outage", func() bool { return warmOK.Load()+warmBad.Load() > 0 })
 	close(stop)
 	wg.Wait()
 	if warmOK.Load() == 0 || warmBad.Load() != 0 {
@@ -80,7 +81,7 @@ func TestResolverDiesAndComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer restarted.Close()
-	clock.advance(h.engine.Config().Cache.ErrorTTL) // the failures expire
+	clock.Advance(h.engine.Config().Cache.ErrorTTL) // the failures expire
 	for _, from := range []string{"a@v4.test", "a@554.test"} {
 		r := h.play(t, goodConn(message(from)))[0]
 		if v, _ := r.Header("X-MXGuard"); v != fmt.Sprintf("pass; domain=%s; ip=127.0.3.1", strings.TrimPrefix(from, "a@")) {
@@ -174,22 +175,4 @@ func TestFloodOfUncachedDomains(t *testing.T) {
 	if grown := int64(ms.HeapAlloc) - int64(heap); grown > 32<<20 {
 		t.Errorf("heap grew by %d MiB", grown>>20)
 	}
-}
-
-// fakeClock is the engine caches' clock: it moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }

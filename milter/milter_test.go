@@ -15,12 +15,13 @@ import (
 	gomilter "github.com/emersion/go-milter"
 
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
-// harness is a milter on loopback in front of the SPEC sandbox.
+// harness is a milter on loopback in front of the check-table sandbox (internal/spectest).
 type harness struct {
 	sb     *smtptest.Sandbox
 	engine *policy.Engine
@@ -197,9 +198,9 @@ func TestDecisionTimeoutFailsOpen(t *testing.T) {
 	// The probe goes on in the background. The server hangs up on it rather
 	// than wait out the greeting timeout: only a probe still running sees
 	// that, and the next message is decided from the cache.
-	waitFor(t, "the probe to connect", func() bool { return silent.Connections() > 0 })
+	testkit.WaitFor(t, "the probe to connect", func() bool { return silent.Connections() > 0 })
 	silent.Close()
-	waitFor(t, "the probe result to reach the cache", func() bool { return h.engine.ProbeCacheStats().Entries > 0 })
+	testkit.WaitFor(t, "the probe result to reach the cache", func() bool { return h.engine.ProbeCacheStats().Entries > 0 })
 	before := h.engine.ProbeCacheStats()
 	r = h.play(t, goodConn(message("a@hush.test")))[0]
 	if r.Stage != "rcpt" || !strings.HasPrefix(r.Reply, "451 4.7.1 hush.test: mx.port25 fail") {
@@ -268,7 +269,7 @@ func TestAbortedTransactionsDoNotQueue(t *testing.T) {
 		t.Fatal("the aborted evaluations held up the last message")
 	}
 	// They are all still held (each started in a goroutine of its own).
-	waitFor(t, "four held evaluations", func() bool { return engine.waiting.Load() == 4 })
+	testkit.WaitFor(t, "four held evaluations", func() bool { return engine.waiting.Load() == 4 })
 	if len(res) != 5 {
 		t.Fatalf("%d results", len(res))
 	}
@@ -318,7 +319,7 @@ func TestHeaderFrom(t *testing.T) {
 }
 
 func TestAuthenticatedClientsSkipIdentity(t *testing.T) {
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
 		o.Log = slog.New(slog.NewTextHandler(&log, nil))
 	})
@@ -395,7 +396,7 @@ func TestShutdownDrainsSessions(t *testing.T) {
 		}
 		done <- res
 	}()
-	waitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() > 0 })
+	testkit.WaitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := h.m.Shutdown(ctx); err != nil {
@@ -417,7 +418,7 @@ func TestShutdownDeadlineClosesSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	waitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() > 0 })
+	testkit.WaitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() > 0 })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := h.m.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
@@ -443,7 +444,7 @@ func TestIdleTimeoutAndSessionCap(t *testing.T) {
 		}
 		defer c.Close()
 		idle = append(idle, c)
-		waitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() == i+1 })
+		testkit.WaitFor(t, "the session to open", func() bool { return h.m.ActiveSessions() == i+1 })
 	}
 	res, err := smtptest.PlayMilter("tcp", h.addr, goodConn(message("a@ok.test")))
 	if err != nil || !res[0].Accepted() {
@@ -458,7 +459,7 @@ func TestIdleTimeoutAndSessionCap(t *testing.T) {
 			t.Errorf("idle connection %d was not closed", i)
 		}
 	}
-	waitFor(t, "every slot to be free", func() bool { return h.m.ActiveSessions() == 0 })
+	testkit.WaitFor(t, "every slot to be free", func() bool { return h.m.ActiveSessions() == 0 })
 }
 
 // The MTA says nothing while a client uploads a message (mxguard skips the
@@ -510,35 +511,6 @@ func TestAcceptErrorsAreRetried(t *testing.T) {
 	if err := <-served; !errors.Is(err, gomilter.ErrServerClosed) {
 		t.Errorf("Serve: %v", err)
 	}
-}
-
-// waitFor polls until cond holds. Its deadline is only a backstop for a
-// broken build: the conditions come true in milliseconds.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
-}
-
-// syncBuffer is a log sink for tests.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // recorder counts decisions by outcome, and dropped connections by reason.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/peertest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
 )
@@ -39,7 +40,7 @@ func TestMilter1024SessionsFromAStrangerAreRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &syncBuffer{}
+	log := &testkit.SyncBuffer{}
 	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
 		o.MaxSessions = crowd
 		o.AllowPeer = allow.Check

@@ -16,6 +16,7 @@ import (
 
 	gomilter "github.com/emersion/go-milter"
 
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/milter"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
@@ -208,7 +209,7 @@ func TestSilentTransactionIsDropped(t *testing.T) {
 	if took := time.Since(began); took > 20*time.Second { // the idle timeout is an hour
 		t.Errorf("closed after %v", took)
 	}
-	waitFor(t, "the session slot to be free", func() bool { return h.m.ActiveSessions() == 0 })
+	testkit.WaitFor(t, "the session slot to be free", func() bool { return h.m.ActiveSessions() == 0 })
 }
 
 // Fifty sessions that each send a megabyte of macros and then hold their
@@ -242,7 +243,7 @@ func heapInUse() int64 {
 
 // Text from the client is quoted shortened in the log.
 func TestLogQuotesRemoteTextShortened(t *testing.T) {
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
 		o.Log = slog.New(slog.NewTextHandler(&log, nil))
 	})

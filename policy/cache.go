@@ -155,7 +155,7 @@ func (k dnsKey) String() string { return k.name + "/" + strconv.Itoa(int(k.qtype
 // cachedResolver answers from an LRU and collapses concurrent misses for the
 // same (name, type) into one upstream lookup.
 type cachedResolver struct {
-	next    Resolver
+	next    resolver
 	cfg     CacheConfig
 	budget  time.Duration // deadline of the shared upstream lookup
 	lru     *ttlLRU[dnsKey, dnsEntry]
@@ -166,7 +166,7 @@ type cachedResolver struct {
 
 // dnsEntry is a cached answer, or a cached failure.
 type dnsEntry struct {
-	ans *Answer
+	ans *dnsAnswer
 	err error
 }
 
@@ -198,7 +198,7 @@ func dnsEntrySize(k dnsKey, e dnsEntry) int64 {
 	return int64(n)
 }
 
-func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*dnsAnswer, error) {
 	key := dnsKey{canonicalName(name), qtype}
 	if e, ok, aging := c.lru.getAging(key); ok {
 		c.counter.hit()
@@ -217,7 +217,7 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 		e := r.Val.(dnsEntry)
 		return e.ans, e.err
 	case <-ctx.Done():
-		return nil, &dnsError{Kind: ErrTimeout, Name: name, Type: qtype, Err: ctx.Err()}
+		return nil, &dnsError{Kind: errTimeout, Name: name, Type: qtype, Err: ctx.Err()}
 	}
 }
 
@@ -262,8 +262,8 @@ func (c *cachedResolver) cached(name string, qtype uint16) bool {
 	return c.lru.has(dnsKey{canonicalName(name), qtype})
 }
 
-func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
-	if a.Kind != Found && !a.TTLKnown {
+func (c *cachedResolver) ttlFor(a *dnsAnswer) time.Duration {
+	if a.Kind != kindFound && !a.TTLKnown {
 		return c.cfg.NegativeTTL
 	}
 	return clamp(a.TTL, c.cfg.MinTTL, c.cfg.dnsTTLCap(a))
@@ -271,9 +271,9 @@ func (c *cachedResolver) ttlFor(a *Answer) time.Duration {
 
 // dnsTTLCap is the longest an answer like a is kept: a positive one
 // max_ttl, a negative one negative_max_ttl, or negative_ttl without an SOA.
-func (c CacheConfig) dnsTTLCap(a *Answer) time.Duration {
+func (c CacheConfig) dnsTTLCap(a *dnsAnswer) time.Duration {
 	switch {
-	case a.Kind == Found:
+	case a.Kind == kindFound:
 		return c.MaxTTL
 	case !a.TTLKnown:
 		return c.NegativeTTL
@@ -284,19 +284,19 @@ func (c CacheConfig) dnsTTLCap(a *Answer) time.Duration {
 // safeLookup and safeProbe run the shared work of a flight. singleflight
 // re-panics a flight's panic in a goroutine of its own, which would end the
 // process: turn a bug met on hostile input into a failed lookup instead.
-func safeLookup(ctx context.Context, r Resolver, name string, qtype uint16) (a *Answer, err error) {
+func safeLookup(ctx context.Context, r resolver, name string, qtype uint16) (a *dnsAnswer, err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			a, err = nil, &dnsError{Kind: ErrBadResponse, Name: name, Type: qtype, Err: fmt.Errorf("internal error: %v", v)}
+			a, err = nil, &dnsError{Kind: errBadResponse, Name: name, Type: qtype, Err: fmt.Errorf("internal error: %v", v)}
 		}
 	}()
 	return r.Lookup(ctx, name, qtype)
 }
 
-func safeProbe(ctx context.Context, p Prober, ip netip.Addr) (r ProbeResult) {
+func safeProbe(ctx context.Context, p prober, ip netip.Addr) (r probeResult) {
 	defer func() {
 		if v := recover(); v != nil {
-			r = ProbeResult{Outcome: OutcomeAbandoned, Detail: fmt.Sprintf("internal error: %v", v)}
+			r = probeResult{Outcome: OutcomeAbandoned, Detail: fmt.Sprintf("internal error: %v", v)}
 		}
 	}()
 	return p.Probe(ctx, ip)
@@ -309,9 +309,9 @@ func clamp(d, lo, hi time.Duration) time.Duration {
 // cachedProber remembers probe results per address, for a time that depends
 // on the outcome, and collapses concurrent probes of one address.
 type cachedProber struct {
-	next    Prober
+	next    prober
 	cfg     CacheConfig
-	lru     *ttlLRU[netip.Addr, ProbeResult]
+	lru     *ttlLRU[netip.Addr, probeResult]
 	flight  singleflight.Group
 	counter *hitCounter
 	shared  *sharedLevel // nil: no fleet cache
@@ -321,7 +321,7 @@ type cachedProber struct {
 	lockFor time.Duration
 }
 
-func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
+func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) probeResult {
 	if r, ok, aging := c.lru.getAging(ip); ok {
 		c.counter.hit()
 		if aging && c.cfg.Prefetch {
@@ -336,9 +336,9 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 	ch := c.flight.DoChan(ip.String(), func() (any, error) { return c.fetch(ctx, ip, true), nil })
 	select {
 	case r := <-ch:
-		return r.Val.(ProbeResult)
+		return r.Val.(probeResult)
 	case <-ctx.Done():
-		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "decision deadline reached before the probe finished"}
+		return probeResult{Outcome: OutcomeAbandoned, Detail: "decision deadline reached before the probe finished"}
 	}
 }
 
@@ -347,7 +347,7 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
 // it takes the address's lock; the others wait for its result, within the
 // deadline of the decision that asked and the lock's life, then probe
 // themselves rather than wait longer.
-func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) ProbeResult {
+func (c *cachedProber) fetch(ctx context.Context, ip netip.Addr, miss bool) probeResult {
 	if miss {
 		if r, ok := c.lru.get(ip); ok {
 			return r

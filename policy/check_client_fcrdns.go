@@ -25,7 +25,7 @@ var clientFCrDNS = check{
 
 func checkClientFCrDNS(ctx context.Context, ev *evaluation) Result {
 	ptr := ev.ptrNames(ctx)
-	if ptr.err != nil || ptr.ans.Kind != Found {
+	if ptr.err != nil || ptr.ans.Kind != kindFound {
 		return skip("no PTR name to confirm")
 	}
 	f := ev.forwardConfirmed(ctx)

@@ -27,7 +27,7 @@ func checkClientPTR(ctx context.Context, ev *evaluation) Result {
 	switch {
 	case r.err != nil:
 		return Result{Status: StatusTempError, IP: ev.client, Detail: r.err.Error()}
-	case r.ans.Kind != Found:
+	case r.ans.Kind != kindFound:
 		return Result{Status: StatusFail, IP: ev.client,
 			Detail: fmt.Sprintf("%s has no PTR record (%s)", ev.client, r.ans.Kind)}
 	}

@@ -29,24 +29,17 @@ var dmarcRecord = check{
 	fix:         "Publish one DMARC record at _dmarc of the domain (or its organizational domain), e.g. \"v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com\", and tighten p= once reports show all its mail aligned.",
 	gate:        senderDomain,
 	run:         checkDMARCRecord,
+	memo:        &dmarcMemo,
 }
 
-// checkDMARCRecord remembers its result per domain (for cache.min_ttl; a
-// temperror for cache.error_ttl), as spf.relay does.
+// dmarcMemo remembers results by sender domain.
+var dmarcMemo memo
+
 func checkDMARCRecord(ctx context.Context, ev *evaluation) Result {
-	e := ev.e
-	if r, ok := e.dmarc.get(ev.sender.Domain); ok {
-		return r
-	}
-	r := discoverDMARC(ctx, ev)
-	ttl := e.cfg.Cache.MinTTL
-	if r.Status == StatusTempError {
-		ttl = e.cfg.Cache.ErrorTTL
-	}
-	if ctx.Err() == nil {
-		e.dmarc.add(ev.sender.Domain, r, ttl)
-	}
-	return r
+	return recall(ctx, ev, &dmarcMemo, ev.sender.Domain, func() (Result, bool) {
+		r := discoverDMARC(ctx, ev)
+		return r, r.Status == StatusTempError
+	})
 }
 
 func discoverDMARC(ctx context.Context, ev *evaluation) Result {
@@ -61,7 +54,7 @@ func discoverDMARC(ctx context.Context, ev *evaluation) Result {
 			return Result{Status: StatusTempError, Host: name, Detail: r.err.Error()}
 		}
 		var records []string
-		if r.ans.Kind == Found {
+		if r.ans.Kind == kindFound {
 			for _, txt := range r.ans.TXT {
 				// RFC 7489 section 6.6.3: other TXT records are not DMARC's.
 				if strings.HasPrefix(txt, "v=DMARC1") {

@@ -30,7 +30,7 @@ var mxPort25 = check{
 type hostProbes struct {
 	host   string
 	addrs  []netip.Addr
-	probes []ProbeResult
+	probes []probeResult
 }
 
 // speaks reports that some address greeted with SMTP.
@@ -54,7 +54,7 @@ func (h hostProbes) noSMTP() bool {
 }
 
 // worst is the address that makes the host look worst.
-func (h hostProbes) worst() (netip.Addr, ProbeResult) {
+func (h hostProbes) worst() (netip.Addr, probeResult) {
 	for i, p := range h.probes {
 		if !p.Outcome.SpeaksSMTP() {
 			return h.addrs[i], p
@@ -151,7 +151,7 @@ func describeHosts(hs []hostProbes) string {
 }
 
 // best is the first address that greeted with SMTP.
-func (h hostProbes) best() (netip.Addr, ProbeResult) {
+func (h hostProbes) best() (netip.Addr, probeResult) {
 	for i, p := range h.probes {
 		if p.Outcome.SpeaksSMTP() {
 			return h.addrs[i], p

@@ -30,7 +30,7 @@ func checkMXRecords(ctx context.Context, ev *evaluation) Result {
 	switch {
 	case f.answer.err != nil:
 		return temperror(f.answer.err)
-	case f.answer.ans.Kind == NXDomain:
+	case f.answer.ans.Kind == kindNXDomain:
 		return Result{Status: StatusFail, Host: d, Detail: d + " does not exist (NXDOMAIN)"}
 	case f.nullMX && len(f.hosts) == 0:
 		return Result{Status: StatusFail, Host: d, Enhanced: "7.27",

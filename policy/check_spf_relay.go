@@ -39,8 +39,13 @@ var spfRelay = check{
 		}
 		return ""
 	},
-	run: checkSPFRelay,
+	run:  checkSPFRelay,
+	memo: &spfMemo,
 }
+
+// spfMemo remembers outcomes by spfKey; SPF's %{h} is the relay's HELO, so
+// a reload that changes outbound.helo forgets them.
+var spfMemo = memo{sameInputs: func(prev, next Config) bool { return prev.EgressHELO == next.EgressHELO }}
 
 // spfOfInvalidDomain says, for a sender domain that fails domain.syntax,
 // what receivers' SPF makes of it: "none" for an address literal or a name
@@ -83,25 +88,15 @@ type spfKey struct {
 }
 
 // spfFor evaluates the SPF policy of domain for ip and the sender's local
-// part, or remembers it (for cache.min_ttl; a temperror for cache.error_ttl).
-func (e *Engine) spfFor(ctx context.Context, domain, local string, ip netip.Addr) spfOutcome {
-	key := spfKey{domain, local, ip}
-	if o, ok := e.spf.get(key); ok {
-		return o
-	}
-	// Receivers see this relay's HELO (%{h}) and the envelope sender, with
-	// postmaster for a missing local part (RFC 7208 sections 4.3, 7.3).
-	res, err := spf.CheckHostWithSender(ip.AsSlice(), e.cfg.EgressHELO, cmp.Or(local, "postmaster")+"@"+domain,
-		spf.WithContext(ctx), spf.WithResolver(netResolver{e.resolver}))
-	o := spfOutcome{ip, res, err}
-	ttl := e.cfg.Cache.MinTTL
-	if res == spf.TempError {
-		ttl = e.cfg.Cache.ErrorTTL
-	}
-	if ctx.Err() == nil { // an answer cut short by the deadline is not the domain's
-		e.spf.add(key, o, ttl)
-	}
-	return o
+// part, or recalls it.
+func spfFor(ctx context.Context, ev *evaluation, domain, local string, ip netip.Addr) spfOutcome {
+	return recall(ctx, ev, &spfMemo, spfKey{domain, local, ip}, func() (spfOutcome, bool) {
+		// Receivers see this relay's HELO (%{h}) and the envelope sender, with
+		// postmaster for a missing local part (RFC 7208 sections 4.3, 7.3).
+		res, err := spf.CheckHostWithSender(ip.AsSlice(), ev.e.cfg.EgressHELO, cmp.Or(local, "postmaster")+"@"+domain,
+			spf.WithContext(ctx), spf.WithResolver(netResolver{ev.e.resolver}))
+		return spfOutcome{ip, res, err}, res == spf.TempError
+	})
 }
 
 // The SPF results in order of how much they hurt this relay's mail.
@@ -112,7 +107,7 @@ func checkSPFRelay(ctx context.Context, ev *evaluation) Result {
 	var outcomes []spfOutcome
 	worst := spfOutcome{result: spf.Pass}
 	for _, ip := range ev.e.outboundSingles {
-		o := ev.e.spfFor(ctx, d, ev.sender.Local, ip)
+		o := spfFor(ctx, ev, d, ev.sender.Local, ip)
 		outcomes = append(outcomes, o)
 		if spfRank[o.result] > spfRank[worst.result] {
 			worst = o

@@ -28,6 +28,9 @@ type check struct {
 	// does); it is not run then, and reports skip with that reason.
 	gate func(ctx context.Context, ev *evaluation) string
 	run  func(ctx context.Context, ev *evaluation) Result
+	// memo, when set, is the memory run recalls what it works out from
+	// DNS answers in (memo.go); the engine keeps it.
+	memo *memo
 }
 
 type chain uint8
@@ -41,7 +44,8 @@ const (
 	numChains
 )
 
-// checks is the registry, in the order of the SPEC table and of reports.
+// checks is the registry, in the order of reports and of the README's
+// check table (generated from it).
 var checks = []*check{
 	&domainSyntax,
 	&mxRecords,

@@ -1,7 +1,11 @@
 // Package policy is the mxguard engine: it takes a Request (sender, client
 // IP, HELO), runs the checks through a caching resolver and prober, and
-// returns a Report with a verdict. It knows nothing about milters; every
-// front end (milter, `mxguard check`) calls Evaluate.
+// returns a Report with a verdict. It knows nothing about MTAs or wire
+// protocols; four front ends call Evaluate: the milter (package milter),
+// the Postfix policy service (postfixpolicy), the HTTP check API (checkapi)
+// and `mxguard check` (cmd/mxguard, whose serve and check also run the
+// egress SelfCheck).
+// A check is one check_*.go file and a line in checks (checks.go).
 package policy
 
 import (
@@ -120,9 +124,11 @@ type Engine struct {
 	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
-	raw      *smtpProber // behind prober; holds the egress state
-	spf      *ttlLRU[spfKey, spfOutcome]
-	dmarc    *ttlLRU[string, Result] // dmarc.record by domain: DNS only
+	raw      *smtpProber                 // behind prober; holds the egress state
+	memos    map[*memo]*ttlLRU[any, any] // the checks' memories (memo.go)
+	// checks is the registry the engine runs: a test may give one engine
+	// a check of its own without touching the others.
+	checks []*check
 	// outboundSingles are the single addresses of OutboundIPs.
 	outboundSingles []netip.Addr
 	fixes           []string // each check's fix text, with this engine's settings
@@ -132,18 +138,8 @@ type Engine struct {
 // configs/mxguard.yaml documents the same values.
 func DefaultConfig() Config {
 	return Config{
-		Resolver: ResolverConfig{Timeout: 2 * time.Second, Attempts: 2, MaxCNAMEDepth: 8, UDPSize: 1232},
-		Probe: ProbeConfig{
-			Port:            25,
-			ConnectTimeout:  5 * time.Second,
-			GreetingTimeout: 12 * time.Second,
-			Concurrency:     64,
-			MaxQueued:       256,
-			QueueTimeout:    10 * time.Second,
-			MaxHosts:        5,
-			MaxAddrsPerHost: 2,
-			BlockedAfter:    10,
-		},
+		Resolver: defaultResolver,
+		Probe:    defaultProbe,
 		Cache: CacheConfig{
 			DNSEntries:      100_000,
 			DNSMaxBytes:     64 << 20,
@@ -160,7 +156,7 @@ func DefaultConfig() Config {
 		},
 		SkipIdentityNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		SharedPrefix:         "mxguard:v1:",
-		Policy:               DefaultPolicy(),
+		Policy:               defaultPolicy(),
 		MaxPTRNames:          10,
 	}
 }
@@ -221,20 +217,13 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("DNS %w", err)
 	}
-	probeLRU, err := newTTLLRU[netip.Addr, ProbeResult](cfg.Cache.ProbeEntries, cfg.Clock)
+	probeLRU, err := newTTLLRU[netip.Addr, probeResult](cfg.Cache.ProbeEntries, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("probe %w", err)
 	}
-	// The SPF and DMARC results read DNS answers alone, which the DNS cache
-	// keeps at least cache.min_ttl: kept as long, a warm decision does not
-	// parse records again.
-	spfLRU, err := newTTLLRU[spfKey, spfOutcome](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
+	memos, err := memoStores(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("SPF %w", err)
-	}
-	dmarcLRU, err := newTTLLRU[string, Result](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
-	if err != nil {
-		return nil, fmt.Errorf("DMARC %w", err)
+		return nil, err
 	}
 	client.observer = cfg.Observer
 	raw := newSMTPProber(cfg.Probe)
@@ -261,8 +250,8 @@ func New(cfg Config) (*Engine, error) {
 			lockFor: cfg.Probe.ConnectTimeout + cfg.Probe.GreetingTimeout + quitTimeout,
 			counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:             raw,
-		spf:             spfLRU,
-		dmarc:           dmarcLRU,
+		memos:           memos,
+		checks:          checks,
 		outboundSingles: singleOutboundIPs(cfg.OutboundIPs),
 		fixes:           fixTexts(cfg),
 	}, nil
@@ -319,9 +308,9 @@ func (e *Engine) EgressBlocked() (ipv4, ipv6 bool) { return e.raw.egress.state()
 func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	began := time.Now()
 	ev := newEvaluation(e, req)
-	results := make([]Result, len(checks))
-	done := make(chan int, len(checks))
-	got := make([]Result, len(checks))       // written by a chain before it signals
+	results := make([]Result, len(e.checks))
+	done := make(chan int, len(e.checks))
+	got := make([]Result, len(e.checks))     // written by a chain before it signals
 	work, cancel := outliving(ctx, e.budget) // the last chain to finish cancels it
 	var chains atomic.Int32
 	chains.Store(int32(numChains))
@@ -338,7 +327,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 					close(done)
 				}
 			}()
-			for i, c := range checks {
+			for i, c := range e.checks {
 				if c.chain == chain {
 					got[i] = e.runCheck(work, ev, i)
 					done <- i
@@ -346,7 +335,7 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 			}
 		}()
 	}
-	finished := make([]bool, len(checks))
+	finished := make([]bool, len(e.checks))
 	take := func(i int) { results[i], finished[i] = got[i], true }
 wait:
 	for {
@@ -376,7 +365,7 @@ wait:
 		unfinished = *f
 	}
 	incomplete := false
-	for i, c := range checks {
+	for i, c := range e.checks {
 		if !finished[i] {
 			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: unfinished}
 			incomplete = true
@@ -401,7 +390,7 @@ wait:
 // runCheck runs the i-th check, or reports why it does not apply, and fills
 // in what its descriptor says about a finding.
 func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
-	c := checks[i]
+	c := e.checks[i]
 	var r Result
 	if reason := c.gate(ctx, ev); reason != "" {
 		r = skip(reason)
@@ -432,7 +421,7 @@ func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
 
 // Reconfigure returns an engine for cfg that keeps prev's caches where they
 // still hold: the DNS cache when the resolvers and its size and lifetimes
-// are unchanged (the SPF results when outbound.helo is too), the probe
+// are unchanged (with the checks' memories whose inputs are), the probe
 // cache when its size and lifetimes and the port and timeouts are. A
 // configuration reload then does not start cold, and never serves what
 // other resolvers or other TTL bounds put there.
@@ -445,9 +434,11 @@ func Reconfigure(prev *Engine, cfg Config) (*Engine, error) {
 	if slices.Equal(e.servers, prev.servers) && c.DNSEntries == d.DNSEntries && c.DNSMaxBytes == d.DNSMaxBytes &&
 		c.MinTTL == d.MinTTL && c.MaxTTL == d.MaxTTL && c.NegativeTTL == d.NegativeTTL &&
 		c.NegativeMaxTTL == d.NegativeMaxTTL && c.ErrorTTL == d.ErrorTTL {
-		e.resolver.lru, e.dmarc = prev.resolver.lru, prev.dmarc
-		if e.cfg.EgressHELO == prev.cfg.EgressHELO { // SPF's %{h} is the relay's HELO
-			e.spf = prev.spf
+		e.resolver.lru = prev.resolver.lru
+		for m, store := range prev.memos {
+			if m.sameInputs == nil || m.sameInputs(prev.cfg, e.cfg) {
+				e.memos[m] = store
+			}
 		}
 	}
 	p, q := e.cfg.Probe, prev.cfg.Probe

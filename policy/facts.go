@@ -26,7 +26,7 @@ type evaluation struct {
 
 	mx      once[mxFacts]
 	targets once[[]target]
-	probes  once[map[netip.Addr]ProbeResult]
+	probes  once[map[netip.Addr]probeResult]
 	ptr     once[lookupResult]
 	fcrdns  once[fcrdnsFacts]
 }
@@ -87,7 +87,7 @@ func (ev *evaluation) domainSkip() string {
 
 // lookupResult is an answer or the error that stood in for it.
 type lookupResult struct {
-	ans *Answer
+	ans *dnsAnswer
 	err error
 }
 
@@ -148,20 +148,20 @@ type mxFacts struct {
 	implicit    bool         // no MX: the domain itself, via its A/AAAA
 	implicitErr error        // the A/AAAA lookup failed
 	nullMX      bool
-	hosts       []MX // the targets, most preferred first (at most maxMXRecords)
+	hosts       []mxHost // the targets, most preferred first (at most maxMXRecords)
 }
 
 func (ev *evaluation) mxSet(ctx context.Context) mxFacts {
 	return ev.mx.get(func() mxFacts {
 		f := mxFacts{answer: ev.lookup(ctx, ev.sender.Domain, dns.TypeMX)}
-		if f.answer.err != nil || f.answer.ans.Kind == NXDomain {
+		if f.answer.err != nil || f.answer.ans.Kind == kindNXDomain {
 			return f
 		}
-		if f.answer.ans.Kind == NoData { // implicit MX, only after a clean NODATA
+		if f.answer.ans.Kind == kindNoData { // implicit MX, only after a clean NODATA
 			a, aaaa := ev.lookupBoth(ctx, ev.sender.Domain)
 			if len(answerAddrs(a))+len(answerAddrs(aaaa)) > 0 {
 				f.implicit = true
-				f.hosts = []MX{{Host: ev.sender.Domain}}
+				f.hosts = []mxHost{{Host: ev.sender.Domain}}
 			} else if a.err != nil {
 				f.implicitErr = a.err
 			} else if aaaa.err != nil {
@@ -218,7 +218,7 @@ func (f mxFacts) unusableReason() string {
 
 // target is one MX host and what its lookups found; mx.targets judges it.
 type target struct {
-	MX
+	mxHost
 	allowed  bool         // in policy.allow_mx_hosts: trusted, not probed
 	literal  bool         // an IP address written as a host name: not looked up
 	alias    string       // the canonical name, when the target is a CNAME
@@ -252,8 +252,8 @@ func (ev *evaluation) mxTargets(ctx context.Context) []target {
 	})
 }
 
-func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) target {
-	t := target{MX: mx, allowed: ev.e.cfg.Policy.MXHostAllowed(mx.Host)}
+func (ev *evaluation) resolveTarget(ctx context.Context, mx mxHost, implicit bool) target {
+	t := target{mxHost: mx, allowed: ev.e.cfg.Policy.MXHostAllowed(mx.Host)}
 	if t.allowed {
 		return t
 	}
@@ -277,7 +277,7 @@ func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) t
 			if ip := list[i]; ev.e.raw.Allowed(ip) {
 				t.addrs = append(t.addrs, ip)
 			} else {
-				t.excluded = append(t.excluded, fmt.Sprintf("%s (%s)", ip, SpecialPurpose(ip)))
+				t.excluded = append(t.excluded, fmt.Sprintf("%s (%s)", ip, specialPurpose(ip)))
 			}
 		}
 	}
@@ -288,7 +288,7 @@ func (ev *evaluation) resolveTarget(ctx context.Context, mx MX, implicit bool) t
 	case aaaa.err != nil:
 		t.temp = aaaa.err
 	default:
-		t.nxdomain = a.ans.Kind == NXDomain
+		t.nxdomain = a.ans.Kind == kindNXDomain
 	}
 	return t
 }
@@ -327,8 +327,8 @@ func (ev *evaluation) probedTargets(ctx context.Context) []target {
 // probeResults probes, in parallel, the first probe.max_addrs_per_host
 // addresses of each probed target, and every usable address that is an
 // outbound IP.
-func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]ProbeResult {
-	return ev.probes.get(func() map[netip.Addr]ProbeResult {
+func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]probeResult {
+	return ev.probes.get(func() map[netip.Addr]probeResult {
 		var todo []netip.Addr
 		seen := map[netip.Addr]bool{}
 		probed := map[string]bool{}
@@ -353,9 +353,9 @@ func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]ProbeResu
 		for _, ip := range todo {
 			warm = warm && ev.e.prober.cached(ip)
 		}
-		results := make([]ProbeResult, len(todo))
+		results := make([]probeResult, len(todo))
 		fanOut(len(todo), warm, func(i int) { results[i] = ev.e.prober.Probe(ctx, todo[i]) })
-		m := make(map[netip.Addr]ProbeResult, len(todo))
+		m := make(map[netip.Addr]probeResult, len(todo))
 		for i, ip := range todo {
 			m[ip] = results[i]
 		}
@@ -381,7 +381,7 @@ func (ev *evaluation) forwardConfirmed(ctx context.Context) fcrdnsFacts {
 	return ev.fcrdns.get(func() fcrdnsFacts {
 		var f fcrdnsFacts
 		ptr := ev.ptrNames(ctx)
-		if ptr.err != nil || ptr.ans.Kind != Found {
+		if ptr.err != nil || ptr.ans.Kind != kindFound {
 			return f
 		}
 		f.tried = ptr.ans.Names

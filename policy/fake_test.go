@@ -11,33 +11,33 @@ import (
 
 // fakeDNS answers from a map, without sockets: a check can be tested on
 // the facts it reads. Names missing from the map do not exist.
-type fakeDNS map[string]*Answer
+type fakeDNS map[string]*dnsAnswer
 
-func (f fakeDNS) Lookup(_ context.Context, name string, qtype uint16) (*Answer, error) {
+func (f fakeDNS) Lookup(_ context.Context, name string, qtype uint16) (*dnsAnswer, error) {
 	if a, ok := f[dns.TypeToString[qtype]+" "+name]; ok {
 		return a, nil
 	}
 	for key := range f {
 		if strings.HasSuffix(key, " "+name) {
-			return &Answer{Kind: NoData}, nil
+			return &dnsAnswer{Kind: kindNoData}, nil
 		}
 	}
-	return &Answer{Kind: NXDomain}, nil
+	return &dnsAnswer{Kind: kindNXDomain}, nil
 }
 
 // fakeProbes answers probes from a map; unknown addresses refuse.
-type fakeProbes map[netip.Addr]ProbeResult
+type fakeProbes map[netip.Addr]probeResult
 
-func (f fakeProbes) Probe(_ context.Context, ip netip.Addr) ProbeResult {
+func (f fakeProbes) Probe(_ context.Context, ip netip.Addr) probeResult {
 	if r, ok := f[ip]; ok {
 		return r
 	}
-	return ProbeResult{Outcome: OutcomeRefused, Detail: "connection refused"}
+	return probeResult{Outcome: OutcomeRefused, Detail: "connection refused"}
 }
 
 // fakeEngine is an engine whose network is the two fakes; its caches work
 // as usual.
-func fakeEngine(t *testing.T, resolver Resolver, prober Prober) *Engine {
+func fakeEngine(t *testing.T, resolver resolver, prober prober) *Engine {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Resolver.Servers = []string{"192.0.2.53"} // never asked
@@ -52,15 +52,15 @@ func fakeEngine(t *testing.T, resolver Resolver, prober Prober) *Engine {
 }
 
 func TestMXTargetsUnit(t *testing.T) {
-	mx := func(hosts ...string) *Answer {
-		a := &Answer{Kind: Found}
+	mx := func(hosts ...string) *dnsAnswer {
+		a := &dnsAnswer{Kind: kindFound}
 		for i, h := range hosts {
-			a.MX = append(a.MX, MX{Pref: uint16(10 * (i + 1)), Host: h})
+			a.MX = append(a.MX, mxHost{Pref: uint16(10 * (i + 1)), Host: h})
 		}
 		return a
 	}
-	addr := func(aliases []string, ips ...string) *Answer {
-		a := &Answer{Kind: Found, Aliases: aliases}
+	addr := func(aliases []string, ips ...string) *dnsAnswer {
+		a := &dnsAnswer{Kind: kindFound, Aliases: aliases}
 		for _, ip := range ips {
 			a.Addrs = append(a.Addrs, netip.MustParseAddr(ip))
 		}
@@ -93,7 +93,7 @@ func TestMXTargetsUnit(t *testing.T) {
 
 func TestClientPTRUnit(t *testing.T) {
 	client := netip.MustParseAddr("198.51.100.7")
-	zone := fakeDNS{"PTR 7.100.51.198.in-addr.arpa": {Kind: Found, Names: []string{"mail.a.example"}}}
+	zone := fakeDNS{"PTR 7.100.51.198.in-addr.arpa": {Kind: kindFound, Names: []string{"mail.a.example"}}}
 	r := fakeEngine(t, zone, fakeProbes{}).Evaluate(context.Background(), Request{ClientIP: client, HELO: "mail.a.example"})
 	if got := r.Check(ClientPTR); got.Status != StatusPass || got.Host != "mail.a.example" {
 		t.Errorf("client.ptr %s %s", got.Status, got.Detail)

@@ -108,7 +108,7 @@ func FuzzParseResponse(f *testing.F) {
 		if m.Unpack(b) != nil {
 			return
 		}
-		ans := &Answer{}
+		ans := &dnsAnswer{}
 		_, _, err := parseResponse(m, "example.com.", qtype, ans, map[string]bool{"example.com.": true}, 8)
 		if err != nil {
 			return

@@ -116,16 +116,16 @@ func TestSpecialPurpose(t *testing.T) {
 		"240.0.0.1", "255.255.255.255", "::", "::1", "::ffff:192.0.2.1", "::ffff:8.8.8.8", "64:ff9b:1::1", "64:ff9b::808:808", "100::1", "2001:db8::1",
 		"2001::1", "2002::1", "3fff::1", "fc00::1", "fd12:3456::1", "fe80::1", "ff02::1", "1::1", "4000::1"}
 	for _, s := range special {
-		if SpecialPurpose(netip.MustParseAddr(s)) == "" {
+		if specialPurpose(netip.MustParseAddr(s)) == "" {
 			t.Errorf("%s should be special-purpose", s)
 		}
 	}
 	for _, s := range []string{"8.8.8.8", "1.1.1.1", "172.32.0.1", "192.0.3.1", "100.128.0.1", "2a00:1450::1", "2606:4700::1111"} {
-		if got := SpecialPurpose(netip.MustParseAddr(s)); got != "" {
+		if got := specialPurpose(netip.MustParseAddr(s)); got != "" {
 			t.Errorf("%s should be global, got %q", s, got)
 		}
 	}
-	if got := SpecialPurpose(netip.MustParseAddr("169.254.169.254")); !strings.Contains(got, "link-local") {
+	if got := specialPurpose(netip.MustParseAddr("169.254.169.254")); !strings.Contains(got, "link-local") {
 		t.Errorf("metadata address: %q", got)
 	}
 }

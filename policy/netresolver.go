@@ -20,7 +20,7 @@ type netResolver struct {
 	r *cachedResolver
 }
 
-func (n netResolver) lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+func (n netResolver) lookup(ctx context.Context, name string, qtype uint16) (*dnsAnswer, error) {
 	a, err := n.r.Lookup(ctx, name, qtype)
 	if err != nil {
 		var de *dnsError
@@ -28,12 +28,12 @@ func (n netResolver) lookup(ctx context.Context, name string, qtype uint16) (*An
 		if errors.As(err, &de) && de.Err != nil {
 			msg = de.Err.Error()
 		}
-		if de != nil && de.Kind == ErrInvalidName {
+		if de != nil && de.Kind == errInvalidName {
 			return nil, &net.DNSError{Err: msg, Name: name, IsNotFound: true}
 		}
 		return nil, &net.DNSError{Err: msg, Name: name, IsTemporary: true, IsTimeout: errors.Is(err, context.DeadlineExceeded)}
 	}
-	if a.Kind != Found {
+	if a.Kind != kindFound {
 		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
 	return a, nil

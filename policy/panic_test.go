@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,9 +16,10 @@ func TestPanicInACheckIsContained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saved := checks[1].run
-	defer func() { checks[1].run = saved }()
-	checks[1].run = func(ctx context.Context, ev *evaluation) Result {
+	buggy := *e.checks[1]
+	e.checks = slices.Clone(e.checks)
+	e.checks[1] = &buggy
+	buggy.run = func(ctx context.Context, ev *evaluation) Result {
 		fanOut(2, false, func(i int) { // from a fact's own goroutine, too
 			if i == 1 {
 				panic("simulated bug")
@@ -51,7 +53,7 @@ func TestPanicInAFlightIsContained(t *testing.T) {
 
 type panickingResolver struct{}
 
-func (panickingResolver) Lookup(context.Context, string, uint16) (*Answer, error) {
+func (panickingResolver) Lookup(context.Context, string, uint16) (*dnsAnswer, error) {
 	panic("lookup bug")
 }
-func (panickingResolver) Probe(context.Context, netip.Addr) ProbeResult { panic("probe bug") }
+func (panickingResolver) Probe(context.Context, netip.Addr) probeResult { panic("probe bug") }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -15,8 +16,8 @@ import (
 func TestPrefetchKeepsSteadyDomainsWarm(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
-	clock := newFakeClock()
-	cfg.Clock = clock.now
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg.Clock = clock.Now
 	cfg.Cache.MinTTL, cfg.Cache.MaxTTL = time.Minute, time.Minute // every answer lives 1 minute
 	cfg.Cache.ProbeAcceptTTL = time.Minute
 	e := newEngine(t, cfg)
@@ -24,13 +25,13 @@ func TestPrefetchKeepsSteadyDomainsWarm(t *testing.T) {
 	e.Evaluate(context.Background(), req)
 	cold := sb.DNS.QueryCount("ok.test", 15)
 
-	clock.advance(50 * time.Second) // the last quarter: served from the cache, refreshed behind
+	clock.Advance(50 * time.Second) // the last quarter: served from the cache, refreshed behind
 	if r := e.Evaluate(context.Background(), req); r.Verdict() != policy.Pass {
 		t.Fatalf("%s", spectest.Findings(r.Checks))
 	}
-	waitFor(t, "the refresh of ok.test's MX", func() bool { return sb.DNS.QueryCount("ok.test", 15) == cold+1 })
+	testkit.WaitFor(t, "the refresh of ok.test's MX", func() bool { return sb.DNS.QueryCount("ok.test", 15) == cold+1 })
 
-	clock.advance(20 * time.Second) // past the first answer's lifetime
+	clock.Advance(20 * time.Second) // past the first answer's lifetime
 	e.Evaluate(context.Background(), req)
 	if got := sb.DNS.QueryCount("ok.test", 15); got != cold+1 {
 		t.Errorf("the MX was looked up again when its first lifetime ended (%d lookups)", got)

@@ -15,9 +15,9 @@ import (
 	"time"
 )
 
-// Prober finds out whether an address accepts SMTP on the configured port.
-type Prober interface {
-	Probe(ctx context.Context, ip netip.Addr) ProbeResult
+// prober finds out whether an address accepts SMTP on the configured port.
+type prober interface {
+	Probe(ctx context.Context, ip netip.Addr) probeResult
 }
 
 // Outcome classifies one probe.
@@ -64,8 +64,8 @@ func (o Outcome) SpeaksSMTP() bool { return o == OutcomeAccept || o == OutcomeSM
 // NoSMTP reports whether the outcome proves there is no SMTP server.
 func (o Outcome) NoSMTP() bool { return o == OutcomeRefused || o == OutcomeNotSMTP }
 
-// ProbeResult is what one probe found.
-type ProbeResult struct {
+// probeResult is what one probe found.
+type probeResult struct {
 	Outcome Outcome
 	// Code is the greeting's reply code, when there was one.
 	Code int
@@ -78,7 +78,7 @@ type ProbeResult struct {
 
 // Summary is a short human description, e.g. "220 mx.example.com ESMTP" or
 // "connection refused".
-func (r ProbeResult) Summary() string {
+func (r probeResult) Summary() string {
 	if r.Greeting != "" {
 		return r.Greeting
 	}
@@ -143,8 +143,21 @@ func newSMTPProber(cfg ProbeConfig) *smtpProber {
 	}
 }
 
+// defaultProbe is DefaultConfig's Probe.
+var defaultProbe = ProbeConfig{
+	Port:            25,
+	ConnectTimeout:  5 * time.Second,
+	GreetingTimeout: 12 * time.Second,
+	Concurrency:     64,
+	MaxQueued:       256,
+	QueueTimeout:    10 * time.Second,
+	MaxHosts:        5,
+	MaxAddrsPerHost: 2,
+	BlockedAfter:    10,
+}
+
 func (c ProbeConfig) withDefaults() ProbeConfig {
-	d := defaults.Probe
+	d := defaultProbe
 	c.Port = positive(c.Port, d.Port)
 	c.ConnectTimeout = positive(c.ConnectTimeout, d.ConnectTimeout)
 	c.GreetingTimeout = positive(c.GreetingTimeout, d.GreetingTimeout)
@@ -166,18 +179,18 @@ func (p *smtpProber) InFlight() (now, peak int) {
 // Allowed reports whether ip may be probed: an ordinary global address, or a
 // special-purpose one inside probe.allow_networks.
 func (p *smtpProber) Allowed(ip netip.Addr) bool {
-	return SpecialPurpose(ip) == "" || inPrefixes(ip, p.cfg.AllowNetworks)
+	return specialPurpose(ip) == "" || inPrefixes(ip, p.cfg.AllowNetworks)
 }
 
 // Probe connects to ip on the configured port. It never dials an address
 // that Allowed refuses.
-func (p *smtpProber) Probe(ctx context.Context, ip netip.Addr) ProbeResult {
+func (p *smtpProber) Probe(ctx context.Context, ip netip.Addr) probeResult {
 	if !p.Allowed(ip) {
-		return ProbeResult{Outcome: OutcomeNotAllowed,
-			Detail: fmt.Sprintf("%s is %s; not probed (see probe.allow_networks)", ip, SpecialPurpose(ip))}
+		return probeResult{Outcome: OutcomeNotAllowed,
+			Detail: fmt.Sprintf("%s is %s; not probed (see probe.allow_networks)", ip, specialPurpose(ip))}
 	}
 	if !p.acquire(ctx) {
-		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "no free probe slot (probe.concurrency); not probed"}
+		return probeResult{Outcome: OutcomeAbandoned, Detail: "no free probe slot (probe.concurrency); not probed"}
 	}
 	defer func() { <-p.slots }()
 	n := p.inFlight.Add(1)
@@ -215,7 +228,7 @@ func (p *smtpProber) acquire(ctx context.Context) bool {
 	return false
 }
 
-func (p *smtpProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
+func (p *smtpProber) probe(ctx context.Context, ip netip.Addr) probeResult {
 	conn, err := p.dial(ctx, "tcp", netip.AddrPortFrom(ip, p.cfg.Port).String())
 	if err != nil {
 		return classifyDialError(err)
@@ -244,7 +257,7 @@ func (p *smtpProber) probe(ctx context.Context, ip netip.Addr) ProbeResult {
 // with a reply code ("220 " or "220-"), the host has proved that it speaks
 // SMTP: a greeting that then runs over the read limits, is cut off or
 // stalls is classified by that code.
-func readGreeting(br *bufio.Reader) ProbeResult {
+func readGreeting(br *bufio.Reader) probeResult {
 	code := 0
 	var first string
 	for {
@@ -256,7 +269,7 @@ func readGreeting(br *bufio.Reader) ProbeResult {
 				code = int(text[0]-'0')*100 + int(text[1]-'0')*10 + int(text[2]-'0')
 				first = Printable(text, 120)
 			case len(text) >= 4 || err == nil || !isReplyPrefix(text):
-				return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + Printable(text, 60)}
+				return probeResult{Outcome: OutcomeNotSMTP, Detail: "not an SMTP greeting: " + Printable(text, 60)}
 			default: // nothing telling arrived before the error
 				return greetingReadError(err)
 			}
@@ -291,8 +304,8 @@ func isReplyPrefix(text string) bool {
 
 // provenGreeting classifies a greeting by its reply code; err says what cut
 // it short after the code had arrived.
-func provenGreeting(code int, first string, err error) ProbeResult {
-	r := ProbeResult{Outcome: OutcomeSMTPRefusal, Code: code, Greeting: first}
+func provenGreeting(code int, first string, err error) probeResult {
+	r := probeResult{Outcome: OutcomeSMTPRefusal, Code: code, Greeting: first}
 	if code == 220 {
 		r.Outcome = OutcomeAccept
 	}
@@ -311,36 +324,36 @@ func provenGreeting(code int, first string, err error) ProbeResult {
 	return r
 }
 
-func greetingReadError(err error) ProbeResult {
+func greetingReadError(err error) probeResult {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		return ProbeResult{Outcome: OutcomeGreetingTimeout, Detail: "connected, but no greeting before the timeout"}
+		return probeResult{Outcome: OutcomeGreetingTimeout, Detail: "connected, but no greeting before the timeout"}
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
-		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
+		return probeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
 	}
-	return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "reading the greeting: " + err.Error()}
+	return probeResult{Outcome: OutcomeNotSMTP, Detail: "reading the greeting: " + err.Error()}
 }
 
-func classifyDialError(err error) ProbeResult {
+func classifyDialError(err error) probeResult {
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return ProbeResult{Outcome: OutcomeRefused, Detail: "connection refused"}
+		return probeResult{Outcome: OutcomeRefused, Detail: "connection refused"}
 	case errors.Is(err, syscall.ECONNRESET): // the handshake completed, then a reset
-		return ProbeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
+		return probeResult{Outcome: OutcomeNotSMTP, Detail: "connected, but the server closed the connection without a greeting"}
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
-		return ProbeResult{Outcome: OutcomeBlockedLocally, Detail: "connection forbidden by this host's firewall"}
+		return probeResult{Outcome: OutcomeBlockedLocally, Detail: "connection forbidden by this host's firewall"}
 	case errors.Is(err, syscall.ENETUNREACH), errors.Is(err, syscall.EHOSTUNREACH):
-		return ProbeResult{Outcome: OutcomeUnreachable, Detail: "no route to the host from here"}
+		return probeResult{Outcome: OutcomeUnreachable, Detail: "no route to the host from here"}
 	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EAFNOSUPPORT):
-		return ProbeResult{Outcome: OutcomeUnreachable, Detail: "this host has no address of that family to connect from"}
+		return probeResult{Outcome: OutcomeUnreachable, Detail: "this host has no address of that family to connect from"}
 	case errors.Is(err, context.Canceled):
-		return ProbeResult{Outcome: OutcomeAbandoned, Detail: "probe cancelled"}
+		return probeResult{Outcome: OutcomeAbandoned, Detail: "probe cancelled"}
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return ProbeResult{Outcome: OutcomeConnectTimeout, Detail: "no answer to the TCP connection attempt"}
+		return probeResult{Outcome: OutcomeConnectTimeout, Detail: "no answer to the TCP connection attempt"}
 	}
-	return ProbeResult{Outcome: OutcomeUnreachable, Detail: err.Error()}
+	return probeResult{Outcome: OutcomeUnreachable, Detail: err.Error()}
 }
 
 func isReplyCode(b []byte) bool {
@@ -354,24 +367,6 @@ func allDigits(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// Printable keeps a remote string safe for logs, headers and terminals:
-// ASCII only, control characters and anything else as '?', cut at limit
-// octets with "...".
-func Printable(s string, limit int) string {
-	var b strings.Builder
-	for _, r := range s {
-		if b.Len() >= limit {
-			b.WriteString("...")
-			break
-		}
-		if r < 0x20 || r >= 0x7f {
-			r = '?'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // egressTracker notices, per address family, when port 25 cannot be

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -102,17 +103,6 @@ func TestProbeOutcomes(t *testing.T) {
 	waitGoroutines(t, before)
 }
 
-// waitFor polls until cond holds. Its deadline is only a backstop for a
-// broken build: the conditions come true in milliseconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
-}
-
 func ptr(b smtptest.Behavior) *smtptest.Behavior { return &b }
 
 // waitGoroutines fails if goroutines started by a test outlive it. The
@@ -181,22 +171,22 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	p := newSMTPProber(ProbeConfig{Port: sb.Port, GreetingTimeout: time.Minute, Concurrency: 1,
 		MaxQueued: 2, QueueTimeout: queueTimeout, AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.7.41/32")}})
 	ip := netip.MustParseAddr("127.0.7.41")
-	probe := func(ctx context.Context) <-chan ProbeResult {
-		ch := make(chan ProbeResult, 1)
+	probe := func(ctx context.Context) <-chan probeResult {
+		ch := make(chan probeResult, 1)
 		go func() { ch <- p.Probe(ctx, ip) }()
 		return ch
 	}
 	firstCtx, endFirst := context.WithCancel(context.Background())
 	defer endFirst()
 	first := probe(firstCtx)
-	waitFor(t, "the first probe to connect", func() bool { return srv.Connections() == 1 })
+	testkit.WaitFor(t, "the first probe to connect", func() bool { return srv.Connections() == 1 })
 
 	// Two queue behind it; three more find the queue full and give up at once.
 	queuedCtx, endQueued := context.WithCancel(context.Background())
 	defer endQueued()
 	queuedAt := time.Now()
-	queued := []<-chan ProbeResult{probe(queuedCtx), probe(queuedCtx)}
-	waitFor(t, "two probes to queue", func() bool { return p.waiting.Load() == 2 })
+	queued := []<-chan probeResult{probe(queuedCtx), probe(queuedCtx)}
+	testkit.WaitFor(t, "two probes to queue", func() bool { return p.waiting.Load() == 2 })
 	for i := 0; i < 3; i++ {
 		if r := p.Probe(context.Background(), ip); r.Outcome != OutcomeAbandoned {
 			t.Errorf("a probe beyond the full queue: %s %s", r.Outcome, r.Detail)
@@ -212,7 +202,7 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	if r := <-first; r.Outcome != OutcomeGreetingTimeout {
 		t.Errorf("the first probe: %s %s", r.Outcome, r.Detail)
 	}
-	var gaveUp ProbeResult
+	var gaveUp probeResult
 	select {
 	case gaveUp = <-queued[0]:
 		queued = queued[1:]
@@ -227,7 +217,7 @@ func TestProbeQueueIsBounded(t *testing.T) {
 	if waited := time.Since(queuedAt); waited < queueTimeout {
 		t.Errorf("a queued probe gave up after %v, before the queue timeout", waited)
 	}
-	waitFor(t, "the other queued probe to connect", func() bool { return srv.Connections() == 2 })
+	testkit.WaitFor(t, "the other queued probe to connect", func() bool { return srv.Connections() == 2 })
 	endQueued()
 	if r := <-queued[0]; r.Outcome != OutcomeGreetingTimeout {
 		t.Errorf("the queued probe that got the slot: %s %s", r.Outcome, r.Detail)

@@ -13,47 +13,47 @@ import (
 	"github.com/miekg/dns"
 )
 
-// Resolver looks up one (name, type) and returns the answer with its TTL.
+// resolver looks up one (name, type) and returns the answer with its TTL.
 // Implementations: the network client (dnsClient) and the cache in front of it.
-type Resolver interface {
-	Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error)
+type resolver interface {
+	Lookup(ctx context.Context, name string, qtype uint16) (*dnsAnswer, error)
 }
 
-// AnswerKind separates a positive answer from the two negative ones.
-type AnswerKind uint8
+// answerKind separates a positive answer from the two negative ones.
+type answerKind uint8
 
 // The kinds of answer. Errors (SERVFAIL, timeout) are not answers: they come
 // back as *dnsError.
 const (
-	Found    AnswerKind = iota
-	NXDomain            // the name does not exist
-	NoData              // the name exists but has no records of this type
+	kindFound    answerKind = iota
+	kindNXDomain            // the name does not exist
+	kindNoData              // the name exists but has no records of this type
 )
 
-func (k AnswerKind) String() string {
+func (k answerKind) String() string {
 	switch k {
-	case Found:
+	case kindFound:
 		return "found"
-	case NXDomain:
+	case kindNXDomain:
 		return "NXDOMAIN"
 	default:
 		return "NODATA"
 	}
 }
 
-// MX is one MX record.
-type MX struct {
+// mxHost is one MX record.
+type mxHost struct {
 	Pref uint16
 	Host string // lowercase, no trailing dot; "" for the null MX target "."
 }
 
-// Answer is a DNS answer reduced to what the checks use. It is immutable once
+// dnsAnswer is a DNS answer reduced to what the checks use. It is immutable once
 // returned: the cache hands the same value to every caller.
-type Answer struct {
-	Kind AnswerKind
+type dnsAnswer struct {
+	Kind answerKind
 	// Aliases lists the CNAME targets followed from the query name, in order.
 	Aliases []string
-	MX      []MX         // MX answers, sorted by preference then host
+	MX      []mxHost     // MX answers, sorted by preference then host
 	Addrs   []netip.Addr // A or AAAA answers
 	Names   []string     // PTR answers, lowercase, no trailing dot
 	TXT     []string     // TXT answers, each record's strings joined (RFC 7208 section 3.3)
@@ -72,23 +72,23 @@ const (
 	maxTXTLength   = 4096 // octets of one record's joined strings; longer ones are cut
 )
 
-// DNSErrorKind classifies a failed lookup.
-type DNSErrorKind uint8
+// dnsErrKind classifies a failed lookup.
+type dnsErrKind uint8
 
-// Kinds of DNS failure. All but ErrInvalidName are temporary as far as
+// Kinds of DNS failure. All but errInvalidName are temporary as far as
 // checks go; that one is the name's own and is never sent.
 const (
-	ErrServFail    DNSErrorKind = iota // SERVFAIL, REFUSED or another error rcode
-	ErrTimeout                         // no answer within the deadline
-	ErrBadResponse                     // malformed, mismatched or truncated beyond repair
-	ErrCNAMELoop                       // CNAME loop or chain too long
-	ErrNetwork                         // the resolver could not be reached
-	ErrInvalidName                     // no query can carry the name (RFC 1035 section 2.3.4)
+	errServFail    dnsErrKind = iota // SERVFAIL, REFUSED or another error rcode
+	errTimeout                       // no answer within the deadline
+	errBadResponse                   // malformed, mismatched or truncated beyond repair
+	errCNAMELoop                     // CNAME loop or chain too long
+	errNetwork                       // the resolver could not be reached
+	errInvalidName                   // no query can carry the name (RFC 1035 section 2.3.4)
 )
 
 // dnsError is a lookup that produced no answer.
 type dnsError struct {
-	Kind   DNSErrorKind
+	Kind   dnsErrKind
 	Name   string
 	Type   uint16
 	Server string
@@ -155,8 +155,11 @@ func newDNSClient(cfg ResolverConfig) (*dnsClient, error) {
 	}, nil
 }
 
+// defaultResolver is DefaultConfig's Resolver.
+var defaultResolver = ResolverConfig{Timeout: 2 * time.Second, Attempts: 2, MaxCNAMEDepth: 8, UDPSize: 1232}
+
 func (c ResolverConfig) withDefaults() ResolverConfig {
-	d := defaults.Resolver
+	d := defaultResolver
 	c.Timeout = positive(c.Timeout, d.Timeout)
 	c.Attempts = positive(c.Attempts, d.Attempts)
 	c.MaxCNAMEDepth = positive(c.MaxCNAMEDepth, d.MaxCNAMEDepth)
@@ -184,12 +187,12 @@ func systemResolvers(path string) ([]string, error) {
 func (c *dnsClient) Servers() []string { return slices.Clone(c.cfg.Servers) }
 
 // Lookup resolves name/qtype, following CNAMEs.
-func (c *dnsClient) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+func (c *dnsClient) Lookup(ctx context.Context, name string, qtype uint16) (*dnsAnswer, error) {
 	qname, err := queryName(name)
 	if err != nil {
-		return nil, &dnsError{Kind: ErrInvalidName, Name: name, Type: qtype, Err: err}
+		return nil, &dnsError{Kind: errInvalidName, Name: name, Type: qtype, Err: err}
 	}
-	ans := &Answer{}
+	ans := &dnsAnswer{}
 	seen := map[string]bool{qname: true}
 	for {
 		msg, server, err := c.exchange(ctx, qname, qtype)
@@ -199,7 +202,7 @@ func (c *dnsClient) Lookup(ctx context.Context, name string, qtype uint16) (*Ans
 		}
 		next, done, perr := parseResponse(msg, qname, qtype, ans, seen, c.cfg.MaxCNAMEDepth)
 		if perr != nil {
-			return nil, &dnsError{Kind: ErrCNAMELoop, Name: name, Type: qtype, Server: server, Err: perr}
+			return nil, &dnsError{Kind: errCNAMELoop, Name: name, Type: qtype, Server: server, Err: perr}
 		}
 		if done {
 			return ans, nil
@@ -240,7 +243,7 @@ func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 		began := time.Now()
 		r, err := c.exchangeOnce(ctx, q, server)
 		if err == nil && r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-			err = &dnsError{Kind: ErrServFail, Type: qtype, Server: server, Err: errors.New(dns.RcodeToString[r.Rcode])}
+			err = &dnsError{Kind: errServFail, Type: qtype, Server: server, Err: errors.New(dns.RcodeToString[r.Rcode])}
 		}
 		c.observer.DNSQuery(qtype, queryOutcome(r, err), time.Since(began))
 		if err == nil {
@@ -250,7 +253,7 @@ func (c *dnsClient) exchange(ctx context.Context, qname string, qtype uint16) (*
 		q.Id = dns.Id() // a fresh ID per attempt, so a late answer cannot match
 	}
 	if last == nil {
-		last = &dnsError{Kind: ErrTimeout, Type: qtype, Err: errors.New("no answer before the deadline")}
+		last = &dnsError{Kind: errTimeout, Type: qtype, Err: errors.New("no answer before the deadline")}
 	}
 	return nil, "", last
 }
@@ -268,7 +271,7 @@ func (c *dnsClient) exchangeOnce(ctx context.Context, q *dns.Msg, server string)
 	}
 	if len(r.Question) != 1 || !strings.EqualFold(r.Question[0].Name, q.Question[0].Name) ||
 		r.Question[0].Qtype != q.Question[0].Qtype || !r.Response {
-		return nil, &dnsError{Kind: ErrBadResponse, Type: q.Question[0].Qtype, Server: server,
+		return nil, &dnsError{Kind: errBadResponse, Type: q.Question[0].Qtype, Server: server,
 			Err: errors.New("answer does not match the question")}
 	}
 	return r, nil
@@ -279,28 +282,28 @@ func queryOutcome(r *dns.Msg, err *dnsError) string {
 	switch {
 	case err == nil:
 		return strings.ToLower(dns.RcodeToString[r.Rcode])
-	case err.Kind == ErrServFail:
+	case err.Kind == errServFail:
 		return strings.ToLower(err.Err.Error())
-	case err.Kind == ErrTimeout:
+	case err.Kind == errTimeout:
 		return "timeout"
-	case err.Kind == ErrBadResponse:
+	case err.Kind == errBadResponse:
 		return "bad-response"
 	}
 	return "network-error"
 }
 
 func classifyNetError(err error, qtype uint16, server string) *dnsError {
-	kind := ErrNetwork
+	kind := errNetwork
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		errors.As(err, &ne) && ne.Timeout():
-		kind = ErrTimeout
+		kind = errTimeout
 		err = errors.New("timeout")
 	case errors.Is(err, dns.ErrId), errors.Is(err, dns.ErrShortRead), errors.Is(err, dns.ErrBuf),
 		errors.Is(err, dns.ErrRdata), strings.Contains(err.Error(), "truncated"),
 		strings.Contains(err.Error(), "overflow"), strings.HasPrefix(err.Error(), "dns: "):
-		kind = ErrBadResponse
+		kind = errBadResponse
 	}
 	return &dnsError{Kind: kind, Type: qtype, Server: server, Err: err}
 }
@@ -308,7 +311,7 @@ func classifyNetError(err error, qtype uint16, server string) *dnsError {
 // parseResponse folds one response into ans. It follows the CNAME chain from
 // qname inside the answer section and returns the name still to ask for when
 // the chain ends without data, or done when the answer is complete.
-func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map[string]bool, maxDepth int) (next string, done bool, err error) {
+func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *dnsAnswer, seen map[string]bool, maxDepth int) (next string, done bool, err error) {
 	owner := qname
 	minTTL := uint32(0)
 	haveTTL := false
@@ -347,7 +350,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 		case *dns.MX:
 			// All of them (a message holds a bounded number): the most
 			// preferred are kept after sorting, below.
-			ans.MX = append(ans.MX, MX{Pref: v.Preference, Host: canonicalName(v.Mx)})
+			ans.MX = append(ans.MX, mxHost{Pref: v.Preference, Host: canonicalName(v.Mx)})
 		case *dns.A:
 			if ip, ok := netip.AddrFromSlice(v.A.To4()); ok && len(ans.Addrs) < maxAddrRecords {
 				ans.Addrs = append(ans.Addrs, ip)
@@ -371,7 +374,7 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 		noteTTL(rr.Header().Ttl)
 	}
 	if len(ans.MX) > 0 {
-		slices.SortFunc(ans.MX, func(a, b MX) int {
+		slices.SortFunc(ans.MX, func(a, b mxHost) int {
 			if a.Pref != b.Pref {
 				return int(a.Pref) - int(b.Pref)
 			}
@@ -384,17 +387,17 @@ func parseResponse(r *dns.Msg, qname string, qtype uint16, ans *Answer, seen map
 	}
 	switch {
 	case len(ans.MX)+len(ans.Addrs)+len(ans.Names)+len(ans.TXT) > 0:
-		ans.Kind = Found
+		ans.Kind = kindFound
 	case r.Rcode == dns.RcodeNameError:
-		ans.Kind = NXDomain
+		ans.Kind = kindNXDomain
 	case owner != qname && !answersFor(r, owner):
 		// The chain points outside what this server answered: ask for its end.
 		mergeTTL(ans, minTTL, haveTTL)
 		return owner, false, nil
 	default:
-		ans.Kind = NoData
+		ans.Kind = kindNoData
 	}
-	if ans.Kind != Found {
+	if ans.Kind != kindFound {
 		for _, rr := range r.Ns {
 			if soa, ok := rr.(*dns.SOA); ok {
 				noteTTL(min(soa.Minttl, soa.Hdr.Ttl)) // RFC 2308 section 5
@@ -445,7 +448,7 @@ func answersFor(r *dns.Msg, name string) bool {
 	return false
 }
 
-func mergeTTL(ans *Answer, ttl uint32, have bool) {
+func mergeTTL(ans *dnsAnswer, ttl uint32, have bool) {
 	if !have {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -24,7 +25,7 @@ func testClient(t *testing.T, servers ...string) *dnsClient {
 	return c
 }
 
-func dnsErrorKind(t *testing.T, err error) DNSErrorKind {
+func dnsErrorKind(t *testing.T, err error) dnsErrKind {
 	t.Helper()
 	var de *dnsError
 	if !errors.As(err, &de) {
@@ -41,15 +42,15 @@ func TestLookupKinds(t *testing.T) {
 	ctx := context.Background()
 
 	a, err := c.Lookup(ctx, "A.Test.", dns.TypeA)
-	if err != nil || a.Kind != Found || len(a.Addrs) != 2 || a.TTL != 90*time.Second {
+	if err != nil || a.Kind != kindFound || len(a.Addrs) != 2 || a.TTL != 90*time.Second {
 		t.Errorf("A: %+v %v", a, err)
 	}
 	nodata, err := c.Lookup(ctx, "a.test", dns.TypeAAAA)
-	if err != nil || nodata.Kind != NoData || nodata.TTL != 42*time.Second {
+	if err != nil || nodata.Kind != kindNoData || nodata.TTL != 42*time.Second {
 		t.Errorf("NODATA: %+v %v", nodata, err)
 	}
 	nx, err := c.Lookup(ctx, "b.test", dns.TypeA)
-	if err != nil || nx.Kind != NXDomain || nx.TTL != 42*time.Second {
+	if err != nil || nx.Kind != kindNXDomain || nx.TTL != 42*time.Second {
 		t.Errorf("NXDOMAIN: %+v %v", nx, err)
 	}
 }
@@ -85,17 +86,17 @@ func TestLookupCNAMEs(t *testing.T) {
 	ctx := context.Background()
 
 	a, err := c.Lookup(ctx, "one.test", dns.TypeA)
-	if err != nil || a.Kind != Found || strings.Join(a.Aliases, ",") != "two.test,end.test" || a.Addrs[0] != netip.MustParseAddr("192.0.2.9") {
+	if err != nil || a.Kind != kindFound || strings.Join(a.Aliases, ",") != "two.test,end.test" || a.Addrs[0] != netip.MustParseAddr("192.0.2.9") {
 		t.Errorf("chain: %+v %v", a, err)
 	}
-	if _, err := c.Lookup(ctx, "loop1.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != ErrCNAMELoop {
+	if _, err := c.Lookup(ctx, "loop1.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != errCNAMELoop {
 		t.Errorf("loop: %v", err)
 	}
-	if _, err := c.Lookup(ctx, "c1.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != ErrCNAMELoop {
+	if _, err := c.Lookup(ctx, "c1.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != errCNAMELoop {
 		t.Errorf("chain longer than 4: %v", err)
 	}
 	d, err := c.Lookup(ctx, "dangling.test", dns.TypeA)
-	if err != nil || d.Kind != NXDomain || len(d.Aliases) != 1 {
+	if err != nil || d.Kind != kindNXDomain || len(d.Aliases) != 1 {
 		t.Errorf("dangling CNAME: %+v %v", d, err)
 	}
 }
@@ -149,9 +150,9 @@ func TestLookupFaults(t *testing.T) {
 	z.A("veryslow.test", "192.0.2.1").SetFault("veryslow.test", smtptest.Delay(2*time.Second))
 	c := testClient(t, sb.DNS.Addr)
 	ctx := context.Background()
-	for name, want := range map[string]DNSErrorKind{
-		"servfail.test": ErrServFail, "refused.test": ErrServFail, "drop.test": ErrTimeout,
-		"wrongid.test": ErrTimeout, "veryslow.test": ErrTimeout,
+	for name, want := range map[string]dnsErrKind{
+		"servfail.test": errServFail, "refused.test": errServFail, "drop.test": errTimeout,
+		"wrongid.test": errTimeout, "veryslow.test": errTimeout,
 	} {
 		began := time.Now()
 		_, err := c.Lookup(ctx, name, dns.TypeA)
@@ -169,7 +170,7 @@ func TestLookupFaults(t *testing.T) {
 	for _, name := range []string{"servfail.test", "refused.test", "drop.test", "wrongid.test", "veryslow.test"} {
 		// The server counts a query when it reads it, which a loaded machine
 		// may put off until after the client gave up on it.
-		waitFor(t, name+" to be asked twice", func() bool { return sb.DNS.QueryCount(name, dns.TypeA) >= 2 })
+		testkit.WaitFor(t, name+" to be asked twice", func() bool { return sb.DNS.QueryCount(name, dns.TypeA) >= 2 })
 		if n := sb.DNS.QueryCount(name, dns.TypeA); n != 2 {
 			t.Errorf("%s asked %d times, want 2 attempts", name, n)
 		}
@@ -194,7 +195,7 @@ func TestLookupFailsOverToTheNextServer(t *testing.T) {
 			t.Fatalf("%+v %v", a, err)
 		}
 	}
-	if _, err := testClient(t, dead).Lookup(context.Background(), "x.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != ErrNetwork {
+	if _, err := testClient(t, dead).Lookup(context.Background(), "x.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != errNetwork {
 		t.Errorf("dead resolver: %v", err)
 	}
 }
@@ -205,7 +206,7 @@ func TestLookupRejectsMismatchedAnswer(t *testing.T) {
 		m.Question[0].Name = "other.test."
 		w.WriteMsg(m)
 	}))
-	if _, err := testClient(t, addr).Lookup(context.Background(), "x.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != ErrBadResponse {
+	if _, err := testClient(t, addr).Lookup(context.Background(), "x.test", dns.TypeA); err == nil || dnsErrorKind(t, err) != errBadResponse {
 		t.Errorf("mismatched question: %v", err)
 	}
 }
@@ -216,7 +217,7 @@ func TestLookupOfANameDNSCannotCarry(t *testing.T) {
 	sb := newTestSandbox(t)
 	c := testClient(t, sb.DNS.Addr)
 	for _, name := range []string{"mail.example...com", strings.Repeat("a", 64) + ".test", strings.Repeat("abcdefghi.", 26) + "test"} {
-		if _, err := c.Lookup(context.Background(), name, dns.TypeA); err == nil || dnsErrorKind(t, err) != ErrInvalidName {
+		if _, err := c.Lookup(context.Background(), name, dns.TypeA); err == nil || dnsErrorKind(t, err) != errInvalidName {
 			t.Errorf("%s: %v, want an invalid name", name, err)
 		}
 	}

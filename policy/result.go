@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Status is the outcome of one check.
@@ -32,10 +33,10 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", s)
 }
 
-// MarshalText encodes the status by its SPEC name.
+// MarshalText encodes the status by the name reports and the README use.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// UnmarshalText decodes a SPEC status name.
+// UnmarshalText decodes a status name (README, Checks).
 func (s *Status) UnmarshalText(b []byte) error {
 	for i, n := range statusNames {
 		if n == string(b) {
@@ -92,3 +93,21 @@ func (r Result) Finding() bool {
 
 // Fix says, for a warn or fail, what the owner of the domain or host should change.
 func (r Result) Fix() string { return r.fix }
+
+// Printable keeps a remote string safe for logs, headers and terminals:
+// ASCII only, control characters and anything else as '?', cut at limit
+// octets with "...".
+func Printable(s string, limit int) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= limit {
+			b.WriteString("...")
+			break
+		}
+		if r < 0x20 || r >= 0x7f {
+			r = '?'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -49,7 +49,7 @@ const (
 type sharedDNS struct {
 	V        int          `json:"v"`
 	Expires  int64        `json:"exp"` // Unix milliseconds
-	Kind     AnswerKind   `json:"k"`
+	Kind     answerKind   `json:"k"`
 	TTLKnown bool         `json:"tk,omitempty"`
 	Aliases  []string     `json:"a,omitempty"`
 	MX       []sharedMX   `json:"mx,omitempty"`
@@ -81,7 +81,7 @@ func probeSharedKey(prefix string, port uint16, ip netip.Addr) string {
 	return prefix + "probe:" + strconv.Itoa(int(port)) + ":" + ip.String()
 }
 
-func encodeDNS(a *Answer, expires time.Time) []byte {
+func encodeDNS(a *dnsAnswer, expires time.Time) []byte {
 	v := sharedDNS{V: sharedVersion, Expires: expires.UnixMilli(), Kind: a.Kind, TTLKnown: a.TTLKnown,
 		Aliases: a.Aliases, Addrs: a.Addrs, Names: a.Names, TXT: a.TXT}
 	for _, mx := range a.MX {
@@ -93,7 +93,7 @@ func encodeDNS(a *Answer, expires time.Time) []byte {
 
 // decodeDNS checks a shared DNS value and returns the answer and how long
 // this node keeps it: what it has left, at most the local limit for its kind.
-func decodeDNS(b []byte, now time.Time, limits CacheConfig) (*Answer, time.Duration, error) {
+func decodeDNS(b []byte, now time.Time, limits CacheConfig) (*dnsAnswer, time.Duration, error) {
 	var v sharedDNS
 	if err := strictJSON(b, &v); err != nil {
 		return nil, 0, err
@@ -103,15 +103,15 @@ func decodeDNS(b []byte, now time.Time, limits CacheConfig) (*Answer, time.Durat
 		return nil, 0, err
 	}
 	switch {
-	case v.Kind > NoData:
+	case v.Kind > kindNoData:
 		return nil, 0, fmt.Errorf("answer kind %d", v.Kind)
 	case len(v.Aliases) > 64 || len(v.MX) > maxMXRecords || len(v.Addrs) > maxAddrRecords ||
 		len(v.Names) > maxPTRRecords || len(v.TXT) > maxTXTRecords:
 		return nil, 0, fmt.Errorf("more records than an answer may hold")
-	case v.Kind != Found && len(v.MX)+len(v.Addrs)+len(v.Names)+len(v.TXT) > 0:
+	case v.Kind != kindFound && len(v.MX)+len(v.Addrs)+len(v.Names)+len(v.TXT) > 0:
 		return nil, 0, fmt.Errorf("records in a negative answer")
 	}
-	a := &Answer{Kind: v.Kind, TTLKnown: v.TTLKnown, Addrs: v.Addrs, TXT: v.TXT}
+	a := &dnsAnswer{Kind: v.Kind, TTLKnown: v.TTLKnown, Addrs: v.Addrs, TXT: v.TXT}
 	ttl = min(ttl, limits.dnsTTLCap(a))
 	a.TTL = ttl
 	for _, s := range append(append([]string{}, v.Aliases...), v.Names...) {
@@ -124,7 +124,7 @@ func decodeDNS(b []byte, now time.Time, limits CacheConfig) (*Answer, time.Durat
 		if mx.Host != "" && !cleanName(mx.Host) {
 			return nil, 0, fmt.Errorf("MX host %q", Printable(mx.Host, 60))
 		}
-		a.MX = append(a.MX, MX{mx.Pref, mx.Host})
+		a.MX = append(a.MX, mxHost{mx.Pref, mx.Host})
 	}
 	for _, ip := range a.Addrs {
 		if !ip.IsValid() || ip.Zone() != "" {
@@ -139,31 +139,31 @@ func decodeDNS(b []byte, now time.Time, limits CacheConfig) (*Answer, time.Durat
 	return a, ttl, nil
 }
 
-func encodeProbe(r ProbeResult, expires time.Time) []byte {
+func encodeProbe(r probeResult, expires time.Time) []byte {
 	b, _ := json.Marshal(sharedProbe{sharedVersion, expires.UnixMilli(), r.Outcome, r.Code, r.Greeting, r.Detail})
 	return b
 }
 
 // decodeProbe checks a shared probe value and returns the result and how
 // long this node keeps it: at most the local limit for its outcome.
-func decodeProbe(b []byte, now time.Time, limits CacheConfig) (ProbeResult, time.Duration, error) {
+func decodeProbe(b []byte, now time.Time, limits CacheConfig) (probeResult, time.Duration, error) {
 	var v sharedProbe
 	if err := strictJSON(b, &v); err != nil {
-		return ProbeResult{}, 0, err
+		return probeResult{}, 0, err
 	}
 	ttl, err := remaining(v.V, v.Expires, now, max(limits.ProbeAcceptTTL, limits.ProbeRefusedTTL, limits.ProbeTimeoutTTL))
 	if err != nil {
-		return ProbeResult{}, 0, err
+		return probeResult{}, 0, err
 	}
 	switch {
 	case int(v.Outcome) >= len(outcomeNames) || v.Outcome == OutcomeNotAllowed || v.Outcome == OutcomeAbandoned:
-		return ProbeResult{}, 0, fmt.Errorf("outcome %d", v.Outcome)
+		return probeResult{}, 0, fmt.Errorf("outcome %d", v.Outcome)
 	case v.Code != 0 && (v.Code < 200 || v.Code > 599), v.Outcome.SpeaksSMTP() != (v.Code != 0):
-		return ProbeResult{}, 0, fmt.Errorf("reply code %d for %s", v.Code, v.Outcome)
+		return probeResult{}, 0, fmt.Errorf("reply code %d for %s", v.Code, v.Outcome)
 	case len(v.Greeting) > 200 || len(v.Detail) > 400:
-		return ProbeResult{}, 0, fmt.Errorf("over-long text")
+		return probeResult{}, 0, fmt.Errorf("over-long text")
 	}
-	return ProbeResult{Outcome: v.Outcome, Code: v.Code, Greeting: Printable(v.Greeting, 200), Detail: Printable(v.Detail, 400)},
+	return probeResult{Outcome: v.Outcome, Code: v.Code, Greeting: Printable(v.Greeting, 200), Detail: Printable(v.Detail, 400)},
 		min(ttl, limits.probeTTL(v.Outcome)), nil
 }
 
@@ -226,13 +226,13 @@ type sharedLevel struct {
 	garbage, badSignature, lockWaits atomic.Uint64
 }
 
-func (s *sharedLevel) dns(ctx context.Context, key string) (*Answer, time.Duration, bool) {
+func (s *sharedLevel) dns(ctx context.Context, key string) (*dnsAnswer, time.Duration, bool) {
 	a, ttl, ok := read(s, ctx, key, decodeDNS)
 	s.dnsCounter.count(ok)
 	return a, ttl, ok
 }
 
-func (s *sharedLevel) probe(ctx context.Context, key string) (ProbeResult, time.Duration, bool) {
+func (s *sharedLevel) probe(ctx context.Context, key string) (probeResult, time.Duration, bool) {
 	r, ttl, ok := read(s, ctx, key, decodeProbe)
 	s.probeCounter.count(ok)
 	return r, ttl, ok
@@ -314,7 +314,7 @@ func read[T any](s *sharedLevel, ctx context.Context, key string,
 }
 
 // awaitProbe waits, until deadline, for another node's probe result.
-func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.Time) (ProbeResult, time.Duration, bool) {
+func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.Time) (probeResult, time.Duration, bool) {
 	s.lockWaits.Add(1)
 	for wait := 10 * time.Millisecond; time.Now().Add(wait).Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
 		time.Sleep(wait)
@@ -323,7 +323,7 @@ func (s *sharedLevel) awaitProbe(ctx context.Context, key string, deadline time.
 			return r, ttl, true
 		}
 	}
-	return ProbeResult{}, 0, false
+	return probeResult{}, 0, false
 }
 
 // SharedStats counts the fleet cache's traffic, for metrics: Garbage the

@@ -55,10 +55,10 @@ var specialBlocks = func() []specialBlock {
 
 var globalUnicast6 = netip.MustParsePrefix("2000::/3")
 
-// SpecialPurpose names the special-purpose block ip lies in, or returns "" for
+// specialPurpose names the special-purpose block ip lies in, or returns "" for
 // an ordinary global unicast address. IPv4-mapped IPv6 addresses are judged
 // as what they are on the wire: IPv6, hence special.
-func SpecialPurpose(ip netip.Addr) string {
+func specialPurpose(ip netip.Addr) string {
 	for _, b := range specialBlocks {
 		if b.prefix.Contains(ip) {
 			return b.name
@@ -71,4 +71,15 @@ func SpecialPurpose(ip netip.Addr) string {
 		return "invalid address"
 	}
 	return ""
+}
+
+// inPrefixes reports whether ip (unmapped) lies in one of prefixes.
+func inPrefixes(ip netip.Addr, prefixes []netip.Prefix) bool {
+	ip = ip.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

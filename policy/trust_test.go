@@ -15,7 +15,7 @@ import (
 
 // An MX address that is the client's own is an outbound IP whether or not
 // the client authenticated or is allow-listed: only identity.skip_networks
-// keeps it out (SPEC "Outbound IPs").
+// keeps it out (README, Checks: mx.outbound-ip).
 func TestOutboundIPCountsAuthenticatedAndAllowListedClients(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	cfg := spectest.Config(sb)
@@ -45,8 +45,8 @@ func TestReconfigureDropsAnswersOfOtherResolvers(t *testing.T) {
 	first, second := spectest.Sandbox(t), spectest.Sandbox(t)
 	first.Zone.MX("moved.test", 10, "mx.refused.test")
 	second.Zone.MX("moved.test", 10, "mx.accept.test")
-	spectest.Authenticated(first.Zone, "moved.test")
-	spectest.Authenticated(second.Zone, "moved.test")
+	spectest.Passing(first.Zone, "moved.test")
+	spectest.Passing(second.Zone, "moved.test")
 	req := policy.Request{Sender: "a@moved.test"}
 
 	cfg := spectest.Config(first)

@@ -10,7 +10,7 @@ import (
 // policy assigns to a failing check. Stronger verdicts compare greater.
 type Verdict uint8
 
-// The verdicts, weakest first (SPEC: pass < flag < hold < defer < reject).
+// The verdicts, weakest first (README, Verdicts: pass < flag < hold < defer < reject).
 const (
 	Pass Verdict = iota
 	Flag
@@ -28,7 +28,7 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("verdict(%d)", v)
 }
 
-// MarshalText encodes the verdict by its SPEC name.
+// MarshalText encodes the verdict by the name reports and the README use.
 func (v Verdict) MarshalText() ([]byte, error) { return []byte(v.String()), nil }
 
 // ParseAction parses a policy action: ignore, flag, hold, defer or reject.
@@ -83,8 +83,9 @@ func (p *Policy) Mode() string {
 	return "enforce"
 }
 
-// DefaultPolicy is the SPEC default: default actions, accept on temperror.
-func DefaultPolicy() Policy {
+// defaultPolicy is the README's default (Verdicts): default actions, accept
+// on temperror.
+func defaultPolicy() Policy {
 	return Policy{Actions: DefaultActions(), OnTempError: Pass}
 }
 
@@ -115,7 +116,7 @@ func (p *Policy) Decide(domain string, client netip.Addr, results []Result) Deci
 		case StatusFail:
 			v = p.Actions[r.ID]
 		case StatusWarn:
-			v = min(p.Actions[r.ID], Flag) // SPEC: warn at most flags
+			v = min(p.Actions[r.ID], Flag) // README, Verdicts: a warning at most flags
 		case StatusTempError:
 			d.TempError = true
 			if p.OnTempError == Defer { // never reject on a temporary error
@@ -149,16 +150,6 @@ func (p *Policy) ClientAllowed(ip netip.Addr) bool {
 func (p *Policy) MXHostAllowed(host string) bool {
 	for _, a := range p.AllowMXHosts {
 		if host == a {
-			return true
-		}
-	}
-	return false
-}
-
-func inPrefixes(ip netip.Addr, prefixes []netip.Prefix) bool {
-	ip = ip.Unmap()
-	for _, p := range prefixes {
-		if p.Contains(ip) {
 			return true
 		}
 	}

@@ -49,7 +49,7 @@ func TestDecide(t *testing.T) {
 			map[CheckID]Status{ClientPTR: StatusFail}, Pass, "", false, false},
 	}
 	for _, c := range cases {
-		p := DefaultPolicy()
+		p := defaultPolicy()
 		if c.policy != nil {
 			c.policy(&p)
 		}

@@ -121,7 +121,7 @@ func TestPolicyStrangersAreRefused(t *testing.T) {
 	})
 	r.warm(t)
 	peertest.Start(t, peertest.Stranger, peertest.Silent, "tcp", r.addr, 1024)
-	waitFor(t, "1024 refusals", func() bool { return rec.count("peer") == 1024 })
+	testkit.WaitFor(t, "1024 refusals", func() bool { return rec.count("peer") == 1024 })
 	r.answeredWithinASecond(t)
 	if n := strings.Count(log.String(), "refused a policy connection"); n != 1 {
 		t.Errorf("%d log lines for 1024 refusals, want 1:\n%s", n, log)
@@ -148,7 +148,7 @@ func TestMalformedRequestsAreLoggedOncePerPeer(t *testing.T) {
 		io.Copy(io.Discard, c)
 		c.Close()
 	}
-	waitFor(t, "every malformed request counted", func() bool { return rec.count("malformed") == n })
+	testkit.WaitFor(t, "every malformed request counted", func() bool { return rec.count("malformed") == n })
 	if lines := strings.Count(log.String(), "malformed policy request"); lines != 1 {
 		t.Errorf("%d log lines for %d malformed requests from one peer, want 1", lines, n)
 	}

@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/policy"
 )
 
-// rig is a policy server in front of the SPEC sandbox.
+// rig is a policy server in front of the check-table sandbox (internal/spectest).
 type rig struct {
 	srv  *Server
 	addr string
@@ -211,7 +212,7 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 	if _, err := c.in.ReadByte(); err != io.EOF {
 		t.Errorf("an idle connection: %v, want it closed", err)
 	}
-	waitFor(t, "the connection to be gone", func() bool { return r.srv.ActiveConns() == 0 })
+	testkit.WaitFor(t, "the connection to be gone", func() bool { return r.srv.ActiveConns() == 0 })
 }
 
 // A decision past decision_timeout answers at once with the temperror
@@ -232,7 +233,7 @@ func TestDecisionTimeoutFailsOpen(t *testing.T) {
 	if took := time.Since(began); took > 1500*time.Millisecond { // the probe alone waits 2 s
 		t.Errorf("answered after %v", took)
 	}
-	waitFor(t, "the probe to finish into the cache", func() bool { return engine.ProbeCacheStats().Entries > 0 })
+	testkit.WaitFor(t, "the probe to finish into the cache", func() bool { return engine.ProbeCacheStats().Entries > 0 })
 }
 
 func TestReportModeRefusesNothing(t *testing.T) {
@@ -258,14 +259,5 @@ func TestShutdownClosesIdleConnections(t *testing.T) {
 	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.in.ReadByte(); err != io.EOF {
 		t.Errorf("the connection: %v, want closed", err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
 	}
 }

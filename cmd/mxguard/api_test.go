@@ -19,6 +19,7 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 )
 
 // apiGet asks the check API with the bearer token.
@@ -40,7 +41,7 @@ func apiGet(t *testing.T, u, token string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// The API answers every SPEC case as `mxguard check --json` does with the
+// The API answers every check-table case as `mxguard check --json` does with the
 // same configuration: the same report, and so nothing probed or looked up
 // that the CLI would not.
 func TestAPIAnswersAsTheCLIDoes(t *testing.T) {
@@ -176,7 +177,7 @@ func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	waitUntil(t, "the session to open", func() bool {
+	testkit.WaitFor(t, "the session to open", func() bool {
 		_, m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
 		return strings.Contains(m, "mxguard_active_sessions 1")
 	})
@@ -186,7 +187,7 @@ func TestShutdownClosesTheAPIWhileTheMilterDrains(t *testing.T) {
 
 	d.signal(t, syscall.SIGTERM)
 	d.waitLog(t, "draining sessions")
-	waitUntil(t, "the API to stop accepting while the milter drains", func() bool {
+	testkit.WaitFor(t, "the API to stop accepting while the milter drains", func() bool {
 		c, err := net.DialTimeout("tcp", apiAddr, time.Second)
 		if err == nil {
 			c.Close()

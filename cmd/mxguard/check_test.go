@@ -68,7 +68,7 @@ func parseLines(t *testing.T, out string) []reportLine {
 	return lines
 }
 
-// expectedExit is the SPEC exit status for a case.
+// expectedExit is the exit status for a case (README, mxguard check).
 func expectedExit(c spectest.Case) int {
 	switch c.Verdict {
 	case "flag", "hold":
@@ -82,7 +82,7 @@ func expectedExit(c spectest.Case) int {
 	return exitPass
 }
 
-func TestCheckSPECTable(t *testing.T) {
+func TestCheckTable(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	flags := sandboxFlags(t, sb)
 	for _, c := range spectest.Cases {
@@ -104,7 +104,7 @@ func TestCheckSPECTable(t *testing.T) {
 				t.Fatalf("%d report lines; stderr %s", len(lines), errOut)
 			}
 			r := lines[0]
-			if got := spectest.Findings(r.Checks); got != c.Want {
+			if got := c.Got(r.Checks); got != c.Want {
 				t.Errorf("statuses\n got %s\nwant %s", got, c.Want)
 			}
 			if r.Verdict != c.Verdict {
@@ -269,7 +269,7 @@ func headline(t *testing.T, out string) string {
 }
 
 // The human headline says what the exit status says, for every case of the
-// SPEC table: a report that could check nothing is TEMPERROR, not PASS.
+// check table: a report that could check nothing is TEMPERROR, not PASS.
 func TestCheckHeadlineAgreesWithExitCode(t *testing.T) {
 	sb := spectest.Sandbox(t)
 	flags := sandboxFlags(t, sb)

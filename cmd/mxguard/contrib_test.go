@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/redislab"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 )
 
 // The operator material in contrib/: a Grafana dashboard and Prometheus
@@ -286,7 +287,7 @@ func TestContribMetricsExported(t *testing.T) {
 	startDaemon(t, path, "tcp", milter).waitLog(t, "mxguard serving")
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	var body string
-	waitUntil(t, "the shared cache and the self-check in /metrics", func() bool {
+	testkit.WaitFor(t, "the shared cache and the self-check in /metrics", func() bool {
 		_, body = httpGet(t, metricsURL)
 		return strings.Contains(body, "mxguard_shared_cache_up 1") && strings.Contains(body, "mxguard_self_check{")
 	})
@@ -325,9 +326,9 @@ func TestContribMetricsExported(t *testing.T) {
 		t.Errorf("egress blocked before any probe")
 	}
 	header(t, "tcp", milter, "a@blackhole.test")
-	waitUntil(t, "IPv4 egress to be blocked", egress(1, 0))
+	testkit.WaitFor(t, "IPv4 egress to be blocked", egress(1, 0))
 	header(t, "tcp", milter, "a@v4.test")
-	waitUntil(t, "IPv4 egress to be open again", egress(0, 0))
+	testkit.WaitFor(t, "IPv4 egress to be open again", egress(0, 0))
 }
 
 // checkExpr checks the selectors and groupings of one PromQL expression

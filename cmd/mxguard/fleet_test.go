@@ -7,12 +7,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/rueidis"
 
 	"github.com/mxguard/mxguard/internal/redislab"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -35,7 +35,7 @@ func TestServeFleet(t *testing.T) {
 		milters, metricsPorts = append(milters, milter), append(metricsPorts, metricsPort)
 	}
 	for _, p := range metricsPorts {
-		waitUntil(t, "the shared cache to be up", func() bool {
+		testkit.WaitFor(t, "the shared cache to be up", func() bool {
 			_, m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p))
 			return strings.Contains(m, "mxguard_shared_cache_up 1")
 		})
@@ -54,7 +54,7 @@ func TestServeFleet(t *testing.T) {
 	// The first node's writes are asynchronous: the second may ask before
 	// they land; once they have, it must ask nobody.
 	var second string
-	waitUntil(t, "the second node to decide from the shared cache", func() bool {
+	testkit.WaitFor(t, "the second node to decide from the shared cache", func() bool {
 		queries := sb.DNS.Queries()
 		second = play(milters[1])
 		return sb.DNS.Queries() == queries
@@ -87,12 +87,3 @@ func TestServeFleet(t *testing.T) {
 }
 
 const fleetKey = "d3adb33f-a-long-random-fleet-secret"
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(waitLimit); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
-}

@@ -16,7 +16,7 @@ import (
 	"os"
 )
 
-// Exit codes (SPEC): 0 pass, 1 flag/hold, 2 defer/reject, 3 temperror only,
+// Exit codes (README, mxguard check): 0 pass, 1 flag/hold, 2 defer/reject, 3 temperror only,
 // 64 usage or configuration error (sysexits EX_USAGE).
 const (
 	exitPass      = 0

@@ -21,7 +21,7 @@ import (
 )
 
 // These tests run a real Postfix and a real Sendmail (Debian's packages,
-// see internal/mtalab) with mxguard as their milter, in front of the SPEC
+// see internal/mtalab) with mxguard as their milter, in front of the check-table
 // sandbox, relaying to a go-smtp sink. CI provides both (.ci/run); without
 // them the tests fail under CI=true and are skipped elsewhere.
 

@@ -78,7 +78,7 @@ func testWithOpenDKIM(t *testing.T, mta string) {
 	signer := startOpenDKIM(t, "signed.test")
 	rig := startSignedRig(t, mta, signer.Socket, "")
 	rig.sb.Zone.MX("signed.test", 10, "mx.accept.test")
-	spectest.Authenticated(rig.sb.Zone, "signed.test")
+	spectest.Passing(rig.sb.Zone, "signed.test")
 	publishKey(rig.sb.Zone, "lab._domainkey.signed.test", signer.Record)
 
 	if errs := sendSession(t, rig.lab.Addr, "127.0.3.1", "mail.good.test", mail{"a@signed.test", "signed"}); errs[0] != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 )
 
 // The egress self-check, by hand: one report per single outbound address,
@@ -93,7 +94,7 @@ func TestReloadNamesRestartOnlySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	d := &daemon{started: old, log: slog.New(slog.NewTextHandler(&log, nil))}
 	d.warnRestartOnly(next)
 	for _, key := range []string{"metrics.listen", "policy_service.listen"} {

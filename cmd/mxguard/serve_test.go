@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -32,32 +33,15 @@ func TestMain(m *testing.M) {
 // daemon is an `mxguard serve` child process.
 type daemonProc struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testkit.SyncBuffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startDaemon runs `mxguard serve --config path` and waits until it serves
 // the milter at network/address.
 func startDaemon(t *testing.T, path, network, address string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{log: &syncBuffer{}, done: make(chan error, 1)}
+	d := &daemonProc{log: &testkit.SyncBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(os.Args[0], "serve", "--config", path)
 	d.cmd.Env = append(os.Environ(), "MXGUARD_RUN_MAIN=1")
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
@@ -143,7 +127,7 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// sandboxConfig is a daemon configuration for the SPEC sandbox.
+// sandboxConfig is a daemon configuration for the check-table sandbox.
 func sandboxConfig(sb *smtptest.Sandbox, listen string, metricsPort int, extra string) string {
 	return fmt.Sprintf(`milter:
   listen: %s

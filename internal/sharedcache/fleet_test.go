@@ -21,6 +21,7 @@ import (
 	"github.com/mxguard/mxguard/internal/redislab"
 	"github.com/mxguard/mxguard/internal/sharedcache"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
@@ -53,7 +54,7 @@ func node(t *testing.T, sb *smtptest.Sandbox, url string, wait time.Duration, wi
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the shared cache to connect", shared.Up)
+	testkit.WaitFor(t, "the shared cache to connect", shared.Up)
 	return e, shared
 }
 
@@ -89,13 +90,13 @@ func TestSecondNodeAsksNobody(t *testing.T) {
 		t.Fatal(err)
 	}
 	sb.Zone.MX("fleet.test", 10, "mx.fleet.test").A("mx.fleet.test", "127.0.20.1")
-	spectest.Authenticated(sb.Zone, "fleet.test")
+	spectest.Passing(sb.Zone, "fleet.test")
 	req := policy.Request{Sender: "a@fleet.test", ClientIP: netip.MustParseAddr("127.0.3.1"), HELO: "mail.good.test"}
 	if r := a.Evaluate(context.Background(), req); r.Verdict() != policy.Pass {
 		t.Fatalf("first node: %s", spectest.Findings(r.Checks))
 	}
 	c := admin(t, srv)
-	waitFor(t, "the first node's answers to reach the shared cache", func() bool {
+	testkit.WaitFor(t, "the first node's answers to reach the shared cache", func() bool {
 		return exists(t, c, mxKey+"fleet.test") && exists(t, c, "mxguard:v1:probe:"+fmt.Sprint(sb.Port)+":127.0.20.1")
 	})
 	queries, probes := sb.DNS.Queries(), mx.Connections()
@@ -167,7 +168,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 		t.Error("the shared cache says it is up")
 	}
 	srv.Restart(t)
-	waitFor(t, "the breaker to close again", func() bool {
+	testkit.WaitFor(t, "the breaker to close again", func() bool {
 		e.Evaluate(context.Background(), policy.Request{Domain: fmt.Sprintf("back%d.test", time.Now().UnixNano())})
 		return shared.Up()
 	})
@@ -175,7 +176,7 @@ func TestRedisKilledAndRestarted(t *testing.T) {
 	// again, and the writes meanwhile are dropped: decide until one lands.
 	c := admin(t, srv)
 	var decided []string
-	waitFor(t, "a write after the restart", func() bool {
+	testkit.WaitFor(t, "a write after the restart", func() bool {
 		for _, d := range decided {
 			if exists(t, c, mxKey+d) {
 				return true
@@ -219,7 +220,7 @@ func TestBreakerClosesAfterAStallDuringALock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shared.Close()
-	waitFor(t, "the shared cache to connect", shared.Up)
+	testkit.WaitFor(t, "the shared cache to connect", shared.Up)
 	ctx := context.Background()
 	unlock, mine := shared.Lock(ctx, "lock:k", time.Minute)
 	if !mine {
@@ -230,13 +231,13 @@ func TestBreakerClosesAfterAStallDuringALock(t *testing.T) {
 		t.Fatalf("a wedged server answered, or the breaker stayed closed (up %v)", shared.Up())
 	}
 	srv.Resume(t)
-	waitFor(t, "the breaker's cool-down", shared.TrialDue)
+	testkit.WaitFor(t, "the breaker's cool-down", shared.TrialDue)
 	unlock()
 	c := admin(t, srv)
 	if err := c.Do(ctx, c.B().Set().Key("k").Value("v").Build()).Error(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the node to read the fleet cache again", func() bool {
+	testkit.WaitFor(t, "the node to read the fleet cache again", func() bool {
 		v, ok := shared.Get(ctx, "k", 64)
 		return ok && string(v) == "v" && shared.Up()
 	})
@@ -331,7 +332,7 @@ func netOutput(t *testing.T, c rueidis.Client) int64 {
 func TestSharedLifetimesCappedByKind(t *testing.T) {
 	srv := redislab.Start(t)
 	sb := spectest.Sandbox(t)
-	clock := spectest.NewClock()
+	clock := testkit.NewClock(time.Now())
 	e, _ := node(t, sb, srv.URL, patient, func(c *policy.Config) { c.Clock, c.Cache.Prefetch = clock.Now, false })
 	if _, err := sb.Serve("127.0.20.5", smtptest.Accept); err != nil {
 		t.Fatal(err)
@@ -437,7 +438,7 @@ func TestKeysExpireWithTheDNSTTL(t *testing.T) {
 	e.Evaluate(context.Background(), policy.Request{Domain: "short.test"})
 	c := admin(t, srv)
 	for domain, want := range map[string]time.Duration{"ttl.test": 200 * time.Second, "short.test": time.Minute /* cache.min_ttl */} {
-		waitFor(t, domain+" in the shared cache", func() bool { return exists(t, c, mxKey+domain) })
+		testkit.WaitFor(t, domain+" in the shared cache", func() bool { return exists(t, c, mxKey+domain) })
 		ms, err := c.Do(context.Background(), c.B().Pttl().Key(mxKey+domain).Build()).AsInt64()
 		if got := time.Duration(ms) * time.Millisecond; err != nil || got > want || got < want-10*time.Second {
 			t.Errorf("%s: expires in %v, want %v", domain, got, want)
@@ -448,15 +449,15 @@ func TestKeysExpireWithTheDNSTTL(t *testing.T) {
 // A password in the URL authenticates, and is never logged.
 func TestAuthAndRedaction(t *testing.T) {
 	srv := redislab.Start(t, "requirepass", "s3cret-pw")
-	var log syncBuffer
+	var log testkit.SyncBuffer
 	shared, err := sharedcache.New(strings.Replace(srv.URL, "redis://", "redis://:s3cret-pw@", 1), patient, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer shared.Close()
-	waitFor(t, "an authenticated connection", shared.Up)
+	testkit.WaitFor(t, "an authenticated connection", shared.Up)
 	shared.Set("k", []byte("v"), time.Minute)
-	waitFor(t, "the write", func() bool { v, ok := shared.Get(context.Background(), "k", 64); return ok && string(v) == "v" })
+	testkit.WaitFor(t, "the write", func() bool { v, ok := shared.Get(context.Background(), "k", 64); return ok && string(v) == "v" })
 	if strings.Contains(log.String(), "s3cret-pw") || !strings.Contains(log.String(), "xxxxx") {
 		t.Errorf("the log shows the password, or no redacted URL:\n%s", log.String())
 	}
@@ -483,32 +484,6 @@ func timed(e *policy.Engine, domain string) time.Duration {
 	began := time.Now()
 	e.Evaluate(context.Background(), policy.Request{Domain: domain})
 	return time.Since(began)
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func sharedcacheNew(url string) (*sharedcache.Redis, error) {

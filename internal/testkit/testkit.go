@@ -37,3 +37,26 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 		}
 	}
 }
+
+// Clock is a clock for policy.Config.Clock that moves only when told, so
+// that a test can let cached entries age without waiting.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock is a Clock at start. A test whose values reach a real Redis
+// starts at time.Now: they are written with their absolute expiry.
+func NewClock(start time.Time) *Clock { return &Clock{now: start} }
+
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
