@@ -27,7 +27,7 @@ deb:
 	# the package suggests first) allowed to hold milter and policy sessions.
 	sed 's/^  allow_users: \[\]$$/  allow_users: [postfix]/' configs/mxguard.yaml >dist/mxguard.yaml
 	test "$$(grep -c '^  allow_users: \[postfix\]$$' dist/mxguard.yaml)" = 2
-	# Debian Policy 12.3, 12.7: the copyright file (DEP-5) and the changelog;
+	# Debian Policy 12.5, 12.7: the copyright file (DEP-5) and the changelog;
 	# 12.1: manual pages. gzip -9n: no name, no time stamp, the same bytes on
 	# every build.
 	sh packaging/copyright.sh >dist/copyright

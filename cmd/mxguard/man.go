@@ -219,6 +219,12 @@ func manCommands() string {
 		}
 		manFlags(&b, c.flags)
 	}
+	b.WriteString(".Sh CHECKS\nIn report order, with the verdict a failure gets by default (see\n.Cm policy.actions\nin\n.Xr mxguard.yaml 5 ) :\n.Bl -tag -width Ds\n")
+	for _, c := range policy.Catalogue() {
+		fmt.Fprintf(&b, ".It Cm %s Pq %s\n", c.ID, c.Default)
+		paragraphs(&b, "Of the "+c.Subject+": "+checkText(c))
+	}
+	b.WriteString(".El\n")
 	b.WriteString(manSignals)
 	b.WriteString(".Sh FILES\n.Bl -tag -width Ds\n")
 	for _, f := range manFiles() {
@@ -243,6 +249,18 @@ func manCommands() string {
 	b.WriteString(".El\n")
 	b.WriteString(".Sh SEE ALSO\n.Xr systemctl 1 ,\n.Xr mxguard.yaml 5 ,\n.Xr postconf 5\n")
 	return b.String()
+}
+
+// checkText is what the catalogue says of a check, as sentences.
+func checkText(c policy.CheckInfo) string {
+	text := c.What + ". It fails when " + c.FailWhen + "."
+	if c.WarnWhen != "" {
+		text += " It warns when " + c.WarnWhen + "."
+	}
+	if c.RFC != "" {
+		text += " See " + c.RFC + "."
+	}
+	return text
 }
 
 // manSummary is the pages' one-line description, the package's too.
@@ -394,14 +412,7 @@ func manConfig(src []byte) (string, error) {
 		case k.comment != "":
 			paragraphs(&b, k.comment)
 		case isCheck:
-			text := "The " + c.Subject + " check: " + c.What + ". It fails when " + c.FailWhen + "."
-			if c.WarnWhen != "" {
-				text += " It warns when " + c.WarnWhen + "."
-			}
-			if c.RFC != "" {
-				text += " See " + c.RFC + "."
-			}
-			paragraphs(&b, text)
+			paragraphs(&b, "What a failure of this check does. It is of the "+c.Subject+": "+checkText(c))
 			delete(checks, k.path)
 		case k.about != "":
 			fmt.Fprintf(&b, "Described with\n.Cm %s .\n", k.about)
