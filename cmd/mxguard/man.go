@@ -414,7 +414,8 @@ func manConfig(src []byte) (string, error) {
 		case isCheck:
 			paragraphs(&b, "What a failure of this check does. It is of the "+c.Subject+": "+checkText(c))
 			delete(checks, k.path)
-		case k.about != "":
+		case k.about != "" && !strings.HasPrefix(k.path, k.about+"."):
+			// Not when the text just above, its mapping's, covers it.
 			fmt.Fprintf(&b, "Described with\n.Cm %s .\n", k.about)
 		}
 	}
