@@ -30,7 +30,7 @@ deb:
 	# Debian Policy 12.5, 12.7: the copyright file (DEP-5) and the changelog;
 	# 12.1: manual pages. gzip -9n: no name, no time stamp, the same bytes on
 	# every build.
-	sh packaging/copyright.sh >dist/copyright
+	CGO_ENABLED=0 GOARCH=$(GOARCH) sh packaging/copyright.sh >dist/copyright
 	sh packaging/changelog.sh "$(VERSION)-$(RELEASE)" "$(MAINTAINER)" | gzip -9n >dist/changelog.Debian.gz
 	gzip -9n <docs/man/mxguard.8 >dist/mxguard.8.gz
 	gzip -9n <docs/man/mxguard.yaml.5 >dist/mxguard.yaml.5.gz

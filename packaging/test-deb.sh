@@ -38,6 +38,11 @@ for l in third_party/go-milter/LICENSE third_party/spf/LICENSE; do
 done
 grep -q "^Files: third_party/go-milter/\*$" $doc/copyright && grep -q "^Files: third_party/spf/\*$" $doc/copyright ||
 	fail "$doc/copyright does not name the vendored code"
+# Every module the installed binary says it links, as go reads its build
+# information; replaced ones are the vendored code above.
+for m in $(go version -m /usr/bin/mxguard | awk '$1 == "dep" && $3 != "(devel)" && $4 != "" { print $2 }'); do
+	grep -qxF "Files: $m/*" $doc/copyright || fail "$doc/copyright lacks the Go module $m that /usr/bin/mxguard links"
+done
 zcat $doc/changelog.Debian.gz | head -1 | grep -qF "mxguard ($(dpkg-deb -f "$deb" Version))" ||
 	fail "$doc/changelog.Debian.gz is not for this version"
 zcat /usr/share/man/man8/mxguard.8.gz | cmp -s - docs/man/mxguard.8 || fail "the packaged mxguard(8) is not docs/man/mxguard.8"
