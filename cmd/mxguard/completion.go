@@ -43,7 +43,7 @@ _mxguard() {
 		COMPREPLY=($(compgen -W %q -- "$cur"))
 		return
 	fi
-	local words files
+	local words
 	case ${COMP_WORDS[1]} in
 `, strings.Join(names, " "))
 	for _, c := range cmds {

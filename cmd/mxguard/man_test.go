@@ -211,3 +211,12 @@ func TestCompletionUsage(t *testing.T) {
 		}
 	}
 }
+
+func TestManUsage(t *testing.T) {
+	for _, args := range [][]string{nil, {"1"}, {"8", "5"}} {
+		var out, errOut bytes.Buffer
+		if code := runMan(args, &out, &errOut); code != exitUsage || out.Len() > 0 {
+			t.Errorf("man %q: exit %d, output %q; want 64 and nothing", args, code, out.String())
+		}
+	}
+}
