@@ -40,6 +40,8 @@ type Config struct {
 	DecisionTimeout time.Duration
 	// Inventory, when set, answers GET /v1/domains.
 	Inventory inventory.Store
+	// Console, when set, serves every path outside /v1/.
+	Console Console
 }
 
 // Evaluator decides; *policy.Engine is the one mxguard uses.
@@ -191,6 +193,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) int {
 	// the token (or a stranger behind the same proxy) cannot use up the
 	// control panel's.
 	client := clientKey(r.RemoteAddr)
+	if cfg.Console != nil && !strings.HasPrefix(r.URL.Path, apiPrefix) {
+		return s.serveConsole(w, r, cfg, client)
+	}
 	if cfg.Token != "" && !authorized(r.Header.Get("Authorization"), cfg.Token) {
 		// Refused connections are not kept alive: they would hold a slot.
 		w.Header().Set("Connection", "close")

@@ -68,7 +68,8 @@ func TestReadmeShowsTheTestedSnippets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, snippet := range map[string][]byte{"postfix/main.cf": PostfixMainCf, "postfix/policy-service.cf": PostfixPolicyCf, "sendmail/mxguard.mc": SendmailMc} {
+	for name, snippet := range map[string][]byte{"postfix/main.cf": PostfixMainCf, "postfix/policy-service.cf": PostfixPolicyCf, "sendmail/mxguard.mc": SendmailMc,
+		"postfix/opendkim.cf": PostfixOpenDKIMCf, "sendmail/opendkim.mc": SendmailOpenDKIMMc} {
 		for _, line := range strings.Split(string(snippet), "\n") {
 			if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "dnl") {
 				continue

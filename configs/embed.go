@@ -24,3 +24,14 @@ var PostfixPolicyCf []byte
 //
 //go:embed sendmail/mxguard.mc
 var SendmailMc []byte
+
+// PostfixOpenDKIMCf is configs/postfix/opendkim.cf: OpenDKIM, then mxguard.
+//
+//go:embed postfix/opendkim.cf
+var PostfixOpenDKIMCf []byte
+
+// SendmailOpenDKIMMc is configs/sendmail/opendkim.mc: OpenDKIM's filter,
+// included before mxguard's.
+//
+//go:embed sendmail/opendkim.mc
+var SendmailOpenDKIMMc []byte

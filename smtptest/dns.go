@@ -26,6 +26,7 @@ type Zone struct {
 	records map[string][]dns.RR // by lowercase owner FQDN
 	exists  map[string]bool     // owners and their ancestors (empty non-terminals exist)
 	faults  map[faultKey]Fault
+	latency time.Duration // before every answer without a fault of its own
 	// NegativeTTL is the SOA minimum sent with NXDOMAIN and NODATA answers.
 	negativeTTL uint32
 }
@@ -201,6 +202,16 @@ func (z *Zone) SetTypeFault(name string, qtype uint16, f Fault) *Zone {
 	return z
 }
 
+// SetLatency makes every answer without a fault of its own wait d, as
+// answers from a distant server do: for benchmarks whose throughput depends
+// on the DNS round trip. Zero answers at once.
+func (z *Zone) SetLatency(d time.Duration) *Zone {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.latency = d
+	return z
+}
+
 // canonical is the form names are kept and looked up in: lowercase, fully
 // qualified, and escaped as miekg/dns unpacks a query name, so "a\032b" and
 // "a\ b" are one name.
@@ -226,7 +237,10 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 	name := canonical(q.Name)
 	fault, ok := z.faults[faultKey{name, q.Qtype}]
 	if !ok {
-		fault = z.faults[faultKey{name, 0}]
+		fault, ok = z.faults[faultKey{name, 0}]
+	}
+	if !ok && z.latency > 0 {
+		fault = Delay(z.latency)
 	}
 	seen := map[string]bool{}
 	for !seen[name] {
@@ -328,6 +342,10 @@ func StartDNSAt(addr string, zone *Zone) (*DNSServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtptest: DNS: %w", err)
 	}
+	// Room for thousands of queries at once: a datagram dropped for want of
+	// buffer costs its resolver a whole timeout. The kernel caps the size
+	// at net.core.rmem_max.
+	pc.(*net.UDPConn).SetReadBuffer(4 << 20)
 	s.Addr = pc.LocalAddr().String()
 	handler := dns.HandlerFunc(s.serve)
 	s.udp = &dns.Server{PacketConn: pc, Handler: handler}

@@ -150,6 +150,24 @@ func TestTruncationAndFaults(t *testing.T) {
 	}
 }
 
+// A zone's latency delays every answer but those of names with a fault:
+// the delay is the property, so it is timed (a lower bound only).
+func TestZoneLatency(t *testing.T) {
+	sb := newSandbox(t)
+	sb.Zone.A("slow.example.test", "127.0.0.1").A("f.example.test", "127.0.0.1")
+	sb.Zone.SetFault("f.example.test", ServFail).SetLatency(200 * time.Millisecond)
+	began := time.Now()
+	if r := query(t, sb, "udp", "slow.example.test", dns.TypeA, false); len(r.Answer) != 1 {
+		t.Errorf("answer under latency: %v", r)
+	}
+	if took := time.Since(began); took < 200*time.Millisecond {
+		t.Errorf("answered in %v, before the 200ms latency", took)
+	}
+	if r := query(t, sb, "udp", "f.example.test", dns.TypeA, false); r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("a name's own fault lost under latency: rcode %d", r.Rcode)
+	}
+}
+
 func greeting(t *testing.T, addr string, timeout time.Duration) (string, error) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, timeout)

@@ -1,10 +1,10 @@
 // Command mxbench measures mxguard: milter throughput against a no-op
 // milter, Postfix end to end, the cold path, a stampede, memory per cached
-// domain and batch audits. Every comparison runs side by side in one
+// domain, batch checks and inventory audits. Every comparison runs side by side in one
 // process, in alternating rounds, because the machines are shared and noisy.
 //
 //	go run ./bench/mxbench all          # every benchmark, one table
-//	go run ./bench/mxbench milter       # one of: milter postfix cold stampede memory batch fleet
+//	go run ./bench/mxbench milter       # one of: milter postfix cold stampede memory batch audit fleet
 package main
 
 import (
@@ -32,6 +32,7 @@ var benches = []struct {
 	{"stampede", runStampede},
 	{"memory", runMemory},
 	{"batch", runBatch},
+	{"audit", runAudit},
 	{"fleet", runFleet},
 }
 

@@ -62,6 +62,11 @@ func TestAPIAnswersAsTheCLIDoes(t *testing.T) {
 	if code, body := apiGet(t, apiBase+"/v1/check?domain=ok.test", ""); code != 401 {
 		t.Errorf("without the token: %d %s", code, body)
 	}
+	// With the token set, the console is served outside /v1/: signed out,
+	// it sends the browser to its sign-in form.
+	if code, body := apiGet(t, apiBase+"/", ""); code != 200 || !strings.Contains(body, `id="signin"`) {
+		t.Errorf("the console signed out: %d %s", code, body)
+	}
 	if code, body := apiGet(t, apiBase+"/v1/check?domain=ok.test&client_ip=nonsense", "s3cret"); code != 400 || !strings.Contains(body, `"error"`) {
 		t.Errorf("a bad client_ip: %d %s", code, body)
 	}

@@ -66,6 +66,13 @@ const viaPolicyService = "postfix-policy"
 // and milterConfig lines go into its milter section.
 func startRig(t *testing.T, mta, extraConfig string, milterConfig ...string) *mtaRig {
 	t.Helper()
+	return startSignedRig(t, mta, "", extraConfig, milterConfig...)
+}
+
+// startSignedRig is startRig with a DKIM signer's milter (signer) before
+// mxguard's, as configs/ shows; "" for none.
+func startSignedRig(t *testing.T, mta, signer, extraConfig string, milterConfig ...string) *mtaRig {
+	t.Helper()
 	front := "milter"
 	if mta == viaPolicyService {
 		mta, front = "postfix", "policy"
@@ -94,7 +101,7 @@ func startRig(t *testing.T, mta, extraConfig string, milterConfig ...string) *mt
 	}
 	writeFile(t, r.cfg, cfg)
 	r.mxguard = startDaemon(t, r.cfg, "tcp", r.milter)
-	opts := mtalab.Options{Milter: "inet:" + r.milter, Relay: r.sink.Addr}
+	opts := mtalab.Options{Milter: "inet:" + r.milter, Signer: signer, Relay: r.sink.Addr}
 	if front == "policy" {
 		opts = mtalab.Options{PolicyService: "inet:" + r.policy, Relay: r.sink.Addr}
 	}

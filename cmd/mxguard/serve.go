@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/checkapi"
+	"github.com/mxguard/mxguard/console"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/inventory"
 	"github.com/mxguard/mxguard/internal/metrics"
@@ -52,6 +53,7 @@ type daemon struct {
 	milter    *milter.Milter        // nil when milter.listen is empty
 	policy    *postfixpolicy.Server // nil when policy_service.listen is empty
 	api       *checkapi.Server      // nil when api.listen is empty
+	console   *console.Console      // nil until api.listen and api.token are set; kept across reloads
 	shared    *sharedcache.Redis    // nil when cache.shared.url is empty; kept across reloads
 	inventory *inventory.Inventory
 	webhook   *notify.Webhook // nil when notify.webhook.url is empty
@@ -497,8 +499,23 @@ func allowedPeers(c *config.Config) (milter, policy *peers.Allow, err error) {
 }
 
 func (d *daemon) apiConfig(c *config.Config, engine *policy.Engine) *checkapi.Config {
-	return &checkapi.Config{Engine: engine, Token: c.API.Token, Rate: c.API.Rate, DecisionTimeout: c.DecisionTimeout.D,
+	api := &checkapi.Config{Engine: engine, Token: c.API.Token, Rate: c.API.Rate, DecisionTimeout: c.DecisionTimeout.D,
 		Inventory: d.inventory.Store()}
+	if c.API.Token == "" { // the console signs in with the token
+		return api
+	}
+	cc := &console.Config{Token: c.API.Token, Inventory: d.inventory.Store(),
+		Record: func(ctx context.Context, b []inventory.Sighting) error {
+			_, err := d.inventory.Apply(ctx, b)
+			return err
+		}}
+	if d.console == nil {
+		d.console = console.New(cc, console.Options{Log: d.log})
+	} else {
+		d.console.Reload(cc)
+	}
+	api.Console = d.console
+	return api
 }
 
 // openInventory opens the domain inventory: the fleet's with a fleet

@@ -3,10 +3,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math"
 	"net"
@@ -257,22 +255,13 @@ func Parse(name string, data []byte) (*Config, error) {
 func parseOnto(c *Config, name string, data []byte) (*Config, error) {
 	c.Source = name
 	c.lines = map[string]int{}
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, syntaxError(name, data, err)
+	root, err := ReadDocument(name, data, "the configuration")
+	if err != nil {
+		return nil, err
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		line := extra.Line
-		if err != nil {
-			return nil, syntaxError(name, data, err)
-		}
-		return nil, fmt.Errorf("%s:%d: a second YAML document; the configuration is one document", name, line)
-	}
-	if len(doc.Content) > 0 {
-		d := decoder{file: name, lines: c.lines}
-		if err := d.decode(doc.Content[0], c, ""); err != nil {
+	if root != nil {
+		d := decoder{w: Walker{File: name, Dotted: true}, lines: c.lines}
+		if err := d.decode(root, c, ""); err != nil {
 			return nil, err
 		}
 	}

@@ -74,7 +74,7 @@ func TestEveryKeyDocumented(t *testing.T) {
 			if tag == "" || tag == "-" {
 				continue
 			}
-			key := join(path, tag)
+			key := Walker{Dotted: true}.Key(path, tag)
 			if _, ok := d.lines[key]; !ok {
 				t.Errorf("key %s is missing from configs/mxguard.yaml", key)
 			}
@@ -119,6 +119,7 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"probe:\n  allow_networks: 10.0.0.0/8\n", `bad.yaml:2: probe.allow_networks: want a list`},
 		{"policy:\n  actions:\n    mx.port26: defer\n", `bad.yaml:3: policy.actions: unknown check "mx.port26" (did you mean "mx.port25"?)`},
 		{"policy:\n  actions:\n    mx.port25: bounce\n", `bad.yaml:3: policy.actions: unknown action "bounce"`},
+		{"policy:\n  actions:\n    mx.port25: flag\n    mx.port25: defer\n", `bad.yaml:4: policy.actions: check "mx.port25" is listed twice (first on line 3)`},
 		{"policy:\n  on_temperror: reject\n", `bad.yaml:2: policy.on_temperror: "reject": want accept or defer`},
 		{"policy:\n  allow_domains: [exa_mple.com]\n", `bad.yaml:2: policy.allow_domains: "exa_mple.com" is not a valid domain name`},
 		{"header:\n  name: X MXGuard\n", `bad.yaml:2: header.name: "X MXGuard" is not a valid header field name`},
@@ -128,8 +129,9 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"milter:\n  socket_mode: \"0666\"\n", `bad.yaml:2: milter.socket_mode: "0666" lets every local user`},
 		{"log:\n  level: verbose\n", `bad.yaml:2: log.level: "verbose": want one of debug, info, warn, error`},
 		{"checks:\n  header_from: yes please\n", `bad.yaml:2: checks.header_from: "yes please" is not a valid boolean`},
-		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice`},
+		{"probe:\n  port: 25\n  port: 26\n", `bad.yaml:3: probe.port is set twice (first on line 2)`},
 		{"probe: [1, 2]\n", `bad.yaml:1: probe: want a mapping`},
+		{"- probe\n", `bad.yaml:1: want a mapping (key: value lines), got a list`},
 		{"probe:\n  port: 25\n bad indent\n", `bad.yaml:3: did not find expected key`},
 		{"probe:\n  port: 2525\n---\nbogus: 1\n", `bad.yaml:3: a second YAML document`},
 		{"probe:\n  port:\n", `bad.yaml:2: probe.port: has no value`},

@@ -28,19 +28,9 @@ func errAt(n *yaml.Node, format string, args ...any) error {
 
 func scalar(n *yaml.Node, what string) (string, error) {
 	if n.Kind != yaml.ScalarNode {
-		return "", errAt(n, "want %s, got a %s", what, kindName(n))
+		return "", errAt(n, "want %s, got %s", what, KindOf(n))
 	}
 	return n.Value, nil
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	}
-	return "value"
 }
 
 // Duration is a Go duration string such as "500ms" or "2s". Bare numbers
@@ -136,7 +126,7 @@ func (a *Actions) UnmarshalYAML(n *yaml.Node) error {
 	if *a == nil {
 		*a = Actions{}
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		id := policy.CheckID(k.Value)
@@ -145,12 +135,12 @@ func (a *Actions) UnmarshalYAML(n *yaml.Node) error {
 			for _, c := range policy.CheckIDs() {
 				ids = append(ids, string(c))
 			}
-			return errAt(k, "unknown check %q%s", k.Value, suggest(k.Value, ids))
+			return errAt(k, "unknown check %q%s", k.Value, hint(k.Value, ids))
 		}
-		if seen[k.Value] {
-			return errAt(k, "check %q is listed twice", k.Value)
+		if line, ok := seen[k.Value]; ok {
+			return errAt(k, "check %q is listed twice (first on line %d)", k.Value, line)
 		}
-		seen[k.Value] = true
+		seen[k.Value] = k.Line
 		s, err := scalar(v, "an action")
 		if err != nil {
 			return err

@@ -23,6 +23,9 @@ type Store interface {
 	Domains(ctx context.Context, since time.Time, fn func(domain string) error) error
 	// Counts returns the number of domains by verdict.
 	Counts(ctx context.Context) (map[string]int, error)
+	// CheckCounts returns the number of domains with a non-pass finding of
+	// each of the given checks.
+	CheckCounts(ctx context.Context, checks []string) (map[string]int, error)
 	Close() error
 }
 

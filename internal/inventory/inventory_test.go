@@ -171,6 +171,10 @@ func TestStoreListsAndFilters(t *testing.T) {
 		if err != nil || counts["pass"] != 2000 || counts["defer"] != 500 {
 			t.Errorf("counts %v %v", counts, err)
 		}
+		byCheck, err := st.CheckCounts(ctx, []string{"mx.port25", "spf.relay"})
+		if err != nil || len(byCheck) != 2 || byCheck["mx.port25"] != 500 || byCheck["spf.relay"] != 0 {
+			t.Errorf("counts by check %v %v", byCheck, err)
+		}
 		var since []string
 		st.Domains(ctx, t0.Add(24*time.Second), func(d string) error { since = append(since, d); return nil })
 		if len(since) != 100 {
@@ -344,6 +348,9 @@ func (blockedStore) Apply(ctx context.Context, _ []Sighting) ([]Notice, error) {
 	select {}
 }
 func (blockedStore) Counts(context.Context) (map[string]int, error) { return nil, nil }
+func (blockedStore) CheckCounts(context.Context, []string) (map[string]int, error) {
+	return nil, nil
+}
 
 // The mail path never waits: with a store that hangs, recording is still
 // immediate and what does not fit is counted.

@@ -266,6 +266,25 @@ func (l *Local) Counts(context.Context) (map[string]int, error) {
 	return out, nil
 }
 
+// CheckCounts returns the number of domains with a non-pass finding of
+// each check.
+func (l *Local) CheckCounts(_ context.Context, checks []string) (map[string]int, error) {
+	out := make(map[string]int, len(checks))
+	for _, c := range checks {
+		out[c] = 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for el := l.order.Front(); el != nil; el = el.Next() {
+		for _, f := range el.Value.(*Entry).Findings {
+			if n, ok := out[f.ID]; ok {
+				out[f.ID] = n + 1
+			}
+		}
+	}
+	return out, nil
+}
+
 // Save writes the inventory to its file if it changed: to a new file
 // beside it, synced, then renamed over it.
 func (l *Local) Save() error {

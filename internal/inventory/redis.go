@@ -322,6 +322,30 @@ func (r *Redis) Counts(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
+// CheckCounts returns the number of domains with a non-pass finding of
+// each check: the sizes of their filter sets.
+func (r *Redis) CheckCounts(ctx context.Context, checks []string) (map[string]int, error) {
+	client, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	cmds := make(rueidis.Commands, len(checks))
+	for i, c := range checks {
+		cmds[i] = client.B().Zcard().Key(r.prefix + "c:" + c).Build()
+	}
+	out := make(map[string]int, len(checks))
+	for i, res := range client.DoMulti(ctx, cmds...) {
+		n, err := res.AsInt64()
+		if err != nil {
+			return nil, err
+		}
+		out[checks[i]] = int(n)
+	}
+	return out, nil
+}
+
 // Close does nothing: the client is the fleet cache's.
 func (r *Redis) Close() error { return nil }
 

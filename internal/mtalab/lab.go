@@ -22,6 +22,10 @@ type Options struct {
 	// PolicyService is mxguard's policy service socket
 	// ("inet:127.0.0.1:10040"), or "" for none (Postfix only).
 	PolicyService string
+	// Signer is a DKIM signer's milter socket (OpenDKIM.Socket), put
+	// before mxguard's as configs/postfix/opendkim.cf and
+	// configs/sendmail/opendkim.mc say; "" for none.
+	Signer string
 	// Relay is the host:port mail goes on to. Sendmail treats 127.0.0.1 as
 	// itself: use another loopback address. Empty discards the mail
 	// (Postfix only), to measure smtpd and the milter alone.
@@ -77,6 +81,9 @@ func Available(name string) error {
 func Start(name string, o Options) (*Lab, error) {
 	if err := Available(name); err != nil {
 		return nil, err
+	}
+	if o.Signer != "" && o.Milter == "" {
+		return nil, errNoMilterForSigner
 	}
 	l := &Lab{Name: name, mta: postfix{}}
 	if name == "sendmail" {

@@ -77,7 +77,11 @@ func (postfix) start(l *Lab, o Options) error {
 		cf += "relayhost =\ndefault_transport = discard:mtalab\n"
 	}
 	if o.Milter != "" {
-		cf += strings.ReplaceAll(string(configs.PostfixMainCf), "inet:127.0.0.1:8891", o.Milter)
+		milters := string(configs.PostfixMainCf)
+		if o.Signer != "" { // the signer's lines replace main.cf's list: it goes first
+			milters = withoutMilterLists(milters) + string(configs.PostfixOpenDKIMCf)
+		}
+		cf += strings.NewReplacer("inet:127.0.0.1:8891", o.Milter, "inet:127.0.0.1:8892", o.Signer).Replace(milters)
 	}
 	if o.PolicyService != "" {
 		cf += strings.ReplaceAll(string(configs.PostfixPolicyCf), "inet:127.0.0.1:10040", o.PolicyService)
@@ -96,6 +100,18 @@ func (postfix) start(l *Lab, o Options) error {
 		}
 	}
 	return nil
+}
+
+// withoutMilterLists is a main.cf snippet without its smtpd_milters and
+// non_smtpd_milters lines.
+func withoutMilterLists(cf string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(cf, "\n") {
+		if !strings.HasPrefix(line, "smtpd_milters") && !strings.HasPrefix(line, "non_smtpd_milters") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 func postfixEtc(l *Lab) string { return filepath.Join(l.Dir, "etc") }

@@ -113,6 +113,15 @@ func (s *sendmail) start(l *Lab, o Options) error {
 		}
 		milter = "include(`" + path + "')dnl\n"
 	}
+	if o.Signer != "" { // the signer's filter is defined, and so called, first
+		host, sport, _ := strings.Cut(strings.TrimPrefix(o.Signer, "inet:"), ":")
+		snippet := strings.ReplaceAll(string(configs.SendmailOpenDKIMMc), "inet:8892@127.0.0.1", fmt.Sprintf("inet:%s@%s", sport, host))
+		path := filepath.Join(l.Dir, "opendkim.mc")
+		if err := os.WriteFile(path, []byte(snippet), 0o644); err != nil {
+			return err
+		}
+		milter = "include(`" + path + "')dnl\n" + milter
+	}
 	mc := strings.NewReplacer("{{LAB}}", l.Dir, "{{RELAYHOST}}", relayHost, "{{RELAYPORT}}", relayPort,
 		"{{PORT}}", port, "{{MILTER}}", milter).Replace(labMc)
 	m4 := exec.Command(filepath.Join(root, m4Bin), "-D_CF_DIR_="+filepath.Join(root, cfDir)+"/", filepath.Join(root, cfDir, "m4/cf.m4"), "-")

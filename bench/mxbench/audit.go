@@ -1,0 +1,112 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// runAudit: `mxguard audit --file` over a hosting provider's customer list,
+// many domains sharing few MX addresses, behind DNS answers that take a
+// round trip: domains per second, and one probe per MX address, counted at
+// the sandbox.
+func runAudit(fs *flag.FlagSet, args []string) ([]row, error) {
+	domains := fs.Int("domains", 100000, "domains in the audit file")
+	hosts := fs.Int("mx-addresses", 1000, "distinct MX addresses the domains share")
+	latency := fs.Duration("dns-latency", 20*time.Millisecond, "delay of every DNS answer")
+	concurrency := fs.Int("concurrency", 512, "mxguard audit --concurrency")
+	fs.Parse(args)
+	if *hosts < 1 || *hosts > 250*200 {
+		return nil, fmt.Errorf("-mx-addresses %d: between 1 and 50000", *hosts)
+	}
+
+	dir, err := os.MkdirTemp("", "mxbench-audit-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "mxguard")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/mxguard").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building mxguard (run from the repository root): %v: %s", err, out)
+	}
+	sb, err := smtptest.NewSandbox()
+	if err != nil {
+		return nil, err
+	}
+	defer sb.Close()
+	const relay = "127.0.2.1" // the outbound address every domain's SPF authorizes
+	for h := 0; h < *hosts; h++ {
+		addr := fmt.Sprintf("127.1.%d.%d", h/250, 1+h%250)
+		if _, err := sb.Serve(addr, smtptest.Accept); err != nil {
+			return nil, err
+		}
+		sb.Zone.A(fmt.Sprintf("mx%d.hosting.test", h), addr)
+	}
+	var list bytes.Buffer
+	for i := 0; i < *domains; i++ {
+		d := fmt.Sprintf("d%d.audit.test", i)
+		sb.Zone.MX(d, 10, fmt.Sprintf("mx%d.hosting.test", i%*hosts)).
+			TXT(d, "v=spf1 ip4:"+relay+" -all").TXT("_dmarc."+d, "v=DMARC1; p=none")
+		fmt.Fprintln(&list, d)
+	}
+	sb.Zone.SetLatency(*latency)
+	listFile, cfgFile := filepath.Join(dir, "domains.txt"), filepath.Join(dir, "mxguard.yaml")
+	if err := os.WriteFile(listFile, list.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`resolver:
+  servers: [%s]
+probe:
+  port: %d
+  allow_networks: [127.0.0.0/8]
+outbound:
+  ips: [%s]
+identity:
+  skip_networks: []
+inventory:
+  path: %s
+`, sb.DNS.Addr, sb.Port, relay, filepath.Join(dir, "inventory"))
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+
+	cmd := exec.Command(bin, "audit", "--config", cfgFile, "--file", listFile,
+		"--concurrency", fmt.Sprint(*concurrency), "--json")
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+	began := time.Now()
+	err = cmd.Run()
+	took := time.Since(began)
+	if exit, ok := err.(*exec.ExitError); err != nil && !(ok && exit.ExitCode() < 64) {
+		return nil, fmt.Errorf("mxguard audit: %v", err)
+	}
+	lines, passed := 0, 0
+	sc := bufio.NewScanner(&stdout)
+	for sc.Scan() {
+		var r struct{ Verdict string }
+		if json.Unmarshal(sc.Bytes(), &r) == nil {
+			lines++
+			if r.Verdict == "pass" {
+				passed++
+			}
+		}
+	}
+	rate := float64(*domains) / took.Seconds()
+	probes := sb.Connections()
+	return []row{
+		{"audit", fmt.Sprintf("mxguard audit --file, %d domains on %d MX addresses, DNS +%v, --concurrency %d",
+			*domains, *hosts, *latency, *concurrency),
+			fmt.Sprintf("%.0f domains/s (%v; %d reports, %d pass; %d DNS queries)", rate, took.Round(time.Millisecond), lines, passed, sb.DNS.Queries()),
+			fmt.Sprintf("≥ 5000/s, all pass %s", verdict(rate >= 5000 && lines == *domains && passed == *domains))},
+		{"audit", "probes, counted at the sandbox", fmt.Sprint(probes),
+			fmt.Sprintf("one per MX address (%d) %s", *hosts, verdict(probes == *hosts))},
+	}, nil
+}
