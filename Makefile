@@ -2,6 +2,9 @@
 .PHONY: run test bench deb test-deb
 
 VERSION ?= $(shell sh packaging/version.sh)
+# The Debian revision: the package is built from the project's own tree.
+RELEASE ?= 1
+MAINTAINER ?= mxguard developers <mxguard@localhost>
 GOARCH ?= $(shell go env GOARCH)
 
 run:
@@ -24,7 +27,17 @@ deb:
 	# the package suggests first) allowed to hold milter and policy sessions.
 	sed 's/^  allow_users: \[\]$$/  allow_users: [postfix]/' configs/mxguard.yaml >dist/mxguard.yaml
 	test "$$(grep -c '^  allow_users: \[postfix\]$$' dist/mxguard.yaml)" = 2
-	VERSION=$(VERSION) GOARCH=$(GOARCH) go tool -modfile=packaging/go.mod nfpm package \
+	# Debian Policy 12.5, 12.7: the copyright file (DEP-5) and the changelog;
+	# 12.1: manual pages. gzip -9n: no name, no time stamp, the same bytes on
+	# every build.
+	CGO_ENABLED=0 GOARCH=$(GOARCH) sh packaging/copyright.sh >dist/copyright
+	sh packaging/changelog.sh "$(VERSION)-$(RELEASE)" "$(MAINTAINER)" | gzip -9n >dist/changelog.Debian.gz
+	gzip -9n <docs/man/mxguard.8 >dist/mxguard.8.gz
+	gzip -9n <docs/man/mxguard.yaml.5 >dist/mxguard.yaml.5.gz
+	go run ./cmd/mxguard completion bash >dist/mxguard.bash
+	go run ./cmd/mxguard completion zsh >dist/_mxguard
+	VERSION=$(VERSION) RELEASE=$(RELEASE) MAINTAINER="$(MAINTAINER)" GOARCH=$(GOARCH) \
+		go tool -modfile=packaging/go.mod nfpm package \
 		--config packaging/nfpm.yaml --packager deb --target dist/
 
 # Installs the package on this machine (root), checks it, purges it.

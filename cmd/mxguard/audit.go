@@ -51,8 +51,8 @@ type auditOptions struct {
 	concurrency int
 }
 
-func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var o auditOptions
+// auditFlagSet is the flag set of `mxguard audit`, parsed into o.
+func auditFlagSet(o *auditOptions, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, auditUsage); fs.PrintDefaults() }
@@ -63,6 +63,12 @@ func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.jsonOut, "json", false, "print one JSON object per domain per line")
 	fs.BoolVar(&o.csvOut, "csv", false, "print CSV: one row per domain and finding, with the fix")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "domains checked at once (default: inventory.audit_concurrency)")
+	return fs
+}
+
+func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o auditOptions
+	fs := auditFlagSet(&o, stderr)
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}

@@ -50,8 +50,8 @@ type checkOptions struct {
 	set         map[string]bool // flags given, even if empty
 }
 
-func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	var o checkOptions
+// checkFlagSet is the flag set of `mxguard check`, parsed into o.
+func checkFlagSet(o *checkOptions, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, checkUsage); fs.PrintDefaults() }
@@ -66,6 +66,12 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.file, "file", "", "read domains or addresses from `FILE`, one per line (\"-\": stdin)")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "domains checked at once with --file")
 	fs.BoolVar(&o.self, "self", false, "check this relay itself: each single outbound.ips address with outbound.helo (or --helo)")
+	return fs
+}
+
+func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o checkOptions
+	fs := checkFlagSet(&o, stderr)
 	targets, err := parseInterspersed(fs, args)
 	if err != nil {
 		return usageError(stderr, err)

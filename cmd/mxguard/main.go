@@ -6,6 +6,7 @@
 //	mxguard audit    [flags]                   re-check the domain inventory
 //	mxguard validate [--config FILE]           check a configuration file
 //	mxguard sandbox  --spec FILE               serve a test sandbox (DNS, MX hosts) for integration tests
+//	mxguard completion bash|zsh                print a shell completion script
 package main
 
 import (
@@ -37,8 +38,9 @@ Usage:
   mxguard check [flags] --file FILE         audit one domain or address per line ("-": stdin)
   mxguard audit [flags]                     re-check the domain inventory, say what changed (see mxguard audit -h)
   mxguard sandbox --spec FILE               serve a DNS zone and MX hosts on loopback for tests (docs/SANDBOX.md)
-  mxguard version                           the version of this binary
-  mxguard help                              this text
+  mxguard completion bash|zsh               print the shell completion script for bash or zsh
+  mxguard version                           print the version of this binary
+  mxguard help                              print this text
 `
 
 func main() {
@@ -65,6 +67,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runAudit(args[1:], stdin, stdout, stderr)
 	case "sandbox":
 		return runSandbox(args[1:], stdout, stderr)
+	case "completion":
+		return runCompletion(args[1:], stdout, stderr)
+	case "man":
+		return runMan(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mxguard %s\n", buildVersion())
 		return exitPass

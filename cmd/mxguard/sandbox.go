@@ -36,14 +36,25 @@ configuration and exits 0. A bad spec exits 64 with FILE:LINE and why.
 Flags:
 `
 
-func runSandbox(args []string, stdout, stderr io.Writer) int {
+// sandboxOptions are the parsed flags of `mxguard sandbox`.
+type sandboxOptions struct{ spec, dns, smtpPort, configOut string }
+
+// sandboxFlagSet is the flag set of `mxguard sandbox`, parsed into o.
+func sandboxFlagSet(o *sandboxOptions, stderr io.Writer) *flag.FlagSet {
 	flags := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() { fmt.Fprint(stderr, sandboxUsage); flags.PrintDefaults() }
-	specPath := flags.String("spec", "", "the sandbox `FILE` (YAML, see docs/SANDBOX.md)")
-	dnsAddr := flags.String("dns", "", "serve DNS (UDP and TCP) at loopback `HOST:PORT` (default: 127.0.0.1 at a free port)")
-	smtpPort := flags.String("smtp-port", "", "the SMTP `PORT` every MX host listens on (default: a free one)")
-	configOut := flags.String("config-out", "", "write the mxguard configuration to `PATH`, a new file, removed on exit (default: a temporary directory)")
+	flags.StringVar(&o.spec, "spec", "", "the sandbox `FILE` (YAML, see docs/SANDBOX.md)")
+	flags.StringVar(&o.dns, "dns", "", "serve DNS (UDP and TCP) at loopback `HOST:PORT` (default: 127.0.0.1 at a free port)")
+	flags.StringVar(&o.smtpPort, "smtp-port", "", "the SMTP `PORT` every MX host listens on (default: a free one)")
+	flags.StringVar(&o.configOut, "config-out", "", "write the mxguard configuration to `PATH`, a new file, removed on exit (default: a temporary directory)")
+	return flags
+}
+
+func runSandbox(args []string, stdout, stderr io.Writer) int {
+	var o sandboxOptions
+	flags := sandboxFlagSet(&o, stderr)
+	specPath, dnsAddr, smtpPort, configOut := &o.spec, &o.dns, &o.smtpPort, &o.configOut
 	if err := flags.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}

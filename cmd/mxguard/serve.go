@@ -66,11 +66,18 @@ type daemon struct {
 	serving       atomic.Bool
 }
 
-func runServe(args []string, stderr io.Writer) int {
+// serveFlagSet is the flag set of `mxguard serve`, parsed into path.
+func serveFlagSet(path *string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, serveUsage); fs.PrintDefaults() }
-	path := fs.String("config", "", "configuration `FILE` (default: the built-in configs/mxguard.yaml)")
+	fs.StringVar(path, "config", "", "configuration `FILE` (default: the built-in configs/mxguard.yaml)")
+	return fs
+}
+
+func runServe(args []string, stderr io.Writer) int {
+	path := new(string)
+	fs := serveFlagSet(path, stderr)
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}

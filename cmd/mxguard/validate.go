@@ -18,12 +18,19 @@ import (
 	"github.com/mxguard/mxguard/policy"
 )
 
+// validateFlagSet is the flag set of `mxguard validate`, parsed into path.
+func validateFlagSet(path *string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(path, "config", "", "configuration `FILE` to check (default: the built-in one)")
+	return fs
+}
+
 // runValidate checks a configuration file, like `nginx -t`. A valid file
 // exits 0 even when it draws warnings.
 func runValidate(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration `FILE` to check (default: the built-in one)")
+	path := new(string)
+	fs := validateFlagSet(path, stderr)
 	if err := fs.Parse(args); err != nil {
 		return usageError(stderr, err)
 	}
