@@ -4,6 +4,7 @@ package testkit
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -36,4 +37,42 @@ func WaitFor(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 	}
+}
+
+// quickIterations is how many times a benchmark's quick run does its work.
+const quickIterations = 20
+
+// Iterate runs body b.N times when tb is a benchmark (timer reset,
+// allocations reported), and a few times when it is a test: the quick
+// run through which the test suite makes a benchmark's own checks fail
+// when they break, rather than only whoever runs -bench next.
+func Iterate(tb testing.TB, body func()) {
+	if b, ok := tb.(*testing.B); ok {
+		b.ReportAllocs()
+		for b.Loop() {
+			body()
+		}
+		return
+	}
+	for range quickIterations {
+		body()
+	}
+}
+
+// IterateParallel is Iterate for a body that runs on several goroutines
+// (b.RunParallel), each looping while next says so.
+func IterateParallel(tb testing.TB, body func(next func() bool)) {
+	if b, ok := tb.(*testing.B); ok {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) { body(pb.Next) })
+		return
+	}
+	var left atomic.Int64
+	left.Store(quickIterations)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { body(func() bool { return left.Add(-1) >= 0 }) })
+	}
+	wg.Wait()
 }
