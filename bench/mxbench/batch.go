@@ -57,9 +57,9 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 	os.WriteFile(listFile, list.Bytes(), 0o644)
 	os.WriteFile(cfgFile, []byte(fmt.Sprintf("probe:\n  concurrency: %d\n  connect_timeout: 2s\n  greeting_timeout: 5s\noutbound:\n  ips: [%s]\n", *probeCap, spectest.IPOutDual)), 0o644)
 
-	cmd := exec.Command(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
+	cmd := childOf(exec.Command(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
 		"--probe-port", fmt.Sprint(sb.Port), "--allow-net", "127.0.0.0/8",
-		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile)
+		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile))
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	began := time.Now()

@@ -16,11 +16,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/mxguard/mxguard/internal/redislab"
 )
@@ -76,6 +80,13 @@ var benches = []struct {
 }
 
 func main() {
+	// Go when the parent goes: "go run" (bench/*.sh) dies of a SIGTERM or
+	// a timeout without passing it on. What mxbench starts (Postfix
+	// masters, redis-server, mxguard) goes with it in turn (childOf).
+	unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0, 0, 0)
+	if os.Getppid() == 1 { // the parent went before the line above
+		os.Exit(1)
+	}
 	if len(os.Args) < 2 {
 		usage()
 	}
@@ -115,6 +126,13 @@ func main() {
 	if slices.ContainsFunc(rows, func(r row) bool { return r.broken }) {
 		os.Exit(1)
 	}
+}
+
+// childOf makes cmd end when this process does, in any way: the kernel
+// sends it SIGTERM.
+func childOf(cmd *exec.Cmd) *exec.Cmd {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	return cmd
 }
 
 func usage() {

@@ -49,7 +49,7 @@ func runZoneServer(fs *flag.FlagSet, args []string) ([]row, error) {
 
 // startZoneServer starts this program as a zone server for n domains.
 func startZoneServer(n int) (addr string, stop func(), err error) {
-	cmd := exec.Command(os.Args[0], "zone-server", "-domains", strconv.Itoa(n))
+	cmd := childOf(exec.Command(os.Args[0], "zone-server", "-domains", strconv.Itoa(n)))
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

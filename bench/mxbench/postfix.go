@@ -75,8 +75,8 @@ func (l *benchLab) inject(sessions, messages int, from, helo string) (injection,
 	}
 	self0 := selfCPU()
 	began := time.Now()
-	cmd := exec.Command("smtp-source", "-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
-		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.Addr)
+	cmd := childOf(exec.Command("smtp-source", "-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
+		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.Addr))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return injection{}, fmt.Errorf("smtp-source against %s: %v: %s", l.name, err, out)
 	}
