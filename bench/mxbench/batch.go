@@ -9,9 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/spectest"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -23,7 +23,7 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 	concurrency := fs.Int("concurrency", 256, "mxguard check --concurrency")
 	probeCap := fs.Int("probe-concurrency", 64, "probe.concurrency")
 	hosts := fs.Int("mx-hosts", 500, "distinct MX addresses (slow-greeting servers) the domains share")
-	fs.Parse(args)
+	parse(fs, args, "domains=100", "concurrency=16", "probe-concurrency=4", "mx-hosts=10")
 
 	dir, err := os.MkdirTemp("", "mxbench-batch-")
 	if err != nil {
@@ -31,8 +31,8 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "mxguard")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/mxguard").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building mxguard (run from the repository root): %v: %s", err, out)
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/mxguard/mxguard/cmd/mxguard").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building mxguard (run inside the repository): %v: %s", err, out)
 	}
 	sb, err := smtptest.NewSandbox()
 	if err != nil {
@@ -50,15 +50,16 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 		d := fmt.Sprintf("d%d.batch.test", i)
 		h := i % *hosts
 		sb.Zone.MX(d, 10, "mx."+d).A("mx."+d, fmt.Sprintf("127.0.%d.%d", 50+h/250, 1+h%250))
+		spectest.Passing(sb.Zone, d)
 		fmt.Fprintln(&list, "postmaster@"+d)
 	}
 	listFile, cfgFile := filepath.Join(dir, "domains.txt"), filepath.Join(dir, "mxguard.yaml")
 	os.WriteFile(listFile, list.Bytes(), 0o644)
-	os.WriteFile(cfgFile, []byte(fmt.Sprintf("probe:\n  concurrency: %d\n  connect_timeout: 2s\n  greeting_timeout: 5s\n", *probeCap)), 0o644)
+	os.WriteFile(cfgFile, []byte(fmt.Sprintf("probe:\n  concurrency: %d\n  connect_timeout: 2s\n  greeting_timeout: 5s\noutbound:\n  ips: [%s]\n", *probeCap, spectest.IPOutDual)), 0o644)
 
-	cmd := exec.Command(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
+	cmd := childOf(exec.Command(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
 		"--probe-port", fmt.Sprint(sb.Port), "--allow-net", "127.0.0.0/8",
-		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile)
+		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile))
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	began := time.Now()
@@ -82,8 +83,9 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 	return []row{
 		{"batch", fmt.Sprintf("mxguard check --file, %d domains, --concurrency %d", *domains, *concurrency),
 			fmt.Sprintf("%.0f domains/s (%v; %d reports, %d pass)", float64(*domains)/took.Seconds(), took.Round(time.Millisecond), lines, passed),
-			strings.TrimSpace(verdict(lines == *domains && passed == *domains))},
-		{"batch", fmt.Sprintf("probes at once, counted at the sandbox (%d probes)", sb.Connections()),
-			fmt.Sprintf("peak %d", peak), fmt.Sprintf("≤ probe.concurrency %d %s", *probeCap, verdict(peak <= *probeCap))},
+			"", false},
+		sanity("batch", "reports / passing domains", fmt.Sprintf("%d / %d", lines, passed), fmt.Sprintf("%d / %d", *domains, *domains), lines == *domains && passed == *domains),
+		sanity("batch", fmt.Sprintf("probes at once, counted at the sandbox (%d probes)", sb.Connections()),
+			fmt.Sprintf("peak %d", peak), fmt.Sprintf("≤ probe.concurrency %d", *probeCap), peak <= *probeCap),
 	}, nil
 }

@@ -64,7 +64,7 @@ func runOnePostfix(name string, setups []setup, sessions, messages int) ([]row, 
 	if err != nil {
 		return nil, err
 	}
-	return []row{{"postfix", name, fmt.Sprintf("%.0f msg/s, %s CPU/msg, %s in this process", in.rate, ms(in.cpu), ms(in.milterCPU)), ""}}, nil
+	return []row{{"postfix", name, fmt.Sprintf("%.0f msg/s, %s CPU/msg, %s in this process", in.rate, ms(in.cpu), ms(in.milterCPU)), "", false}}, nil
 }
 
 // inject runs smtp-source against the instance.
@@ -75,8 +75,8 @@ func (l *benchLab) inject(sessions, messages int, from, helo string) (injection,
 	}
 	self0 := selfCPU()
 	began := time.Now()
-	cmd := exec.Command("smtp-source", "-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
-		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.Addr)
+	cmd := childOf(exec.Command("smtp-source", "-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
+		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.Addr))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return injection{}, fmt.Errorf("smtp-source against %s: %v: %s", l.name, err, out)
 	}
@@ -120,15 +120,26 @@ func cpuBusy() (time.Duration, error) {
 	return time.Duration(busy) * time.Second / 100, nil // USER_HZ
 }
 
+// postfixNeeds says why the Postfix benchmark cannot run here, or nil.
+func postfixNeeds() error {
+	if err := mtalab.Available("postfix"); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("smtp-source"); err != nil {
+		return errors.New("smtp-source is not installed (Debian's postfix package has it)")
+	}
+	return nil
+}
+
 func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	sessions := fs.Int("sessions", 8, "parallel smtp-source sessions")
 	messages := fs.Int("messages", 2000, "messages per round")
 	rounds := fs.Int("rounds", 3, "alternating rounds per setup")
 	cpuProfile := fs.String("cpuprofile", "", "write mxguard's CPU profile (its rounds only) to this file")
 	only := fs.String("only", "", "run just this setup (bare, policy, no-op, mxguard, mxguard-unix), e.g. under strace -c")
-	fs.Parse(args)
-	if _, err := exec.LookPath("smtp-source"); err != nil || os.Geteuid() != 0 {
-		return nil, errors.New("needs root and Debian's postfix package (postfix, smtp-source)")
+	parse(fs, args, "sessions=2", "messages=40", "rounds=1")
+	if err := postfixNeeds(); err != nil {
+		return nil, err
 	}
 	rig, err := startMilters()
 	if err != nil {
@@ -175,7 +186,7 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	from, helo := "sender@"+benchDomain, "localhost.bench.test"
 	// Warm up every instance (process pools, mxguard's cache).
 	for _, l := range labs {
-		if _, err := l.inject(*sessions, 200, from, helo); err != nil {
+		if _, err := l.inject(*sessions, min(200, *messages), from, helo); err != nil {
 			return nil, err
 		}
 		if err := l.Drained(2 * time.Minute); err != nil {
@@ -184,6 +195,8 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	}
 	rec.take()
 	dnsBefore := sb.DNS.Queries()
+	waited0, upstream0 := sb.lookups.waited.Load(), sb.lookups.upstream.Load()
+	warmBegan := time.Now()
 	rates := make([][]float64, len(labs))
 	cpus := make([][]float64, len(labs))
 	milterCPUs := make([][]float64, len(labs))
@@ -228,21 +241,21 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 	}
 	want := 3 * *rounds * *messages // the policy, TCP and unix rounds
 	rows := []row{
-		{"postfix", fmt.Sprintf("Postfix, no milter (%d sessions, %d msgs/round, median of %d)", *sessions, *messages, *rounds), fmt.Sprintf("%.0f msg/s, %s CPU/msg", rate(bare), ms(cpu(bare))), ""},
-		{"postfix", "Postfix + mxguard policy service (warm)", line(policySvc), ""},
-		{"postfix", "policy service / bare throughput", fmt.Sprintf("%.1f%%", 100*of(policySvc, bare)), "≥ 90% " + verdict(of(policySvc, bare) >= 0.9)},
-		{"postfix", "policy service CPU over bare", ms(over(policySvc)), "≤ 0.3 ms " + verdict(over(policySvc) <= 300*time.Microsecond)},
-		{"postfix", "Postfix + no-op go-milter", line(noop), ""},
-		{"postfix", "Postfix + mxguard milter (warm)", line(mx), ""},
-		{"postfix", "milter / bare throughput", fmt.Sprintf("%.1f%%", 100*of(mx, bare)), "≥ 70% " + verdict(of(mx, bare) >= 0.7)},
-		{"postfix", "milter / no-op throughput", fmt.Sprintf("%.1f%%", 100*of(mx, noop)), "≥ 95% " + verdict(of(mx, noop) >= 0.95)},
-		{"postfix", "CPU over bare: no-op / mxguard milter", ms(over(noop)) + " / " + ms(over(mx)), "mxguard < no-op " + verdict(over(mx) < over(noop))},
-		{"postfix", "CPU in mxguard's process per message: policy / no-op milter / mxguard milter", ms(milterCPU(policySvc)) + " / " + ms(milterCPU(noop)) + " / " + ms(milterCPU(mx)), ""},
-		{"postfix", "Postfix + mxguard milter on a unix socket", line(mxUnix), ""},
-		{"postfix", "mxguard decision latency p50 / p99", ms(percentile(decisions, 50)) + " / " + ms(percentile(decisions, 99)), ""},
-		{"postfix", "DNS queries during the warm rounds", fmt.Sprint(sb.DNS.Queries() - dnsBefore), "0 " + verdict(sb.DNS.Queries() == dnsBefore)},
-		{"postfix", "messages mxguard decided (policy, TCP and unix rounds)", fmt.Sprint(len(decisions)),
-			fmt.Sprintf("%d %s", want, verdict(len(decisions) == want))},
+		{"postfix", fmt.Sprintf("Postfix, no milter (%d sessions, %d msgs/round, median of %d)", *sessions, *messages, *rounds), fmt.Sprintf("%.0f msg/s, %s CPU/msg", rate(bare), ms(cpu(bare))), "", false},
+		{"postfix", "Postfix + mxguard policy service (warm)", line(policySvc), "", false},
+		{"postfix", "policy service / bare throughput", fmt.Sprintf("%.1f%%", 100*of(policySvc, bare)), "≥ 90% " + verdict(of(policySvc, bare) >= 0.9), false},
+		{"postfix", "policy service CPU over bare", ms(over(policySvc)), "≤ 0.3 ms " + verdict(over(policySvc) <= 300*time.Microsecond), false},
+		{"postfix", "Postfix + no-op go-milter", line(noop), "", false},
+		{"postfix", "Postfix + mxguard milter (warm)", line(mx), "", false},
+		{"postfix", "milter / bare throughput", fmt.Sprintf("%.1f%%", 100*of(mx, bare)), "≥ 70% " + verdict(of(mx, bare) >= 0.7), false},
+		{"postfix", "milter / no-op throughput", fmt.Sprintf("%.1f%%", 100*of(mx, noop)), "≥ 95% " + verdict(of(mx, noop) >= 0.95), false},
+		{"postfix", "CPU over bare: no-op / mxguard milter", ms(over(noop)) + " / " + ms(over(mx)), "mxguard < no-op " + verdict(over(mx) < over(noop)), false},
+		{"postfix", "CPU in mxguard's process per message: policy / no-op milter / mxguard milter", ms(milterCPU(policySvc)) + " / " + ms(milterCPU(noop)) + " / " + ms(milterCPU(mx)), "", false},
+		{"postfix", "Postfix + mxguard milter on a unix socket", line(mxUnix), "", false},
+		{"postfix", "mxguard decision latency p50 / p99", ms(percentile(decisions, 50)) + " / " + ms(percentile(decisions, 99)), "", false},
+		{"postfix", fmt.Sprintf("DNS queries during the warm rounds (%v)", time.Since(warmBegan).Round(time.Second)), fmt.Sprint(sb.DNS.Queries() - dnsBefore), "", false},
+		sanity("postfix", "messages mxguard decided (policy, TCP and unix rounds)", fmt.Sprint(len(decisions)), fmt.Sprint(want), len(decisions) == want),
+		sanity("postfix", "decisions that did not pass", fmt.Sprint(rec.notPassed.Load()), "0", rec.notPassed.Load() == 0),
 	}
-	return rows, nil
+	return append(rows, sb.lookups.since("postfix", "warm rounds", waited0, upstream0, true)...), nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -85,7 +86,7 @@ func Start(name string, o Options) (*Lab, error) {
 	if o.Signer != "" && o.Milter == "" {
 		return nil, errNoMilterForSigner
 	}
-	l := &Lab{Name: name, mta: postfix{}}
+	l := &Lab{Name: name, mta: &postfix{}}
 	if name == "sendmail" {
 		l.mta = &sendmail{}
 	}
@@ -142,6 +143,24 @@ func (l *Lab) Drained(timeout time.Duration) error {
 		}
 	}
 	return fmt.Errorf("%s %s: the queue does not drain", l.Name, l.Addr)
+}
+
+// guard starts a process that runs stop, a shell command, when this
+// process ends in any way (a signal, a timeout, a closed pipe; nothing runs
+// a deferred Stop then): it waits for the end of a pipe only this process
+// holds. PR_SET_PDEATHSIG would not do: an MTA changing its credentials
+// loses it. release runs stop now and waits for it.
+func guard(stop string) (release func(), err error) {
+	cmd := exec.Command("sh", "-c", "cat >/dev/null; "+stop)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a ^C to the terminal's group must not end it first
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() { w.Close(); cmd.Wait() }, nil
 }
 
 func freePort() (int, error) {

@@ -57,7 +57,10 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 `
 
-type postfix struct{}
+type postfix struct {
+	release func()        // stops master, also when this process ends (guard)
+	done    chan struct{} // closed when master has exited
+}
 
 func postfixAvailable() error {
 	if _, err := exec.LookPath("postfix"); err != nil {
@@ -66,7 +69,7 @@ func postfixAvailable() error {
 	return nil
 }
 
-func (postfix) start(l *Lab, o Options) error {
+func (p *postfix) start(l *Lab, o Options) error {
 	_, port, _ := strings.Cut(l.Addr, ":")
 	fill := strings.NewReplacer("{{LAB}}", l.Dir, "{{SMTPD}}", port)
 	cf := fill.Replace(mainCf)
@@ -94,11 +97,25 @@ func (postfix) start(l *Lab, o Options) error {
 	if err := os.WriteFile(filepath.Join(postfixEtc(l), "master.cf"), []byte(fill.Replace(masterCf)), 0o644); err != nil {
 		return err
 	}
-	for _, arg := range []string{"check", "start"} {
-		if _, err := run(exec.Command("postfix", "-c", postfixEtc(l), arg), ""); err != nil {
-			return err
-		}
+	if _, err := run(exec.Command("postfix", "-c", postfixEtc(l), "check"), ""); err != nil {
+		return err
 	}
+	// master(8) runs as this process's child, not detached as "postfix
+	// start" leaves it, so that Stop can wait until it and its services
+	// have gone.
+	dir, err := run(exec.Command("postconf", "-c", postfixEtc(l), "-h", "daemon_directory"), "")
+	if err != nil {
+		return err
+	}
+	if p.release, err = guard("exec postfix -c '" + postfixEtc(l) + "' stop"); err != nil {
+		return err
+	}
+	master := exec.Command(filepath.Join(strings.TrimSpace(string(dir)), "master"), "-c", postfixEtc(l))
+	if err := master.Start(); err != nil {
+		return err
+	}
+	p.done = make(chan struct{})
+	go func() { master.Wait(); close(p.done) }()
 	return nil
 }
 
@@ -116,14 +133,21 @@ func withoutMilterLists(cf string) string {
 
 func postfixEtc(l *Lab) string { return filepath.Join(l.Dir, "etc") }
 
-func (postfix) stop(l *Lab) { exec.Command("postfix", "-c", postfixEtc(l), "stop").Run() }
+func (p *postfix) stop(l *Lab) {
+	if p.release != nil {
+		p.release()
+	}
+	if p.done != nil {
+		<-p.done // master has stopped its services
+	}
+}
 
-func (postfix) log(l *Lab) string {
+func (*postfix) log(l *Lab) string {
 	b, _ := os.ReadFile(filepath.Join(l.Dir, "maillog"))
 	return string(b)
 }
 
-func (postfix) submit(l *Lab, from, to, message string) error {
+func (*postfix) submit(l *Lab, from, to, message string) error {
 	_, err := run(exec.Command("sendmail", "-C", postfixEtc(l), "-f", from, "--", to), message)
 	return err
 }
@@ -149,7 +173,7 @@ func postfixQueue(l *Lab) ([]queueEntry, error) {
 	return q, nil
 }
 
-func (postfix) held(l *Lab) ([]Held, error) {
+func (*postfix) held(l *Lab) ([]Held, error) {
 	q, err := postfixQueue(l)
 	var held []Held
 	for _, e := range q {
@@ -160,7 +184,7 @@ func (postfix) held(l *Lab) ([]Held, error) {
 	return held, err
 }
 
-func (postfix) queued(l *Lab) (int, error) {
+func (*postfix) queued(l *Lab) (int, error) {
 	q, err := postfixQueue(l)
 	return len(q), err
 }

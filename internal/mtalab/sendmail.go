@@ -71,8 +71,9 @@ DAEMON_OPTIONS(` + "`Port={{PORT}}, Addr=127.0.0.1, Name=MTA'" + `)dnl
 
 // sendmail runs `sendmail -bD` in the foreground.
 type sendmail struct {
-	cmd  *exec.Cmd
-	done chan error
+	cmd     *exec.Cmd
+	done    chan error
+	release func() // stops it, also when this process ends (guard)
 }
 
 func (s *sendmail) bin(l *Lab) string { return filepath.Join(l.Dir, "sendmail") }
@@ -144,6 +145,12 @@ func (s *sendmail) start(l *Lab, o Options) error {
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
+	if s.release, err = guard(fmt.Sprintf("kill -TERM -%d", s.cmd.Process.Pid)); err != nil {
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+		s.cmd.Wait()
+		s.cmd = nil
+		return err
+	}
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.cmd.Wait() }()
 	return nil
@@ -157,7 +164,7 @@ func (s *sendmail) stop(l *Lab) {
 	if s.cmd == nil {
 		return
 	}
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	s.release()
 	<-s.done
 }
 

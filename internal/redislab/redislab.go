@@ -87,6 +87,7 @@ func prefixed(directives []string) []string {
 func (s *Server) start() error {
 	s.cmd = exec.Command("redis-server", s.args...)
 	s.cmd.Dir = s.dir
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // it goes when this process ends in any way
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ package testkit
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -59,4 +60,42 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+}
+
+// quickIterations is how many times a benchmark's quick run does its work.
+const quickIterations = 20
+
+// Iterate runs body b.N times when tb is a benchmark (timer reset,
+// allocations reported), and a few times when it is a test: the quick
+// run through which the test suite makes a benchmark's own checks fail
+// when they break, rather than only whoever runs -bench next.
+func Iterate(tb testing.TB, body func()) {
+	if b, ok := tb.(*testing.B); ok {
+		b.ReportAllocs()
+		for b.Loop() {
+			body()
+		}
+		return
+	}
+	for range quickIterations {
+		body()
+	}
+}
+
+// IterateParallel is Iterate for a body that runs on several goroutines
+// (b.RunParallel), each looping while next says so.
+func IterateParallel(tb testing.TB, body func(next func() bool)) {
+	if b, ok := tb.(*testing.B); ok {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) { body(pb.Next) })
+		return
+	}
+	var left atomic.Int64
+	left.Store(quickIterations)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { body(func() bool { return left.Add(-1) >= 0 }) })
+	}
+	wg.Wait()
 }
