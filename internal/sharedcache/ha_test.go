@@ -48,3 +48,45 @@ func TestClusterFleet(t *testing.T) {
 		}
 	}
 }
+
+// The master killed under load: no lookup waits much past the shared
+// timeout while the Sentinels fail over, and then the node uses the new
+// master (up again, its writes readable).
+func TestSentinelFailoverUnderLoad(t *testing.T) {
+	set := redislab.StartSentinelSet(t)
+	shared, err := sharedcache.New(set.URL, timeout, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	waitFor(t, "the master through the Sentinels", shared.Up)
+	ctx := context.Background()
+	stop, done := make(chan struct{}), make(chan time.Duration)
+	go func() {
+		longest := time.Duration(0)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- longest
+				return
+			default:
+			}
+			began := time.Now()
+			shared.Get(ctx, fmt.Sprintf("mxguard:v1:load%d", i%100), 64)
+			longest = max(longest, time.Since(began))
+			shared.Set(fmt.Sprintf("mxguard:v1:load%d", i%100), []byte("v"), time.Minute)
+		}
+	}()
+	set.Master.Kill()
+	set.WaitMaster(t, set.Replica.Addr)
+	waitFor(t, "the fleet cache up on the new master", func() bool {
+		shared.Set("mxguard:v1:after", []byte("failover"), time.Minute)
+		v, ok := shared.Get(ctx, "mxguard:v1:after", 64)
+		return ok && string(v) == "failover" && shared.Up()
+	})
+	close(stop)
+	// A call stuck on the dead master would wait for the failover: seconds.
+	if longest := <-done; longest > timeout+500*time.Millisecond {
+		t.Errorf("a lookup waited %v during the failover (timeout %v)", longest, timeout)
+	}
+}
