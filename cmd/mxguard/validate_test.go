@@ -258,6 +258,12 @@ func TestValidateSharedURLAsServe(t *testing.T) {
 		{"rediss://user:pw@127.0.0.1:6390/0?dial_timeout=2s", ""},
 		{"unix:///nonexistent/redis.sock", ""},
 		{"unix://:pw@/nonexistent/redis.sock?db=2", ""},
+		{"redis://:pw@127.0.0.1:7000,127.0.0.1:7001,[::1]:7002/0", ""},
+		{"redis://:pw@127.0.0.1:7000,127.0.0.1:7001/1", "only database 0"},
+		{"redis://:pw@127.0.0.1:7000,127.0.0.1:bad/0", `invalid port "bad"`},
+		{"redis-sentinel://:pw@127.0.0.1:26379,[::1]:26380/0?master_name=mymaster&sentinel_password=pw2", ""},
+		{"redis-sentinel://:pw@127.0.0.1:26379/0", "needs ?master_name=NAME"},
+		{"redis://:pw@127.0.0.1:6379/0?master_set=mymaster", "redis-sentinel://"},
 	} {
 		shared, serveErr := sharedcache.New(c.url, time.Second, slog.New(slog.DiscardHandler))
 		if serveErr == nil {

@@ -26,10 +26,14 @@ type Server struct {
 	done chan error
 }
 
-// Available says why no redis-server can run here, or nil.
+// Available says why no redis-server can run here, or nil. redis-cli
+// (redis-tools, a dependency of Debian's redis-server) makes clusters.
 func Available() error {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return errors.New("redis-server is not installed (apt-get install redis-server)")
+	}
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		return errors.New("redis-cli is not installed (apt-get install redis-tools)")
 	}
 	return nil
 }
@@ -61,16 +65,29 @@ func Start(t testing.TB, directives ...string) *Server {
 
 // StartServer starts a server keeping its files in dir; Kill stops it.
 func StartServer(dir string, directives ...string) (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	return startServer(dir, port, nil, directives)
+}
+
+// startServer starts redis-server with the arguments before (a
+// configuration file) and the directives.
+func startServer(dir string, port int, before, directives []string) (*Server, error) {
 	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), URL: fmt.Sprintf("redis://127.0.0.1:%d/0", port), dir: dir}
-	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", s.dir, "--protected-mode", "no"}, prefixed(directives)...)
+	s.args = append(append(before, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--protected-mode", "no"), prefixed(directives)...)
 	return s, s.start()
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func prefixed(directives []string) []string {

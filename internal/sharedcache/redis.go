@@ -13,7 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,11 +54,24 @@ type command struct {
 // dropped: a slow server must not hold memory or decisions.
 const writeQueue = 4096
 
-// ParseURL reads a cache.shared.url: redis://, rediss:// or unix://, by
-// rueidis's rules. The configuration's validation calls it too, so a URL
-// that validates is one New takes. Its errors never show the password.
+// ParseURL reads a cache.shared.url, by rueidis's rules but for the host
+// lists (README, "Running a fleet"):
+//
+//	redis://[user:password@]host:port[,host:port...]/db   (rediss:// for TLS)
+//	unix://[user:password@]/path/to/redis.sock[?db=N]
+//	redis-sentinel://[user:password@]host:port[,host:port...]/db?master_name=NAME[&sentinel_password=PW]
+//
+// Several redis:// hosts are seeds of a Redis or Valkey Cluster (which has
+// only database 0); one host is a server or any node of a cluster, told
+// apart on connecting. The redis-sentinel:// hosts are the Sentinels, the
+// password the master's. The configuration's validation calls it too, so a
+// URL that validates is one New takes. Its errors never show a password.
 func ParseURL(raw string) (rueidis.ClientOption, error) {
-	u, err := url.Parse(raw)
+	p, err := split(raw)
+	if err != nil {
+		return rueidis.ClientOption{}, err
+	}
+	u, err := url.Parse(p.single())
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -63,10 +79,87 @@ func ParseURL(raw string) (rueidis.ClientOption, error) {
 		}
 		return rueidis.ClientOption{}, err
 	}
-	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
-		return rueidis.ClientOption{}, fmt.Errorf("scheme %q: want redis://host:port/db, rediss://host:port/db or unix:///path", u.Scheme)
+	q := u.Query()
+	if q.Has("master_set") {
+		return rueidis.ClientOption{}, errors.New("master_set: for Sentinel, use redis-sentinel://host:port,.../db?master_name=NAME")
 	}
-	return rueidis.ParseURL(raw)
+	var sentinel rueidis.SentinelOption
+	switch u.Scheme {
+	case "redis", "rediss":
+	case "unix":
+		if len(p.hosts) > 1 {
+			return rueidis.ClientOption{}, errors.New("unix:// takes one socket path")
+		}
+	case sentinelScheme:
+		if sentinel.MasterSet = q.Get("master_name"); sentinel.MasterSet == "" {
+			return rueidis.ClientOption{}, errors.New("redis-sentinel:// needs ?master_name=NAME, the master's name in the Sentinels' configuration")
+		}
+		sentinel.Password = q.Get("sentinel_password")
+		q.Del("master_name")
+		q.Del("sentinel_password")
+		u.Scheme, u.RawQuery = "redis", q.Encode()
+	default:
+		return rueidis.ClientOption{}, fmt.Errorf("scheme %q: want redis://host:port/db, rediss://host:port/db, redis-sentinel://host:port/db?master_name=NAME or unix:///path", u.Scheme)
+	}
+	opt, err := rueidis.ParseURL(u.String())
+	if err != nil {
+		return opt, err
+	}
+	if len(p.hosts) > 1 && p.hosts[0] == "" {
+		return opt, errors.New("an empty host in the host list")
+	}
+	for _, h := range p.hosts[1:] {
+		if opt.InitAddress, err = appendAddr(opt.InitAddress, h); err != nil {
+			return opt, err
+		}
+	}
+	opt.Sentinel = sentinel
+	if sentinel.MasterSet == "" && len(opt.InitAddress) > 1 && opt.SelectDB != 0 {
+		return opt, fmt.Errorf("database %d: several hosts are a cluster, which has only database 0", opt.SelectDB)
+	}
+	return opt, nil
+}
+
+const sentinelScheme = "redis-sentinel"
+
+// urlParts is a URL whose authority may list several hosts, which
+// net/url does not take (an IPv6 literal among them fails as a port).
+type urlParts struct {
+	scheme, userinfo string // userinfo with its "@"
+	hosts            []string
+	tail             string // path, query, fragment
+}
+
+func split(raw string) (urlParts, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return urlParts{}, errors.New("want a URL such as redis://host:6379/0")
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority := rest[:end]
+	at := strings.LastIndexByte(authority, '@') + 1
+	return urlParts{scheme: scheme, userinfo: authority[:at], hosts: strings.Split(authority[at:], ","), tail: rest[end:]}, nil
+}
+
+// single is the URL with its first host only.
+func (p urlParts) single() string { return p.scheme + "://" + p.userinfo + p.hosts[0] + p.tail }
+
+// appendAddr adds host:port (port 6379 when left out) to addrs.
+func appendAddr(addrs []string, hostport string) ([]string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host, port = strings.Trim(hostport, "[]"), "6379"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return addrs, fmt.Errorf("host %q: invalid port %q", host, port)
+	}
+	if host == "" {
+		return addrs, errors.New("an empty host in the host list")
+	}
+	return append(addrs, net.JoinHostPort(host, port)), nil
 }
 
 // New validates rawURL and starts connecting in the background.
@@ -79,6 +172,12 @@ func New(rawURL string, timeout time.Duration, log *slog.Logger) (*Redis, error)
 	opt.DisableRetry = true // each call has its own timeout and a fallback
 	opt.Dialer.Timeout = max(timeout, time.Second)
 	opt.ConnWriteTimeout = max(4*timeout, 2*time.Second) // a server that stops answering is noticed
+	opt.ShuffleInit = true                               // a fleet's nodes do not all ask the first seed
+	if opt.Sentinel.MasterSet != "" {
+		opt.Sentinel.Dialer.Timeout = opt.Dialer.Timeout
+		// Besides the Sentinels' +switch-master, in case one is missed.
+		opt.Sentinel.TopologyRefreshInterval = 5 * time.Second
+	}
 	r := &Redis{
 		opt:     opt,
 		where:   Redact(rawURL),
@@ -346,12 +445,22 @@ func (b *breaker) closed() bool {
 	return b.openTill.IsZero()
 }
 
-// Redact is raw without its password, for logs.
+// Redact is raw without its passwords, for logs.
 func Redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+	p, err := split(raw)
+	if err != nil {
+		return "(unparsable URL)"
 	}
-	return "(unparsable URL)"
+	u, err := url.Parse(p.single())
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.Host = strings.Join(p.hosts, ",")
+	if q := u.Query(); q.Has("sentinel_password") {
+		q.Set("sentinel_password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // Client is the connection to the fleet's server, nil until it is made:
