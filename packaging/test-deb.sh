@@ -43,6 +43,9 @@ grep -q "^Files: third_party/go-milter/\*$" $doc/copyright && grep -q "^Files: t
 for m in $(go version -m /usr/bin/mxguard | awk '$1 == "dep" && $3 != "(devel)" && $4 != "" { print $2 }'); do
 	grep -qxF "Files: $m/*" $doc/copyright || fail "$doc/copyright lacks the Go module $m that /usr/bin/mxguard links"
 done
+for f in postfix/main.cf:postfix-milter.cf postfix/opendkim.cf:postfix-opendkim.cf sendmail/opendkim.mc:sendmail-opendkim.mc; do
+	cmp -s "configs/${f%%:*}" "$doc/examples/${f#*:}" || fail "$doc/examples/${f#*:} is not configs/${f%%:*}"
+done
 zcat $doc/changelog.Debian.gz | head -1 | grep -qF "mxguard ($(dpkg-deb -f "$deb" Version))" ||
 	fail "$doc/changelog.Debian.gz is not for this version"
 zcat /usr/share/man/man8/mxguard.8.gz | cmp -s - docs/man/mxguard.8 || fail "the packaged mxguard(8) is not docs/man/mxguard.8"
