@@ -115,7 +115,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	r.sb.Zone.A("mx.broken.test", "127.0.1.1")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		run("check again", chromedp.Click(id("check-again")), chromedp.WaitVisible(id("verdict")))
+		// The page after the POST has a #verdict too: wait for the
+		// navigation the click makes, then read the new page.
+		if resp, err := chromedp.RunResponse(ctx, chromedp.Click(id("check-again"))); err != nil || resp.Status != 200 {
+			t.Fatalf("check again: %v", err)
+		}
+		run("the page after check again", chromedp.WaitVisible(id("verdict")))
 		if text = read("the verdict", "#verdict"); text == "pass" || time.Now().After(deadline) {
 			break
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/redislab"
 	"github.com/mxguard/mxguard/internal/sharedcache"
+	"github.com/mxguard/mxguard/internal/testkit"
 )
 
 // On a three-node cluster, writes batched across slots land, another node
@@ -21,7 +22,7 @@ func TestClusterFleet(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(n.Close)
-		waitFor(t, "the cluster to connect", n.Up)
+		testkit.WaitFor(t, "the cluster to connect", n.Up)
 		nodes = append(nodes, n)
 	}
 	ctx := context.Background()
@@ -29,7 +30,7 @@ func TestClusterFleet(t *testing.T) {
 		nodes[0].Set(fmt.Sprintf("mxguard:v1:k%d", i), []byte(fmt.Sprint(i)), time.Minute)
 	}
 	for i := range 50 {
-		waitFor(t, "a write on another node", func() bool {
+		testkit.WaitFor(t, "a write on another node", func() bool {
 			v, ok := nodes[1].Get(ctx, fmt.Sprintf("mxguard:v1:k%d", i), 64)
 			return ok && string(v) == fmt.Sprint(i)
 		})
@@ -59,7 +60,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shared.Close()
-	waitFor(t, "the master through the Sentinels", shared.Up)
+	testkit.WaitFor(t, "the master through the Sentinels", shared.Up)
 	ctx := context.Background()
 	stop, done := make(chan struct{}), make(chan time.Duration)
 	go func() {
@@ -79,7 +80,7 @@ func TestSentinelFailoverUnderLoad(t *testing.T) {
 	}()
 	set.Master.Kill()
 	set.WaitMaster(t, set.Replica.Addr)
-	waitFor(t, "the fleet cache up on the new master", func() bool {
+	testkit.WaitFor(t, "the fleet cache up on the new master", func() bool {
 		shared.Set("mxguard:v1:after", []byte("failover"), time.Minute)
 		v, ok := shared.Get(ctx, "mxguard:v1:after", 64)
 		return ok && string(v) == "failover" && shared.Up()
