@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -33,9 +30,9 @@ func runAudit(fs *flag.FlagSet, args []string) ([]row, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "mxguard")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/mxguard/mxguard/cmd/mxguard").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building mxguard (run inside the repository): %v: %s", err, out)
+	bin, err := buildMxguard(dir)
+	if err != nil {
+		return nil, err
 	}
 	sb, err := smtptest.NewSandbox()
 	if err != nil {
@@ -78,26 +75,10 @@ inventory:
 		return nil, err
 	}
 
-	cmd := exec.Command(bin, "audit", "--config", cfgFile, "--file", listFile,
+	took, lines, passed, err := runReports(bin, "audit", "--config", cfgFile, "--file", listFile,
 		"--concurrency", fmt.Sprint(*concurrency), "--json")
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	began := time.Now()
-	err = cmd.Run()
-	took := time.Since(began)
-	if exit, ok := err.(*exec.ExitError); err != nil && !(ok && exit.ExitCode() < 64) {
-		return nil, fmt.Errorf("mxguard audit: %v", err)
-	}
-	lines, passed := 0, 0
-	sc := bufio.NewScanner(&stdout)
-	for sc.Scan() {
-		var r struct{ Verdict string }
-		if json.Unmarshal(sc.Bytes(), &r) == nil {
-			lines++
-			if r.Verdict == "pass" {
-				passed++
-			}
-		}
+	if err != nil {
+		return nil, err
 	}
 	rate := float64(*domains) / took.Seconds()
 	probes := sb.Connections()

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -30,9 +27,9 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "mxguard")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/mxguard/mxguard/cmd/mxguard").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building mxguard (run inside the repository): %v: %s", err, out)
+	bin, err := buildMxguard(dir)
+	if err != nil {
+		return nil, err
 	}
 	sb, err := smtptest.NewSandbox()
 	if err != nil {
@@ -57,27 +54,11 @@ func runBatch(fs *flag.FlagSet, args []string) ([]row, error) {
 	os.WriteFile(listFile, list.Bytes(), 0o644)
 	os.WriteFile(cfgFile, []byte(fmt.Sprintf("probe:\n  concurrency: %d\n  connect_timeout: 2s\n  greeting_timeout: 5s\noutbound:\n  ips: [%s]\n", *probeCap, spectest.IPOutDual)), 0o644)
 
-	cmd := childOf(exec.Command(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
+	took, lines, passed, err := runReports(bin, "check", "--config", cfgFile, "--resolver", sb.DNS.Addr,
 		"--probe-port", fmt.Sprint(sb.Port), "--allow-net", "127.0.0.0/8",
-		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile))
-	var stdout bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
-	began := time.Now()
-	err = cmd.Run()
-	took := time.Since(began)
-	if exit, ok := err.(*exec.ExitError); err != nil && !(ok && exit.ExitCode() < 64) {
-		return nil, fmt.Errorf("mxguard check: %v", err)
-	}
-	lines, passed := 0, 0
-	sc := bufio.NewScanner(&stdout)
-	for sc.Scan() {
-		var r struct{ Verdict string }
-		if json.Unmarshal(sc.Bytes(), &r) == nil {
-			lines++
-			if r.Verdict == "pass" {
-				passed++
-			}
-		}
+		"--concurrency", fmt.Sprint(*concurrency), "--json", "--file", listFile)
+	if err != nil {
+		return nil, err
 	}
 	peak := sb.PeakConnections()
 	return []row{
