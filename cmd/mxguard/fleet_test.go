@@ -70,11 +70,7 @@ func TestServeFleet(t *testing.T) {
 	if !strings.Contains(m, `mxguard_shared_cache_refused_values_total{reason="signature"} 0`) {
 		t.Errorf("values refused for their signature:\n%s", m)
 	}
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, Password: "fleet-pw", DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := redislab.Client(t, rueidis.ClientOption{InitAddress: []string{srv.Addr}, Password: "fleet-pw"})
 	v, err := c.Do(context.Background(), c.B().Get().Key("mxguard:v1:dns:15:some-refused.test").Build()).ToString()
 	if !regexp.MustCompile(`^[0-9a-f]{64}\{"v":2,`).MatchString(v) {
 		t.Errorf("the shared MX answer is %q, %v; want it signed", v, err)

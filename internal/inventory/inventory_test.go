@@ -108,25 +108,14 @@ func stores(t *testing.T, maxDomains int, test func(t *testing.T, st Store)) {
 	// The {inv} hash tag keeps every key, and the scripts, on one node.
 	t.Run("redis-cluster", func(t *testing.T) {
 		nodes := redislab.StartCluster(t).Nodes
-		test(t, NewRedis(connected(newClient(t, rueidis.ClientOption{InitAddress: []string{nodes[0].Addr, nodes[1].Addr, nodes[2].Addr}})),
+		test(t, NewRedis(connected(redislab.Client(t, rueidis.ClientOption{InitAddress: []string{nodes[0].Addr, nodes[1].Addr, nodes[2].Addr}})),
 			"mxguard:test:", maxDomains, 5*time.Second))
 	})
 	t.Run("redis-sentinel", func(t *testing.T) {
 		set := redislab.StartSentinelSet(t)
-		test(t, NewRedis(connected(newClient(t, rueidis.ClientOption{InitAddress: []string{set.Sentinels[0].Addr, set.Sentinels[1].Addr},
+		test(t, NewRedis(connected(redislab.Client(t, rueidis.ClientOption{InitAddress: []string{set.Sentinels[0].Addr, set.Sentinels[1].Addr},
 			Sentinel: rueidis.SentinelOption{MasterSet: redislab.MasterName}})), "mxguard:test:", maxDomains, 5*time.Second))
 	})
-}
-
-func newClient(t *testing.T, opt rueidis.ClientOption) rueidis.Client {
-	t.Helper()
-	opt.DisableCache = true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
 }
 
 func connected(c rueidis.Client) func() rueidis.Client { return func() rueidis.Client { return c } }
@@ -135,13 +124,7 @@ var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func redisClient(t *testing.T) rueidis.Client {
 	t.Helper()
-	srv := redislab.Start(t)
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return redislab.Client(t, rueidis.ClientOption{InitAddress: []string{redislab.Start(t).Addr}})
 }
 
 func TestStoreListsAndFilters(t *testing.T) {

@@ -177,3 +177,16 @@ func waitUntil(t testing.TB, what string, cond func() (bool, error)) {
 		}
 	}
 }
+
+// Client is a plain client (no client-side cache) for a test to look at
+// and tamper with what the servers hold; it closes when the test ends.
+func Client(t testing.TB, opt rueidis.ClientOption) rueidis.Client {
+	t.Helper()
+	opt.DisableCache = true
+	c, err := rueidis.NewClient(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}

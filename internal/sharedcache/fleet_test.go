@@ -62,13 +62,7 @@ func node(t *testing.T, sb *smtptest.Sandbox, url string, wait time.Duration, wi
 func admin(t *testing.T, srv *redislab.Server) rueidis.Client {
 	t.Helper()
 	opt, _ := rueidis.ParseURL(srv.URL)
-	opt.DisableCache = true
-	c, err := rueidis.NewClient(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return redislab.Client(t, opt)
 }
 
 func exists(t *testing.T, c rueidis.Client, key string) bool {
