@@ -14,6 +14,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -295,7 +296,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request, cfg *Config, api
 
 // render writes a page; a template error is logged and answered with 500.
 func (c *Console) render(w http.ResponseWriter, code int, name string, v any) int {
-	var b bufferWriter
+	var b bytes.Buffer
 	if err := c.pages.ExecuteTemplate(&b, name, v); err != nil {
 		c.opts.Log.Error("console: rendering a page failed", "page", name, "error", err)
 		http.Error(w, "rendering the page failed", http.StatusInternalServerError)
@@ -303,13 +304,9 @@ func (c *Console) render(w http.ResponseWriter, code int, name string, v any) in
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
-	w.Write(b)
+	b.WriteTo(w)
 	return code
 }
-
-type bufferWriter []byte
-
-func (b *bufferWriter) Write(p []byte) (int, error) { *b = append(*b, p...); return len(p), nil }
 
 // fail answers with an error page (with the navigation when signed in).
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, sess *session, code int, msg string) int {
