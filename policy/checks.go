@@ -9,6 +9,9 @@ type check struct {
 	// aboutDomain says the check is about the sender domain (else the
 	// sending host); allow-lists and the evaluation's two chains go by it.
 	aboutDomain bool
+	// aboutMessage says the check is about the message and its author
+	// domain (RFC5322.From); it runs in EvaluateMessage alone.
+	aboutMessage bool
 	// chain is the sequence the check runs in: checks of one chain run in
 	// order, building on each other's facts; chains run side by side.
 	chain    chain
@@ -37,11 +40,13 @@ type chain uint8
 
 // The chains: the sender domain's mail exchangers (DNS, then probes), and
 // the checks that need DNS alone (the sending host; the sender domain's SPF
-// and DMARC), which so never wait for a probe.
+// and DMARC), which so never wait for a probe. The message checks come
+// after both, at the end of the message, on the envelope's report.
 const (
 	chainMX chain = iota
 	chainDNS
 	numChains
+	chainMessage = numChains
 )
 
 // checks is the registry, in the order of reports and of the README's
@@ -58,6 +63,10 @@ var checks = []*check{
 	&heloMatchesPTR,
 	&spfRelay,
 	&dmarcRecord,
+	&dkimSignature,
+	&dkimKey,
+	&dmarcAlignment,
+	&bulkUnsubscribe,
 }
 
 var checkIndex = func() map[CheckID]*check {
@@ -84,13 +93,28 @@ func mailExchangers(ctx context.Context, ev *evaluation) string {
 // probedMX applies where some MX target can be probed.
 func probedMX(ctx context.Context, ev *evaluation) string { return ev.probeSkip(ctx) }
 
+// message applies to a message that is not a bounce, whose author domain
+// (if it has one) is not allow-listed.
+func message(_ context.Context, ev *evaluation) string { return ev.messageSkip() }
+
+// authoredMessage is message, for a message with a From domain.
+func authoredMessage(_ context.Context, ev *evaluation) string {
+	if reason := ev.messageSkip(); reason != "" {
+		return reason
+	}
+	if len(ev.msg.field("From")) == 0 && ev.msg.tooLarge == "" {
+		return "the message has no From field: no author domain to judge"
+	}
+	return ""
+}
+
 // sendingHost applies to an identity-checked client.
 func sendingHost(_ context.Context, ev *evaluation) string { return ev.identitySkip }
 
 // CheckInfo describes a check, for documentation and tools.
 type CheckInfo struct {
 	ID CheckID
-	// Subject is "sender domain" or "sending host".
+	// Subject is "sender domain", "sending host" or "message".
 	Subject                  string
 	What, FailWhen, WarnWhen string
 	RFC                      string
@@ -103,8 +127,11 @@ func Catalogue() []CheckInfo {
 	infos := make([]CheckInfo, len(checks))
 	for i, c := range checks {
 		subject := "sending host"
-		if c.aboutDomain {
+		switch {
+		case c.aboutDomain:
 			subject = "sender domain"
+		case c.aboutMessage:
+			subject = "message"
 		}
 		infos[i] = CheckInfo{c.id, subject, c.what, c.failWhen, c.warnWhen, c.rfc, c.action, c.fix}
 	}

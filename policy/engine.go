@@ -34,6 +34,8 @@ type Config struct {
 	// SkipIdentityNetworks are clients not identity-checked (default loopback).
 	SkipIdentityNetworks []netip.Prefix
 	Policy               Policy
+	// Message configures the message checks.
+	Message MessageConfig
 	// MaxPTRNames caps the PTR names tried for forward confirmation.
 	MaxPTRNames int
 	// CheckAuthenticated also identity-checks SMTP AUTH clients; by default
@@ -64,6 +66,11 @@ type Request struct {
 	HELO string
 	// AuthUser is the SMTP AUTH login of the client ({auth_authen}), if any.
 	AuthUser string
+	// MessageSkip, when set, has the report list the message checks as
+	// skipped for this reason (a milter without checks.message); without
+	// it, a report without a message leaves them out. EvaluateMessage
+	// runs them.
+	MessageSkip string
 	// self marks the relay's own egress address (SelfCheck): always
 	// identity-checked, no sender domain.
 	self bool
@@ -157,6 +164,7 @@ func DefaultConfig() Config {
 		SkipIdentityNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		SharedPrefix:         "mxguard:v1:",
 		Policy:               defaultPolicy(),
+		Message:              MessageConfig{MaxBytes: 10 << 20},
 		MaxPTRNames:          10,
 	}
 }
@@ -193,6 +201,9 @@ func (c Config) withDefaults() Config {
 		c.Policy.Actions = DefaultActions()
 	}
 	c.MaxPTRNames = positive(c.MaxPTRNames, d.MaxPTRNames)
+	if c.Message.MaxBytes <= 0 {
+		c.Message.MaxBytes = d.Message.MaxBytes
+	}
 	if c.EgressHELO == "" {
 		c.EgressHELO, _ = os.Hostname()
 	}
@@ -365,12 +376,21 @@ wait:
 		unfinished = *f
 	}
 	incomplete := false
+	kept := results[:0]
 	for i, c := range e.checks {
-		if !finished[i] {
+		switch {
+		case c.chain == chainMessage:
+			if req.MessageSkip == "" {
+				continue
+			}
+			results[i] = Result{ID: c.id, Status: StatusSkip, Detail: req.MessageSkip}
+		case !finished[i]:
 			results[i] = Result{ID: c.id, Status: StatusTempError, Detail: unfinished}
 			incomplete = true
 		}
+		kept = append(kept, results[i])
 	}
+	results = kept
 	rep := &Report{
 		Domain:     ev.sender.Domain,
 		Null:       ev.sender.Null && !ev.self,

@@ -29,6 +29,14 @@ type evaluation struct {
 	probes  once[map[netip.Addr]probeResult]
 	ptr     once[lookupResult]
 	fcrdns  once[fcrdnsFacts]
+
+	// The message checks' facts (EvaluateMessage).
+	msg            *Message
+	envelope       *Report
+	authorFacts    once[authorFacts]
+	signatureFacts once[[]signatureFacts]
+	authorDMARC    once[discovered]
+	dkimAligned    once[alignedFacts]
 }
 
 // once computes a value on first use and hands the same value to every caller.

@@ -72,6 +72,13 @@ func (id CheckID) AboutDomain() bool {
 	return ok && c.aboutDomain
 }
 
+// AboutMessage reports whether the check is about the message (the milter's
+// body stage, check --message) and its author domain.
+func (id CheckID) AboutMessage() bool {
+	c, ok := checkIndex[id]
+	return ok && c.aboutMessage
+}
+
 // Result is what one check found.
 type Result struct {
 	ID     CheckID    `json:"id"`

@@ -107,7 +107,9 @@ func (p *Policy) Decide(domain string, client netip.Addr, results []Result) Deci
 	domainAllowed := p.DomainAllowed(domain)
 	clientAllowed := p.ClientAllowed(client)
 	for i, r := range results {
-		if r.ID.AboutDomain() && domainAllowed || !r.ID.AboutDomain() && clientAllowed {
+		// The message checks go by the author domain, which their gate
+		// holds against the allow-list itself.
+		if r.ID.AboutDomain() && domainAllowed || !r.ID.AboutDomain() && !r.ID.AboutMessage() && clientAllowed {
 			continue
 		}
 		var v Verdict

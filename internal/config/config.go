@@ -114,6 +114,10 @@ type Header struct {
 // Checks switches optional subjects on.
 type Checks struct {
 	HeaderFrom bool `yaml:"header_from"`
+	// Message turns the milter's body stage and the message checks on.
+	Message         bool     `yaml:"message"`
+	MessageMaxBytes int64    `yaml:"message_max_bytes"`
+	BulkHeaders     []string `yaml:"bulk_headers"`
 }
 
 // Resolver configures the DNS client.
@@ -352,6 +356,14 @@ func (c *Config) validate() error {
 	if !validHeaderName(c.Header.Name) {
 		errs = append(errs, c.errorAt("header.name", "%q is not a valid header field name", c.Header.Name))
 	}
+	if c.Checks.MessageMaxBytes < 64<<10 {
+		errs = append(errs, c.errorAt("checks.message_max_bytes", "must be at least 65536 (64 KiB), got %d", c.Checks.MessageMaxBytes))
+	}
+	for _, h := range c.Checks.BulkHeaders {
+		if !validHeaderName(h) {
+			errs = append(errs, c.errorAt("checks.bulk_headers", "%q is not a valid header field name", h))
+		}
+	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 			errs = append(errs, c.errorAt("metrics.listen", "want HOST:PORT: %v", err))
@@ -514,6 +526,7 @@ func (c *Config) Engine() policy.Config {
 			AllowMXHosts:  domains(c.Policy.AllowMXHosts),
 			ReportOnly:    c.Policy.Mode == "report",
 		},
+		Message:            policy.MessageConfig{MaxBytes: c.Checks.MessageMaxBytes, BulkHeaders: c.Checks.BulkHeaders},
 		MaxPTRNames:        c.Identity.MaxPTRNames,
 		CheckAuthenticated: c.Identity.CheckAuthenticated,
 	}

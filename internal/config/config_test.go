@@ -55,7 +55,7 @@ func normalise(c policy.Config) policy.Config {
 			*l = nil
 		}
 	}
-	for _, l := range []*[]string{&c.Resolver.Servers, &c.Policy.AllowDomains, &c.Policy.AllowMXHosts} {
+	for _, l := range []*[]string{&c.Resolver.Servers, &c.Policy.AllowDomains, &c.Policy.AllowMXHosts, &c.Message.BulkHeaders} {
 		if len(*l) == 0 {
 			*l = nil
 		}

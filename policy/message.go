@@ -1,0 +1,440 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-msgauth/dmarc"
+	"github.com/miekg/dns"
+)
+
+// MessageConfig configures the message checks (README, Message checks).
+type MessageConfig struct {
+	// MaxBytes bounds what a message may hold to be verified
+	// (checks.message_max_bytes); a larger one is a temperror.
+	MaxBytes int64
+	// BulkHeaders are header fields that mark bulk mail besides List-Id,
+	// List-Unsubscribe and Precedence: bulk or list (checks.bulk_headers).
+	BulkHeaders []string
+}
+
+// Bounds on what one message costs, whatever its sender makes of it.
+const (
+	// maxHeaderBytes caps the header section kept for parsing: Postfix's
+	// header_size_limit is 100 KiB per field, and a header of more than a
+	// megabyte is not mail any receiver accepts.
+	maxHeaderBytes = 1 << 20
+	// maxSignatures caps the DKIM signatures verified; each costs a key
+	// lookup and a hash of the body.
+	maxSignatures = 8
+)
+
+// Message is a message streamed into the message checks, as it will
+// leave: the front end writes the header fields ("Name: value" lines), an
+// empty line and the body, in order, then calls Close. Nothing is held
+// whole: the body goes through the DKIM verifier's hashes as it arrives.
+// Write never fails; what the checks could not verify says so in their
+// results.
+type Message struct {
+	max int64
+	n   int64 // octets written
+
+	header      bytes.Buffer // the header section, up to maxHeaderBytes
+	inBody      bool
+	lastCR      bool // the octet written last was CR
+	lineStart   bool // the next octet starts a line
+	tooLarge    string
+	fields      []headerField
+	verifier    *io.PipeWriter
+	verified    chan struct{}
+	verifs      []*dkim.Verification
+	verifyErr   error
+	keyMu       sync.Mutex
+	keyRecords  map[string][]string // key record names asked, and their TXT answers
+	closed      bool
+	closeResult error
+}
+
+// headerField is one field of the header section, unfolded.
+type headerField struct{ name, value string }
+
+// NewMessage starts a message for EvaluateMessage. Key records are looked
+// up through the engine's caches as the verifier reaches them, each
+// within the engine's budget.
+func (e *Engine) NewMessage() *Message {
+	pr, pw := io.Pipe()
+	m := &Message{
+		max:        e.cfg.Message.MaxBytes,
+		lineStart:  true,
+		verifier:   pw,
+		verified:   make(chan struct{}),
+		keyRecords: map[string][]string{},
+	}
+	go func() {
+		defer close(m.verified)
+		m.verifs, m.verifyErr = dkim.VerifyWithOptions(pr, &dkim.VerifyOptions{
+			LookupTXT:        func(name string) ([]string, error) { return m.lookupKey(e, name) },
+			MaxVerifications: maxSignatures,
+		})
+		// The verifier stops reading where it has what it needs (no
+		// signature, a malformed one); the front end still writes the rest.
+		io.Copy(io.Discard, pr)
+	}()
+	return m
+}
+
+// lookupKey answers the verifier's key queries from the engine's caches.
+func (m *Message) lookupKey(e *Engine, name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.budget)
+	defer cancel()
+	a, err := e.resolver.Lookup(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, temporaryError{err}
+	}
+	var txts []string
+	if a.Kind == kindFound {
+		txts = a.TXT
+	}
+	m.keyMu.Lock()
+	m.keyRecords[strings.ToLower(strings.TrimSuffix(name, "."))] = txts
+	m.keyMu.Unlock()
+	if len(txts) == 0 {
+		return nil, fmt.Errorf("%s has no TXT record (%s)", name, a.Kind)
+	}
+	return txts, nil
+}
+
+var crlf = []byte("\r\n")
+
+// temporaryError marks a DNS error the verifier must take as temporary
+// (go-msgauth asks net.Error), not as a missing key.
+type temporaryError struct{ error }
+
+func (temporaryError) Timeout() bool   { return false }
+func (temporaryError) Temporary() bool { return true }
+
+// Write takes the next octets of the message. Bare LF line ends become
+// CRLF, as on the wire (RFC 5322 section 2.1): MTAs hand milters folded
+// header values with LF, and saved messages often have LF alone.
+func (m *Message) Write(p []byte) (int, error) {
+	n := len(p)
+	if m.closed || m.tooLarge != "" {
+		return n, nil
+	}
+	m.n += int64(n)
+	if m.max > 0 && m.n > m.max {
+		m.stop(fmt.Sprintf("the message is larger than checks.message_max_bytes (%d octets): too large to verify here", m.max))
+		return n, nil
+	}
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			m.write(p)
+			break
+		}
+		if i > 0 && p[i-1] == '\r' || i == 0 && m.lastCR {
+			m.write(p[:i+1])
+		} else {
+			m.write(p[:i])
+			m.write(crlf)
+		}
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// write passes normalised octets to the verifier and keeps the header
+// section for the checks' own parsing.
+func (m *Message) write(p []byte) {
+	if len(p) == 0 || m.tooLarge != "" {
+		return
+	}
+	if !m.inBody {
+		m.collectHeader(p)
+		if m.tooLarge != "" {
+			return
+		}
+	}
+	m.lastCR = p[len(p)-1] == '\r'
+	m.verifier.Write(p)
+}
+
+// collectHeader appends to the header section until the empty line that
+// ends it.
+func (m *Message) collectHeader(p []byte) {
+	for i, c := range p {
+		if m.lineStart && (c == '\r' || c == '\n') {
+			if c == '\n' { // the empty line: the body follows
+				m.inBody = true
+				m.fields = parseHeader(m.header.Bytes())
+				return
+			}
+			continue
+		}
+		m.lineStart = c == '\n'
+		if m.header.Len() >= maxHeaderBytes {
+			m.stop(fmt.Sprintf("the header section is larger than %d octets: too large to verify here", maxHeaderBytes))
+			return
+		}
+		m.header.WriteByte(p[i])
+	}
+}
+
+// stop ends verification: the checks that need it report why.
+func (m *Message) stop(reason string) {
+	m.tooLarge = reason
+	m.verifier.CloseWithError(errors.New(reason))
+	m.header = bytes.Buffer{}
+}
+
+// Close ends the message and waits for the verifier.
+func (m *Message) Close() error {
+	if m.closed {
+		return m.closeResult
+	}
+	m.closed = true
+	// A message without a body: end its last line, then its header.
+	for range 2 {
+		if m.inBody || m.tooLarge != "" {
+			break
+		}
+		m.write(crlf)
+	}
+	m.verifier.Close()
+	<-m.verified
+	m.header = bytes.Buffer{}
+	return nil
+}
+
+// parseHeader splits a header section into unfolded fields (RFC 5322
+// section 2.2.3). A line that is neither a field nor a continuation is
+// skipped, as receivers do.
+func parseHeader(section []byte) []headerField {
+	var fields []headerField
+	for _, line := range strings.Split(string(section), "\n") {
+		line = strings.TrimSuffix(line, "\r")
+		if line == "" {
+			continue
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if len(fields) > 0 {
+				fields[len(fields)-1].value += line
+			}
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != name || name == "" {
+			continue
+		}
+		fields = append(fields, headerField{name, strings.TrimSpace(value)})
+	}
+	return fields
+}
+
+// field returns the values of every field named name.
+func (m *Message) field(name string) []string {
+	var values []string
+	for _, f := range m.fields {
+		if strings.EqualFold(f.name, name) {
+			values = append(values, f.value)
+		}
+	}
+	return values
+}
+
+// keyRecord returns the TXT answers of a key record name the verifier
+// asked for.
+func (m *Message) keyRecord(name string) ([]string, bool) {
+	m.keyMu.Lock()
+	defer m.keyMu.Unlock()
+	txts, ok := m.keyRecords[name]
+	return txts, ok
+}
+
+// EvaluateMessage runs the message checks for m on the envelope's report
+// (Evaluate of req), and returns that report with their results in
+// catalogue order and the verdict of both. req is the envelope's request:
+// SPF alignment goes by its sender and the report's spf.relay.
+func (e *Engine) EvaluateMessage(ctx context.Context, envelope *Report, req Request, m *Message) *Report {
+	began := time.Now()
+	m.Close()
+	ev := newEvaluation(e, req)
+	ev.msg, ev.envelope = m, envelope
+	results := make([]Result, 0, len(e.checks))
+	for i, c := range e.checks {
+		if c.chain != chainMessage {
+			if r := envelope.Check(c.id); r.ID != "" {
+				results = append(results, r)
+			}
+			continue
+		}
+		results = append(results, e.runMessageCheck(ctx, ev, i))
+	}
+	rep := *envelope
+	rep.Checks = results
+	rep.Elapsed = envelope.Elapsed + time.Since(began)
+	rep.Incomplete = envelope.Incomplete || ctx.Err() != nil
+	rep.Decision = e.cfg.Policy.Decide(rep.Domain, rep.ClientIP, results)
+	return &rep
+}
+
+// runMessageCheck is runCheck, with a panic contained to its check.
+func (e *Engine) runMessageCheck(ctx context.Context, ev *evaluation, i int) (r Result) {
+	defer func() {
+		if v := recover(); v != nil { // a bug must not take the daemon down
+			r = Result{ID: e.checks[i].id, Status: StatusTempError, Detail: fmt.Sprintf("internal error: %v", v)}
+		}
+	}()
+	return e.runCheck(ctx, ev, i)
+}
+
+// messageSkip says why the message checks do not apply ("" = they do).
+func (ev *evaluation) messageSkip() string {
+	switch {
+	case ev.msg == nil:
+		return "no message to check"
+	case ev.sender.Null:
+		return "a bounce (null sender <>): no author's mail to authenticate"
+	}
+	if a := ev.author(); a.domain != "" && ev.e.cfg.Policy.DomainAllowed(a.domain) {
+		return fmt.Sprintf("%s is allow-listed (policy.allow_domains)", a.domain)
+	}
+	return ""
+}
+
+// authorFacts is the message's RFC5322.From: its one domain, or why
+// there is none to judge.
+type authorFacts struct {
+	domain  string
+	problem string // the From field is not one parseable address
+}
+
+func (ev *evaluation) author() authorFacts {
+	return ev.authorFacts.get(func() authorFacts {
+		froms := ev.msg.field("From")
+		switch len(froms) {
+		case 0:
+			return authorFacts{}
+		case 1:
+		default:
+			return authorFacts{problem: fmt.Sprintf("the message has %d From fields; receivers refuse it (RFC 5322 section 3.6 allows one)", len(froms))}
+		}
+		value := froms[0][:min(len(froms[0]), maxFromField)]
+		list, err := mail.ParseAddressList(value)
+		if err != nil {
+			return authorFacts{problem: fmt.Sprintf("the From field does not parse (%s): %s", Printable(err.Error(), 80), Printable(value, 120))}
+		}
+		if len(list) != 1 {
+			return authorFacts{problem: fmt.Sprintf("the From field has %d addresses; DMARC needs exactly one author domain (RFC 7489 section 6.6.1)", len(list))}
+		}
+		s := ParseSender(list[0].Address)
+		if s.Err != nil || s.Domain == "" {
+			return authorFacts{problem: fmt.Sprintf("the From address %s has no valid domain", Printable(list[0].Address, 120))}
+		}
+		return authorFacts{domain: s.Domain}
+	})
+}
+
+// maxFromField bounds the From field parsed for its address.
+const maxFromField = 64 << 10
+
+// signatureFacts is one DKIM signature of the message and what verifying
+// it gave.
+type signatureFacts struct {
+	domain, selector string
+	headerKeys       []string
+	err              error // nil: it verifies
+}
+
+// keyName is the signature's key record name.
+func (s signatureFacts) keyName() string {
+	return strings.ToLower(s.selector + "._domainkey." + s.domain)
+}
+
+func (s signatureFacts) String() string {
+	return fmt.Sprintf("d=%s s=%s", Printable(s.domain, 80), Printable(s.selector, 40))
+}
+
+func (ev *evaluation) signatures() []signatureFacts {
+	return ev.signatureFacts.get(func() []signatureFacts {
+		fields := ev.msg.field(dkimField)
+		sigs := make([]signatureFacts, 0, len(ev.msg.verifs))
+		for i, v := range ev.msg.verifs {
+			s := signatureFacts{domain: strings.ToLower(v.Domain), headerKeys: v.HeaderKeys, err: v.Err}
+			if i < len(fields) {
+				s.selector = strings.Join(strings.Fields(dmarcTag(fields[i], "s")), "")
+				if s.domain == "" {
+					s.domain = strings.Join(strings.Fields(dmarcTag(fields[i], "d")), "")
+				}
+			}
+			sigs = append(sigs, s)
+		}
+		return sigs
+	})
+}
+
+const dkimField = "DKIM-Signature"
+
+// discovered is a DMARC discovery or the DNS error that ended it.
+type discovered struct {
+	d   dmarcDiscovery
+	err error
+}
+
+// alignedFacts are the aligned signatures, or the DNS error that left
+// alignment unknown.
+type alignedFacts struct {
+	sigs []signatureFacts
+	err  error
+}
+
+// authorPolicy is the author domain's DMARC discovery.
+func (ev *evaluation) authorPolicy(ctx context.Context) (dmarcDiscovery, error) {
+	got := ev.authorDMARC.get(func() discovered {
+		d, err := ev.discoverDMARC(ctx, ev.author().domain, true)
+		return discovered{d, err}
+	})
+	return got.d, got.err
+}
+
+// alignedSignatures are the verifying signatures whose d= aligns with the
+// author domain under the author's adkim (RFC 7489 section 3.1.1).
+func (ev *evaluation) alignedSignatures(ctx context.Context) ([]signatureFacts, error) {
+	got := ev.dkimAligned.get(func() alignedFacts {
+		author := ev.author().domain
+		if author == "" {
+			return alignedFacts{}
+		}
+		pol, err := ev.authorPolicy(ctx)
+		if err != nil {
+			return alignedFacts{err: err}
+		}
+		mode := dmarc.AlignmentMode(dmarc.AlignmentRelaxed)
+		if pol.record != nil && pol.record.DKIMAlignment != "" {
+			mode = pol.record.DKIMAlignment
+		}
+		var aligned []signatureFacts
+		for _, s := range ev.signatures() {
+			if s.err != nil {
+				continue
+			}
+			ok, err := ev.aligned(ctx, author, s.domain, mode, pol.org)
+			if err != nil {
+				return alignedFacts{err: err}
+			}
+			if ok {
+				aligned = append(aligned, s)
+			}
+		}
+		return alignedFacts{sigs: aligned}
+	})
+	return got.sigs, got.err
+}
