@@ -3,12 +3,17 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/miekg/dns"
+
+	"github.com/mxguard/mxguard/smtptest"
 )
 
 // Addresses and domains come from untrusted clients; whatever they send,
@@ -117,4 +122,51 @@ func FuzzParseResponse(f *testing.F) {
 			t.Fatalf("limits exceeded: %d MX, %d addrs, %d names, %d aliases", len(ans.MX), len(ans.Addrs), len(ans.Names), len(ans.Aliases))
 		}
 	})
+}
+
+// A message comes from an untrusted client, header and signatures alike:
+// whatever it holds, the message checks give a status with a printable
+// detail, and never panic.
+func FuzzMessage(f *testing.F) {
+	for _, s := range []string{
+		"From: a@fuzz.test\r\n\r\nbody\r\n",
+		"DKIM-Signature: v=1; a=rsa-sha256; d=fuzz.test; s=s1; h=from; bh=AAAA; b=AAAA\r\nFrom: a@fuzz.test\r\n\r\nx\r\n",
+		"DKIM-Signature: v=1; d=\x00; s=\xff; h=; bh=; b=\nFrom: <<@>>\n\n",
+		"From: a@fuzz.test, b@fuzz.test\nList-Unsubscribe: <https://x>\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\n\n",
+		"\r\n\r\n", "From:\r\n\tfolded@fuzz.test\r\n", ":\r\n \r\n\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	z := smtptest.NewZone()
+	z.TXT("s1._domainkey.fuzz.test", "v=DKIM1; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA").
+		TXT("_dmarc.fuzz.test", "v=DMARC1; p=reject")
+	srv, err := smtptest.StartDNS(z)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { srv.Close() })
+	e := fuzzEngine(f, srv.Addr)
+	req := Request{Sender: "a@fuzz.test"}
+	env := &Report{Domain: "fuzz.test", Checks: []Result{{ID: SPFRelay, Status: StatusPass}}}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		m := e.NewMessage()
+		m.Write(raw)
+		rep := e.EvaluateMessage(context.Background(), env, req, m)
+		for _, c := range rep.Checks {
+			if c.Status > StatusFail || c.Detail != Printable(c.Detail, 1<<20) {
+				t.Fatalf("%s: status %d, detail %q", c.ID, c.Status, c.Detail)
+			}
+		}
+	})
+}
+
+func fuzzEngine(f *testing.F, server string) *Engine {
+	cfg := DefaultConfig()
+	cfg.Resolver = ResolverConfig{Servers: []string{server}, Timeout: 500 * time.Millisecond, Attempts: 2}
+	cfg.OutboundIPs = []netip.Prefix{netip.MustParsePrefix(rigRelay + "/32")}
+	e, err := New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return e
 }

@@ -125,9 +125,15 @@ func (z *Zone) PTR(ip string, names ...string) *Zone {
 	return z
 }
 
-// TXT adds a TXT record.
+// TXT adds a TXT record; text longer than a DNS string (255 octets), as a
+// DKIM key is, goes in several strings of one record (RFC 7208 section 3.3).
 func (z *Zone) TXT(name, text string) *Zone {
-	return z.MustAdd(fmt.Sprintf("%s %d IN TXT %q", canonical(name), DefaultTTL, text))
+	rr := &dns.TXT{Hdr: dns.RR_Header{Name: canonical(name), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: DefaultTTL}}
+	for len(text) > 255 {
+		rr.Txt, text = append(rr.Txt, text[:255]), text[255:]
+	}
+	rr.Txt = append(rr.Txt, text)
+	return z.AddRR(rr)
 }
 
 // Fault makes the server misbehave for every query of one name.

@@ -1,0 +1,289 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// messageRig is a zone and an engine whose one outbound address is
+// 192.0.2.10, for the message checks: authors publish SPF and DMARC and
+// sign with keys the rig makes.
+type messageRig struct {
+	z   *smtptest.Zone
+	dns *smtptest.DNSServer
+	e   *Engine
+}
+
+const rigRelay = "192.0.2.10"
+
+func newMessageRig(t *testing.T) *messageRig {
+	t.Helper()
+	z := smtptest.NewZone()
+	srv, err := smtptest.StartDNS(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return &messageRig{z: z, dns: srv, e: spfEngine(t, srv.Addr, rigRelay, "relay.example.test")}
+}
+
+// author makes domain a sender that passes SPF for the rig's relay and
+// publishes DMARC record dmarc ("" for none).
+func (r *messageRig) author(domain, dmarc string) {
+	r.z.TXT(domain, "v=spf1 ip4:"+rigRelay+" -all")
+	if dmarc != "" {
+		r.z.TXT("_dmarc."+domain, dmarc)
+	}
+}
+
+// check evaluates the message for the envelope sender and returns the
+// report with the message checks.
+func (r *messageRig) check(t *testing.T, sender, message string) *Report {
+	t.Helper()
+	req := Request{Sender: sender}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	env := evaluateDNSOnly(ctx, r.e, req)
+	m := r.e.NewMessage()
+	io.Copy(m, strings.NewReader(message))
+	return r.e.EvaluateMessage(ctx, env, req, m)
+}
+
+// evaluateDNSOnly is the envelope's report with spf.relay alone: the
+// rig's zone has public addresses that must not be probed.
+func evaluateDNSOnly(ctx context.Context, e *Engine, req Request) *Report {
+	return &Report{Domain: ParseSender(req.Sender).Domain, Checks: []Result{spfRelayOf(e, req)}}
+}
+
+// signer is a DKIM key published in the rig's zone.
+type signer struct {
+	domain, selector string
+	key              crypto.Signer
+}
+
+var (
+	rsaKeys   = map[int]*rsa.PrivateKey{}
+	rsaKeysMu sync.Mutex
+)
+
+// rsaKey is a key of bits, made once per test binary: key generation is slow.
+func rsaKey(t *testing.T, bits int) *rsa.PrivateKey {
+	t.Helper()
+	rsaKeysMu.Lock()
+	defer rsaKeysMu.Unlock()
+	if k, ok := rsaKeys[bits]; ok {
+		return k
+	}
+	k, err := rsa.GenerateKey(rand.Reader, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaKeys[bits] = k
+	return k
+}
+
+// publish makes a signer for domain with a key of bits (0: ed25519) and
+// publishes its key record, or record when given.
+func (r *messageRig) publish(t *testing.T, domain, selector string, bits int, record string) signer {
+	t.Helper()
+	s := signer{domain: domain, selector: selector}
+	var pub []byte
+	kind := "rsa"
+	if bits == 0 {
+		pk, sk, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.key, pub, kind = sk, pk, "ed25519"
+	} else {
+		k := rsaKey(t, bits)
+		s.key = k
+		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub = der
+	}
+	if record == "" {
+		record = "v=DKIM1; k=" + kind + "; p=" + base64.StdEncoding.EncodeToString(pub)
+	}
+	r.z.TXT(selector+"._domainkey."+domain, record)
+	return s
+}
+
+// sign signs message as the relay's signer would, with headerKeys (nil:
+// go-msgauth's choice, which includes From).
+func (s signer) sign(t *testing.T, message string, headerKeys ...string) string {
+	t.Helper()
+	var b bytes.Buffer
+	opts := &dkim.SignOptions{Domain: s.domain, Selector: s.selector, Signer: s.key, HeaderKeys: headerKeys,
+		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationSimple}
+	if err := dkim.Sign(&b, strings.NewReader(message), opts); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// plainMessage is a message from author with extra header lines.
+func plainMessage(from string, extra ...string) string {
+	h := "From: " + from + "\r\nTo: b@example.net\r\nSubject: hello\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <1@example.test>\r\n"
+	for _, e := range extra {
+		h += e + "\r\n"
+	}
+	return h + "\r\nHello.\r\n"
+}
+
+// statusOf is the status and detail of check id in rep.
+func statusOf(rep *Report, id CheckID) (Status, string) {
+	r := rep.Check(id)
+	return r.Status, r.Detail
+}
+
+func TestMessageStreamsWithoutHoldingTheBody(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("stream.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "stream.test", "s1", 2048, "")
+	body := strings.Repeat("a line of the body, long enough to count\r\n", 20000) // about 840 KB
+	signed := s.sign(t, plainMessage("a@stream.test")[:len(plainMessage("a@stream.test"))-len("Hello.\r\n")]+body)
+	m := r.e.NewMessage()
+	for len(signed) > 0 { // the chunks a milter gets: 64 KiB at most
+		n := min(len(signed), 65535)
+		m.Write([]byte(signed[:n]))
+		signed = signed[n:]
+	}
+	req := Request{Sender: "a@stream.test"}
+	rep := r.e.EvaluateMessage(context.Background(), evaluateDNSOnly(context.Background(), r.e, req), req, m)
+	if st, d := statusOf(rep, DKIMSignature); st != StatusPass {
+		t.Fatalf("dkim.signature %s: %s", st, d)
+	}
+	if m.header.Cap() > 0 {
+		t.Errorf("the header section is still held after the message: %d octets", m.header.Cap())
+	}
+}
+
+// MTAs hand milters folded header values with bare LF, and saved messages
+// often have LF line ends: the signature is over CRLF all the same.
+func TestMessageWithLFLineEndsVerifies(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("lf.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "lf.test", "s1", 1024, "")
+	signed := s.sign(t, plainMessage("a@lf.test", "X-Folded: one\r\n\ttwo"))
+	rep := r.check(t, "a@lf.test", strings.ReplaceAll(signed, "\r\n", "\n"))
+	if st, d := statusOf(rep, DKIMSignature); st != StatusPass {
+		t.Fatalf("dkim.signature %s: %s", st, d)
+	}
+}
+
+func TestMessageLargerThanTheBoundIsNotVerified(t *testing.T) {
+	r := newMessageRig(t)
+	r.e.cfg.Message.MaxBytes = 64 << 10
+	r.author("big.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "big.test", "s1", 1024, "")
+	signed := s.sign(t, plainMessage("a@big.test")+strings.Repeat("x", 100<<10)+"\r\n")
+	rep := r.check(t, "a@big.test", signed)
+	for _, id := range []CheckID{DKIMSignature, DKIMKey, DMARCAlignment, BulkUnsubscribe} {
+		if st, d := statusOf(rep, id); st != StatusTempError || !strings.Contains(d, "too large to verify here") {
+			t.Errorf("%s %s: %s", id, st, d)
+		}
+	}
+	if rep.Verdict() != Pass {
+		t.Errorf("verdict %s: a message too large to verify must not be flagged", rep.Verdict())
+	}
+}
+
+func TestHugeHeaderIsBounded(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("hdr.test", "v=DMARC1; p=none")
+	m := r.e.NewMessage()
+	m.Write([]byte("From: a@hdr.test\r\n"))
+	line := []byte("X-Filler: " + strings.Repeat("y", 990) + "\r\n")
+	for range 2 * maxHeaderBytes / len(line) {
+		m.Write(line)
+	}
+	if m.header.Len() > maxHeaderBytes {
+		t.Fatalf("the header section holds %d octets, over %d", m.header.Len(), maxHeaderBytes)
+	}
+	req := Request{Sender: "a@hdr.test"}
+	rep := r.e.EvaluateMessage(context.Background(), evaluateDNSOnly(context.Background(), r.e, req), req, m)
+	if st, d := statusOf(rep, DKIMSignature); st != StatusTempError || !strings.Contains(d, "header section is larger") {
+		t.Errorf("dkim.signature %s: %s", st, d)
+	}
+}
+
+// A message cut short inside its header (a client that hangs up) still
+// gets results, not a verifier waiting for ever.
+func TestMessageEndingInItsHeader(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("cut.test", "v=DMARC1; p=none")
+	rep := r.check(t, "a@cut.test", "From: a@cut.test\r\nSubject: no end")
+	if st, d := statusOf(rep, DKIMSignature); st != StatusFail || !strings.Contains(d, "no DKIM signature") {
+		t.Errorf("dkim.signature %s: %s", st, d)
+	}
+}
+
+func TestMessageChecksSkipBounces(t *testing.T) {
+	r := newMessageRig(t)
+	rep := r.check(t, "<>", plainMessage("MAILER-DAEMON@bounce.test"))
+	for _, id := range []CheckID{DKIMSignature, DKIMKey, DMARCAlignment, BulkUnsubscribe} {
+		if st, d := statusOf(rep, id); st != StatusSkip || !strings.Contains(d, "bounce") {
+			t.Errorf("%s %s: %s", id, st, d)
+		}
+	}
+}
+
+func TestMessageChecksLeftOutOrSkippedWithoutAMessage(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("none.test", "v=DMARC1; p=none")
+	rep := r.e.Evaluate(context.Background(), Request{Domain: "none.test"})
+	if got := rep.Check(DKIMSignature); got.ID != "" {
+		t.Errorf("a report without a message lists %s: %+v", got.ID, got)
+	}
+	rep = r.e.Evaluate(context.Background(), Request{Domain: "none.test", MessageSkip: "checks.message: false"})
+	for _, id := range []CheckID{DKIMSignature, DKIMKey, DMARCAlignment, BulkUnsubscribe} {
+		if st, d := statusOf(rep, id); st != StatusSkip || d != "checks.message: false" {
+			t.Errorf("%s %s: %s", id, st, d)
+		}
+	}
+	ids := make([]CheckID, len(rep.Checks))
+	for i, c := range rep.Checks {
+		ids[i] = c.ID
+	}
+	if want := CheckIDs(); !slices.Equal(ids, want) {
+		t.Errorf("report order %v, want %v", ids, want)
+	}
+}
+
+// Key and DMARC records come from the caches: a warm decision on a
+// message makes no DNS query.
+func TestWarmMessageDecisionMakesNoQuery(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("warm.test", "v=DMARC1; p=reject")
+	r.author("esp.test", "v=DMARC1; p=none")
+	s := r.publish(t, "mail.warm.test", "s1", 2048, "")
+	msg := s.sign(t, plainMessage("a@warm.test", "List-Id: <l.warm.test>"))
+	first := r.check(t, "a@esp.test", msg)
+	r.dns.ResetCounts()
+	second := r.check(t, "a@esp.test", msg)
+	if n := r.dns.Queries(); n != 0 {
+		t.Errorf("the warm decision made %d DNS queries", n)
+	}
+	if first.Findings() != second.Findings() {
+		t.Errorf("cold %s, warm %s", first.Findings(), second.Findings())
+	}
+}
