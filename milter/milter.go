@@ -45,9 +45,12 @@ type Config struct {
 	NonSMTPAction policy.Verdict
 }
 
-// Evaluator decides; *policy.Engine is the one mxguard uses.
+// Evaluator decides; *policy.Engine is the one mxguard uses. The message
+// methods serve Options.Message.
 type Evaluator interface {
 	Evaluate(ctx context.Context, req policy.Request) *policy.Report
+	NewMessage() *policy.Message
+	EvaluateMessage(ctx context.Context, envelope *policy.Report, req policy.Request, m *policy.Message) *policy.Report
 }
 
 // Recorder counts sessions and decisions (Prometheus in mxguard serve).
@@ -75,7 +78,10 @@ type PeerCheck func(c net.Conn) (peer string, err error)
 type Options struct {
 	// HeaderFrom also checks the RFC5322.From domain.
 	HeaderFrom bool
-	ReplyAt    Stage
+	// Message asks the MTA for the whole message (checks.message): its
+	// header and body are streamed into the message checks.
+	Message bool
+	ReplyAt Stage
 	// MaxSessions caps concurrent MTA connections. At the cap, the session
 	// silent longest is closed to make room; only when every session is
 	// waiting for mxguard does a new one wait.
@@ -158,13 +164,18 @@ const actions = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQ
 // each is a round trip saved, on every message. The client comes from the
 // MAIL FROM macros, so the connect step is skipped too. Headers are needed
 // to find forged copies of mxguard's own header; they are never refused.
+// The message checks need the body too, and each header field's value
+// exactly as it is signed, leading space included (SMFIP_HDR_LEADSPC).
 func protocol(o Options) gomilter.OptProtocol {
-	p := gomilter.OptNoConnect | gomilter.OptNoBody | gomilter.OptNoUnknown | gomilter.OptNoData |
+	p := gomilter.OptNoConnect | gomilter.OptNoUnknown | gomilter.OptNoData |
 		gomilter.OptNoHeloReply | gomilter.OptNoHeaderReply
-	if o.HeaderFrom {
-		p |= gomilter.OptNoEOHReply
-	} else {
-		p |= gomilter.OptNoEOH
+	switch {
+	case o.Message:
+		p |= gomilter.OptNoEOHReply | gomilter.OptNoBodyReply | gomilter.OptHeaderLeadingSpace
+	case o.HeaderFrom:
+		p |= gomilter.OptNoBody | gomilter.OptNoEOHReply
+	default:
+		p |= gomilter.OptNoBody | gomilter.OptNoEOH
 	}
 	if o.ReplyAt == StageMail {
 		p |= gomilter.OptNoRcptTo // the answer is given at MAIL FROM: recipients do not matter

@@ -217,8 +217,9 @@ func TestDecisionTimeoutFailsOpen(t *testing.T) {
 // held keeps the evaluation of every sender at held.test until release is
 // closed, as if its MX hosts never answered; any other is decided at once.
 type held struct {
-	release chan struct{}
-	waiting atomic.Int32
+	*policy.Engine // for its message methods, which these tests do not use
+	release        chan struct{}
+	waiting        atomic.Int32
 }
 
 func (h *held) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
@@ -278,9 +279,13 @@ func TestAbortedTransactionsDoNotQueue(t *testing.T) {
 	}
 }
 
-type panicky struct{}
+type panicky struct{ *policy.Engine }
 
 func (panicky) Evaluate(context.Context, policy.Request) *policy.Report { panic("boom") }
+
+func (panicky) EvaluateMessage(context.Context, *policy.Report, policy.Request, *policy.Message) *policy.Report {
+	panic("boom")
+}
 
 func TestInternalErrorFailsOpen(t *testing.T) {
 	h := newHarness(t, func(_ *policy.Config, m *milter.Config, _ *milter.Options) { m.Engine = panicky{} })

@@ -3,6 +3,7 @@ package milter
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/mail"
 	"net/netip"
@@ -47,6 +48,9 @@ type session struct {
 	// canChangeHeaders says the MTA agreed to SMFIF_CHGHDRS, needed to
 	// remove forged copies of mxguard's header.
 	canChangeHeaders bool
+	// leadingSpace says header values come, and go, with the space after
+	// the colon (SMFIP_HDR_LEADSPC).
+	leadingSpace bool
 
 	msg *message // the current transaction, nil between transactions
 }
@@ -66,6 +70,17 @@ type message struct {
 	from      []*pending // their domains' evaluations, where they differ from the envelope's
 	forged    int        // fields named like mxguard's header that came with the message
 	replied   string     // the reply given at MAIL or RCPT, if any
+	// content is the message streamed into the message checks, from its
+	// first header field (checks.message).
+	content *policy.Message
+}
+
+// discard ends the message's content stream, if it has one, unjudged.
+func (msg *message) discard() {
+	if msg != nil && msg.content != nil {
+		msg.content.Close()
+		msg.content = nil
+	}
 }
 
 // pending is an evaluation running beside the session. It runs in its own
@@ -112,8 +127,9 @@ func (p *pending) wait() (*policy.Report, bool) {
 }
 
 // Negotiated learns what the MTA agreed to.
-func (s *session) Negotiated(_ uint32, actions gomilter.OptAction, _ gomilter.OptProtocol) {
+func (s *session) Negotiated(_ uint32, actions gomilter.OptAction, protocol gomilter.OptProtocol) {
 	s.canChangeHeaders = actions&gomilter.OptChangeHeader != 0
+	s.leadingSpace = protocol&gomilter.OptHeaderLeadingSpace != 0
 }
 
 // Connect is skipped when negotiated (OptNoConnect); kept for MTAs that send it anyway.
@@ -194,6 +210,7 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Res
 	if from == "" {
 		msg.sender = "<>" // go-milter strips the brackets of the null sender
 	}
+	s.msg.discard()
 	s.msg = msg
 	s.transaction(true)
 	msg.envelope = s.start(cfg, s.request(msg.sender, msg), now.Add(cfg.DecisionTimeout))
@@ -204,7 +221,11 @@ func (s *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Res
 }
 
 func (s *session) request(sender string, msg *message) policy.Request {
-	return policy.Request{Sender: sender, ClientIP: s.client, HELO: s.helo, AuthUser: msg.authUser}
+	r := policy.Request{Sender: sender, ClientIP: s.client, HELO: s.helo, AuthUser: msg.authUser}
+	if !s.m.opts.Message {
+		r.MessageSkip = "checks.message: false"
+	}
+	return r
 }
 
 func (s *session) RcptTo(rcpt string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
@@ -254,14 +275,36 @@ func replyCode(reply string) gomilter.Response {
 func (s *session) Header(name, value string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer s.recoverTo(&resp, "header")
 	msg := s.msg
+	if msg == nil {
+		return gomilter.RespContinue, nil
+	}
+	if s.m.opts.Message {
+		s.stream(msg, name, value)
+	}
 	switch {
-	case msg == nil:
 	case strings.EqualFold(name, msg.cfg.HeaderName):
 		msg.forged++
 	case s.m.opts.HeaderFrom && strings.EqualFold(name, "From") && len(msg.fromAddrs) < maxFromDomains:
 		msg.fromAddrs = append(msg.fromAddrs, headerFromAddresses(value)...)
 	}
 	return gomilter.RespContinue, nil
+}
+
+// stream writes a header field to the message checks as it stands in the
+// message. A forged copy of mxguard's header is left out: it is removed
+// before the message leaves.
+func (s *session) stream(msg *message, name, value string) {
+	if strings.EqualFold(name, msg.cfg.HeaderName) {
+		return
+	}
+	if msg.content == nil {
+		msg.content = msg.cfg.Engine.NewMessage()
+	}
+	sep := ": "
+	if s.leadingSpace {
+		sep = ":"
+	}
+	io.WriteString(msg.content, name+sep+value+"\r\n")
 }
 
 // headerFromAddresses extracts the addresses of a From header field, or none
@@ -295,6 +338,9 @@ var rootDots = regexp.MustCompile(`(@[A-Za-z0-9.-]*[A-Za-z0-9-])\.([\s>,;]|$)`)
 func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer s.recoverTo(&resp, "eoh")
 	msg := s.msg
+	if msg != nil && msg.content != nil {
+		msg.content.Write([]byte("\r\n"))
+	}
 	if msg == nil || len(msg.fromAddrs) == 0 || policy.ParseSender(msg.sender).Null {
 		return gomilter.RespContinue, nil
 	}
@@ -311,8 +357,13 @@ func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (resp go
 	return gomilter.RespContinue, nil
 }
 
-// BodyChunk is skipped (OptNoBody); kept for MTAs that send it anyway.
-func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (gomilter.Response, error) {
+// BodyChunk streams the body into the message checks; without them it is
+// skipped (OptNoBody). The MTA does not wait for an answer (SMFIP_NR_BODY).
+func (s *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (resp gomilter.Response, err error) {
+	defer s.recoverTo(&resp, "body")
+	if msg := s.msg; msg != nil && msg.content != nil {
+		msg.content.Write(chunk)
+	}
 	return gomilter.RespContinue, nil
 }
 
@@ -335,9 +386,17 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	}
 	envelope, ok := msg.envelope.wait()
 	if !ok {
+		msg.discard()
 		return s.failOpen(m, msg, envelope, "envelope", msg.sender)
 	}
 	final, subject := envelope, "envelope"
+	if msg.content != nil {
+		envelope = s.judgeMessage(msg, envelope)
+		if envelope.Verdict() > final.Verdict() {
+			subject = "message"
+		}
+		final = envelope
+	}
 	from := make([]*policy.Report, len(msg.from))
 	for i, p := range msg.from {
 		r, ok := p.wait()
@@ -379,7 +438,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	if final.ReportOnly {
 		word = verdict.String()
 	}
-	if err := m.AddHeader(msg.cfg.HeaderName, policy.Header(word, envelope, from...)); err != nil {
+	if err := m.AddHeader(msg.cfg.HeaderName, s.headerValue(policy.Header(word, envelope, from...))); err != nil {
 		return nil, err
 	}
 	if applied == policy.Hold {
@@ -388,6 +447,25 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		}
 	}
 	return gomilter.RespContinue, nil
+}
+
+// judgeMessage runs the message checks on the envelope's report, within
+// decision_timeout of the end of the message.
+func (s *session) judgeMessage(msg *message, envelope *policy.Report) *policy.Report {
+	ctx, cancel := context.WithTimeout(context.Background(), msg.cfg.DecisionTimeout)
+	defer cancel()
+	content := msg.content
+	msg.content = nil
+	return msg.cfg.Engine.EvaluateMessage(ctx, envelope, s.request(msg.sender, msg), content)
+}
+
+// headerValue is a value for a field mxguard adds: with SMFIP_HDR_LEADSPC
+// the MTA adds no space after the colon itself.
+func (s *session) headerValue(v string) string {
+	if s.leadingSpace {
+		return " " + v
+	}
+	return v
 }
 
 // removeForged deletes every field named like mxguard's header that came
@@ -420,13 +498,14 @@ func (s *session) failOpen(m *gomilter.Modifier, msg *message, r *policy.Report,
 		seen(r)
 	}
 	s.logDecision(msg, r, "temperror", subject, "")
-	if err := m.AddHeader(msg.cfg.HeaderName, r.TempErrorHeaderValue()); err != nil {
+	if err := m.AddHeader(msg.cfg.HeaderName, s.headerValue(r.TempErrorHeaderValue())); err != nil {
 		return nil, err
 	}
 	return gomilter.RespContinue, nil
 }
 
 func (s *session) Abort(m *gomilter.Modifier) error {
+	s.msg.discard()
 	s.msg = nil // Postfix aborts twice per message (after EOM and at QUIT): stay idempotent
 	s.transaction(false)
 	return nil

@@ -11,7 +11,7 @@ func TestDKIMSignature(t *testing.T) {
 	r := newMessageRig(t)
 	r.author("sig.test", "v=DMARC1; p=reject")
 	good := r.publish(t, "sig.test", "good", 2048, "")
-	unpublished := signer{domain: "sig.test", selector: "gone", key: good.key}
+	unpublished := newSigner(t, "sig.test", "gone", 2048)
 	revoked := r.publish(t, "sig.test", "old", 2048, "v=DKIM1; k=rsa; p=")
 	failing := r.publish(t, "sig.test", "down", 2048, "")
 	r.z.SetFault("down._domainkey.sig.test", smtptest.ServFail)

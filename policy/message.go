@@ -239,6 +239,10 @@ func parseHeader(section []byte) []headerField {
 	return fields
 }
 
+// Header returns the values of every header field named name, unfolded,
+// once the header section has been written.
+func (m *Message) Header(name string) []string { return m.field(name) }
+
 // field returns the values of every field named name.
 func (m *Message) field(name string) []string {
 	var values []string

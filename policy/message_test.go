@@ -1,22 +1,12 @@
 package policy
 
 import (
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"io"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/mxguard/mxguard/smtptest"
 )
@@ -71,73 +61,39 @@ func evaluateDNSOnly(ctx context.Context, e *Engine, req Request) *Report {
 	return &Report{Domain: ParseSender(req.Sender).Domain, Checks: []Result{spfRelayOf(e, req)}}
 }
 
-// signer is a DKIM key published in the rig's zone.
-type signer struct {
-	domain, selector string
-	key              crypto.Signer
-}
-
-var (
-	rsaKeys   = map[int]*rsa.PrivateKey{}
-	rsaKeysMu sync.Mutex
-)
-
-// rsaKey is a key of bits, made once per test binary: key generation is slow.
-func rsaKey(t *testing.T, bits int) *rsa.PrivateKey {
-	t.Helper()
-	rsaKeysMu.Lock()
-	defer rsaKeysMu.Unlock()
-	if k, ok := rsaKeys[bits]; ok {
-		return k
-	}
-	k, err := rsa.GenerateKey(rand.Reader, bits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsaKeys[bits] = k
-	return k
-}
+// signer is a DKIM signer of the rig.
+type signer struct{ *smtptest.DKIMSigner }
 
 // publish makes a signer for domain with a key of bits (0: ed25519) and
 // publishes its key record, or record when given.
 func (r *messageRig) publish(t *testing.T, domain, selector string, bits int, record string) signer {
 	t.Helper()
-	s := signer{domain: domain, selector: selector}
-	var pub []byte
-	kind := "rsa"
-	if bits == 0 {
-		pk, sk, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.key, pub, kind = sk, pk, "ed25519"
-	} else {
-		k := rsaKey(t, bits)
-		s.key = k
-		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub = der
-	}
+	s := newSigner(t, domain, selector, bits)
 	if record == "" {
-		record = "v=DKIM1; k=" + kind + "; p=" + base64.StdEncoding.EncodeToString(pub)
+		record = s.Record()
 	}
-	r.z.TXT(selector+"._domainkey."+domain, record)
+	r.z.TXT(s.KeyName(), record)
 	return s
 }
 
-// sign signs message as the relay's signer would, with headerKeys (nil:
+func newSigner(t *testing.T, domain, selector string, bits int) signer {
+	t.Helper()
+	s, err := smtptest.NewDKIMSigner(domain, selector, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signer{s}
+}
+
+// sign signs message as the relay's signer would, over headerKeys (none:
 // go-msgauth's choice, which includes From).
 func (s signer) sign(t *testing.T, message string, headerKeys ...string) string {
 	t.Helper()
-	var b bytes.Buffer
-	opts := &dkim.SignOptions{Domain: s.domain, Selector: s.selector, Signer: s.key, HeaderKeys: headerKeys,
-		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationSimple}
-	if err := dkim.Sign(&b, strings.NewReader(message), opts); err != nil {
+	signed, err := s.Sign(message, headerKeys...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return b.String()
+	return signed
 }
 
 // plainMessage is a message from author with extra header lines.

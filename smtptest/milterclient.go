@@ -245,11 +245,18 @@ func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.
 		return MilterResult{Stage: "aborted", Action: milter.ActContinue}, nil
 	}
 	time.Sleep(msg.DataDelay)
+	// With SMFIP_HDR_LEADSPC an MTA sends each value as it stands after
+	// the colon, and takes the milter's values so.
+	leadingSpace := s.ProtocolOption(milter.OptHeaderLeadingSpace)
 	for _, h := range msg.Headers {
 		if err := macros(milter.CodeHeader, extra...); err != nil {
 			return MilterResult{}, err
 		}
-		if act, err = s.HeaderField(h[0], h[1]); err != nil {
+		value := h[1]
+		if leadingSpace && !strings.HasPrefix(value, " ") && !strings.HasPrefix(value, "\t") {
+			value = " " + value
+		}
+		if act, err = s.HeaderField(h[0], value); err != nil {
 			return MilterResult{}, err
 		}
 		if act.Code != milter.ActContinue {
@@ -265,13 +272,19 @@ func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.
 	if act.Code != milter.ActContinue {
 		return ended("eoh", act), nil
 	}
-	if msg.Body != "" && !s.ProtocolOption(milter.OptNoBody) {
-		if act, err = s.BodyChunk([]byte(msg.Body)); err != nil {
+	// Postfix sends the body in chunks of at most 64 KiB (less one octet).
+	for body := msg.Body; body != "" && !s.ProtocolOption(milter.OptNoBody); {
+		n := min(len(body), 65535)
+		if act, err = s.BodyChunk([]byte(body[:n])); err != nil {
 			return MilterResult{}, err
 		}
-		if act.Code != milter.ActContinue && act.Code != milter.ActSkip {
+		if act.Code == milter.ActSkip {
+			break
+		}
+		if act.Code != milter.ActContinue {
 			return ended("body", act), nil
 		}
+		body = body[n:]
 	}
 	if err := macros(milter.CodeEOB, extra...); err != nil {
 		return MilterResult{}, err
@@ -284,7 +297,11 @@ func playMessage(s *milter.ClientSession, msg MilterMessage, macros func(milter.
 	for _, m := range mods {
 		switch m.Code {
 		case milter.ActAddHeader, milter.ActInsertHeader:
-			r.Headers = append(r.Headers, [2]string{m.HeaderName, m.HeaderValue})
+			value := m.HeaderValue
+			if leadingSpace {
+				value = strings.TrimPrefix(value, " ")
+			}
+			r.Headers = append(r.Headers, [2]string{m.HeaderName, value})
 		case milter.ActChangeHeader:
 			r.HeaderChanges = append(r.HeaderChanges, HeaderChange{int(m.HeaderIndex), m.HeaderName, m.HeaderValue})
 		case milter.ActQuarantine:

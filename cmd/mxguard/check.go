@@ -25,6 +25,7 @@ import (
 
 const checkUsage = `Usage: mxguard check [flags] DOMAIN|ADDRESS...
        mxguard check [flags] --file FILE   (one domain or address per line; "-" reads stdin)
+       mxguard check [flags] --message FILE   (an RFC 5322 message; "-" reads stdin)
 
 Runs the same checks as the milter and prints one report per domain.
 Exit status: 0 pass, 1 flag/hold, 2 defer/reject, 3 only temporary errors
@@ -47,6 +48,8 @@ type checkOptions struct {
 	file        string
 	concurrency int
 	self        bool
+	message     string
+	mailFrom    string
 	set         map[string]bool // flags given, even if empty
 }
 
@@ -66,6 +69,8 @@ func checkFlagSet(o *checkOptions, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.file, "file", "", "read domains or addresses from `FILE`, one per line (\"-\": stdin)")
 	fs.IntVar(&o.concurrency, "concurrency", 16, "domains checked at once with --file")
 	fs.BoolVar(&o.self, "self", false, "check this relay itself: each single outbound.ips address with outbound.helo (or --helo)")
+	fs.StringVar(&o.message, "message", "", "check the message in `FILE` (RFC 5322; \"-\": stdin) as the milter does after the relay's signer: the message checks, and the domain checks of its envelope sender and author")
+	fs.StringVar(&o.mailFrom, "mail-from", "", "the envelope sender `ADDRESS` of --message (default: its Return-Path, else its From address)")
 	return fs
 }
 
@@ -81,7 +86,13 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if o.self && (len(targets) > 0 || o.file != "" || o.set["client-ip"]) {
 		return usageError(stderr, errors.New("--self checks the relay itself: it takes no domains, --file or --client-ip"))
 	}
-	if !o.self && (len(targets) == 0) == (o.file == "") {
+	if o.set["mail-from"] && o.message == "" {
+		return usageError(stderr, errors.New("--mail-from is the envelope of --message"))
+	}
+	if o.message != "" && (o.self || len(targets) > 0 || o.file != "") {
+		return usageError(stderr, errors.New("--message checks one message: it takes no domains, --file or --self"))
+	}
+	if !o.self && o.message == "" && (len(targets) == 0) == (o.file == "") {
 		fmt.Fprint(stderr, "mxguard check: name domains or addresses, or --file, but not both\n\n")
 		fs.Usage()
 		return exitUsage
@@ -105,6 +116,9 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runSelfCheck(ctx, engine, cmp.Or(o.helo, engine.Config().EgressHELO), out, stderr)
 	}
 	base := policy.Request{ClientIP: client, HELO: o.helo}
+	if o.message != "" {
+		return runMessageCheck(ctx, engine, base, o, stdin, out, stderr)
+	}
 	var in io.Reader = strings.NewReader(strings.Join(targets, "\n"))
 	var bar *progress
 	if o.file != "" {

@@ -377,6 +377,7 @@ func (d *daemon) warnRestartOnly(next *config.Config) {
 		"api.listen":                     old.API.Listen != next.API.Listen,
 		"api.max_concurrency":            old.API.MaxConcurrency != next.API.MaxConcurrency,
 		"checks.header_from":             old.Checks.HeaderFrom != next.Checks.HeaderFrom,
+		"checks.message":                 old.Checks.Message != next.Checks.Message,
 		"milter.reply_at":                old.Milter.ReplyAt != next.Milter.ReplyAt,
 		"log.format":                     old.Log.Format != next.Log.Format,
 	} {
@@ -438,6 +439,7 @@ func (d *daemon) startFrontEnds(engine *policy.Engine, served chan<- error) erro
 		}
 		d.milter = milter.New(d.milterConfig(c, engine), milter.Options{
 			HeaderFrom:         c.Checks.HeaderFrom,
+			Message:            c.Checks.Message,
 			ReplyAt:            replyAt,
 			MaxSessions:        c.Milter.MaxSessions,
 			IdleTimeout:        c.Milter.IdleTimeout.D,

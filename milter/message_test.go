@@ -1,0 +1,123 @@
+package milter_test
+
+import (
+	"strings"
+	"testing"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/milter"
+	"github.com/mxguard/mxguard/policy"
+	"github.com/mxguard/mxguard/smtptest"
+)
+
+// messageHarness is a milter with the message checks on, and a signer for
+// author.test (whose SPF authorizes the sandbox relay) published in its zone.
+func messageHarness(t *testing.T) (*harness, *smtptest.DKIMSigner) {
+	t.Helper()
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.Message = true })
+	s, err := smtptest.NewDKIMSigner("author.test", "lab", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sb.Zone.MX("author.test", 10, "mx.accept.test").DKIMKey(s).TXT("_dmarc.author.test", "v=DMARC1; p=reject")
+	spectest.PassingExcept(h.sb.Zone, policy.DMARCRecord, "author.test")
+	spectest.Passing(h.sb.Zone, "other.test")
+	h.sb.Zone.MX("other.test", 10, "mx.accept.test")
+	return h, s
+}
+
+func signed(t *testing.T, s *smtptest.DKIMSigner, m smtptest.MilterMessage) smtptest.MilterMessage {
+	t.Helper()
+	m, err := s.SignMilterMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestMessageChecksThroughTheMilter(t *testing.T) {
+	h, s := messageHarness(t)
+	bulk := message("a@author.test")
+	bulk.Headers = append(bulk.Headers, [2]string{"List-Id", "<news.author.test>"})
+	big := message("a@author.test")
+	big.Body = strings.Repeat("a line of a long body\r\n", 30000) // 690 KB, in 64 KiB chunks
+	folded := message("a@author.test")
+	folded.Headers = append(folded.Headers, [2]string{"X-Folded", "first\n\tsecond"}) // as Postfix sends a folded field
+	cases := []struct {
+		name string
+		msg  smtptest.MilterMessage
+		want string
+	}{
+		{"signed and aligned", signed(t, s, message("a@author.test")), "pass; domain=author.test; ip=127.0.3.1"},
+		{"a long body in chunks", signed(t, s, big), "pass; domain=author.test; ip=127.0.3.1"},
+		{"a folded field", signed(t, s, folded), "pass; domain=author.test; ip=127.0.3.1"},
+		{"unsigned, another envelope domain", message2("b@other.test", "a@author.test"), "flag; domain=other.test; ip=127.0.3.1; dkim.signature=fail; dmarc.alignment=fail"},
+		{"unsigned, aligned envelope", message("a@author.test"), "flag; domain=author.test; ip=127.0.3.1; dkim.signature=fail; dmarc.alignment=warn"},
+		{"bulk without one-click", signed(t, s, bulk), "flag; domain=author.test; ip=127.0.3.1; bulk.unsubscribe=fail"},
+		{"changed after signing", changed(signed(t, s, message("a@author.test"))), "flag; domain=author.test; ip=127.0.3.1; dkim.signature=fail; dmarc.alignment=warn"},
+		{"a bounce", message2("", "MAILER-DAEMON@author.test"), "pass; domain=<>; ip=127.0.3.1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := h.play(t, goodConn(c.msg))[0]
+			got, _ := r.Header("X-MXGuard")
+			if !r.Accepted() || got != c.want {
+				t.Errorf("stage %s, reply %q, header %q; want %q", r.Stage, r.Reply, got, c.want)
+			}
+		})
+	}
+}
+
+// message2 is a message whose envelope sender is not its author.
+func message2(sender, author string) smtptest.MilterMessage {
+	m := message(author)
+	m.From = sender
+	return m
+}
+
+func changed(m smtptest.MilterMessage) smtptest.MilterMessage {
+	m.Body += "A footer a list server added.\r\n"
+	return m
+}
+
+// A forged copy of mxguard's header is removed before the message leaves,
+// so it is not part of the message the checks see.
+func TestForgedHeaderIsNotPartOfTheCheckedMessage(t *testing.T) {
+	h, s := messageHarness(t)
+	m := signed(t, s, message("a@author.test"))
+	m.Headers = append(m.Headers, [2]string{"X-MXGuard", "pass; domain=forged.example"})
+	r := h.play(t, goodConn(m))[0]
+	if got, _ := r.Header("X-MXGuard"); got != "pass; domain=author.test; ip=127.0.3.1" || len(r.HeaderChanges) != 1 {
+		t.Errorf("header %q, changes %+v", got, r.HeaderChanges)
+	}
+}
+
+// A reject at end of message is what an operator gets by setting a
+// message check to reject; a temporary error never refuses.
+func TestMessageCheckEnforced(t *testing.T) {
+	h := newHarness(t, func(p *policy.Config, _ *milter.Config, o *milter.Options) {
+		o.Message = true
+		p.Policy.Actions[policy.DKIMSignature] = policy.Reject
+	})
+	spectest.Passing(h.sb.Zone, "other.test")
+	h.sb.Zone.MX("other.test", 10, "mx.accept.test")
+	r := h.play(t, goodConn(message("a@other.test")))[0]
+	if r.Stage != "eom" || !strings.HasPrefix(r.Reply, "550 5.7.1 other.test: dkim.signature fail") {
+		t.Errorf("stage %s, reply %q", r.Stage, r.Reply)
+	}
+}
+
+// Off, the milter asks for what it asked for before the message checks:
+// no body, and no end of headers without checks.header_from.
+func TestMessageChecksOffSkipTheBody(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.Message = on })
+		_, _, got, _ := dialRaw(t, h.addr).negotiate(6, everyAction, everyProtocol)
+		body := got&gomilter.OptNoBody == 0
+		if body != on || (got&gomilter.OptNoEOH == 0) != on || (got&gomilter.OptHeaderLeadingSpace != 0) != on {
+			t.Errorf("checks.message %v: negotiated %#x", on, got)
+		}
+	}
+}
