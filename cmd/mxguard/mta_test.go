@@ -99,6 +99,9 @@ func startSignedRig(t *testing.T, mta, signer, extraConfig string, milterConfig 
 	for _, line := range milterConfig {
 		cfg = strings.Replace(cfg, "milter:\n", "milter:\n  "+line+"\n", 1)
 	}
+	if signer != "" { // a relay that signs is one whose messages mxguard judges
+		cfg = withMessageChecks(cfg)
+	}
 	writeFile(t, r.cfg, cfg)
 	r.mxguard = startDaemon(t, r.cfg, "tcp", r.milter)
 	opts := mtalab.Options{Milter: "inet:" + r.milter, Signer: signer, Relay: r.sink.Addr}

@@ -128,6 +128,8 @@ func freeTCPPort(t *testing.T) int {
 }
 
 // sandboxConfig is a daemon configuration for the check-table sandbox.
+// The message checks are off: unsigned lab mail would be flagged for them.
+// withMessageChecks turns them on for the tests about them.
 func sandboxConfig(sb *smtptest.Sandbox, listen string, metricsPort int, extra string) string {
 	return fmt.Sprintf(`milter:
   listen: %s
@@ -149,8 +151,15 @@ identity:
   skip_networks: []
 inventory:
   path: ""
+checks:
+  message: false
 %s`, listen, metricsPort, sb.DNS.Addr, sb.Port, spectest.ConnectTimeout, spectest.GreetingTimeout,
 		spectest.IPOutDual, spectest.IPOutOnly, extra)
+}
+
+// withMessageChecks is a sandboxConfig with the message checks on.
+func withMessageChecks(cfg string) string {
+	return strings.Replace(cfg, "checks:\n  message: false\n", "checks:\n  message: true\n", 1)
 }
 
 func writeFile(t *testing.T, path, content string) {
