@@ -30,6 +30,12 @@ var SendmailMc []byte
 //go:embed postfix/opendkim.cf
 var PostfixOpenDKIMCf []byte
 
+// OpenDKIMConf is configs/opendkim/opendkim.conf: the signer's settings
+// for a relay that runs mxguard after it.
+//
+//go:embed opendkim/opendkim.conf
+var OpenDKIMConf []byte
+
 // SendmailOpenDKIMMc is configs/sendmail/opendkim.mc: OpenDKIM's filter,
 // included before mxguard's.
 //

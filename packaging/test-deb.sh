@@ -43,7 +43,7 @@ grep -q "^Files: third_party/go-milter/\*$" $doc/copyright && grep -q "^Files: t
 for m in $(go version -m /usr/bin/mxguard | awk '$1 == "dep" && $3 != "(devel)" && $4 != "" { print $2 }'); do
 	grep -qxF "Files: $m/*" $doc/copyright || fail "$doc/copyright lacks the Go module $m that /usr/bin/mxguard links"
 done
-for f in postfix/main.cf:postfix-milter.cf postfix/opendkim.cf:postfix-opendkim.cf sendmail/opendkim.mc:sendmail-opendkim.mc; do
+for f in postfix/main.cf:postfix-milter.cf postfix/opendkim.cf:postfix-opendkim.cf sendmail/opendkim.mc:sendmail-opendkim.mc opendkim/opendkim.conf:opendkim.conf; do
 	cmp -s "configs/${f%%:*}" "$doc/examples/${f#*:}" || fail "$doc/examples/${f#*:} is not configs/${f%%:*}"
 done
 zcat $doc/changelog.Debian.gz | head -1 | grep -qF "mxguard ($(dpkg-deb -f "$deb" Version))" ||

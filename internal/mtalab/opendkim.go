@@ -6,27 +6,40 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mxguard/mxguard/configs"
 )
 
-// OpenDKIM is a running Debian opendkim that signs the mail of one domain,
-// as a relay's DKIM signer does: a lab puts it before mxguard
-// (Options.Signer), as configs/postfix/opendkim.cf and
-// configs/sendmail/opendkim.mc do.
+// OpenDKIM is a running Debian opendkim that signs mail as a relay's DKIM
+// signer does: a lab puts it before mxguard (Options.Signer), as
+// configs/postfix/opendkim.cf and configs/sendmail/opendkim.mc do.
 type OpenDKIM struct {
 	// Socket is its milter socket, "inet:127.0.0.1:PORT".
 	Socket string
-	// Record is the selector's key record, to publish as TXT at
-	// Selector._domainkey.Domain.
-	Record   string
-	Domain   string
-	Selector string
-	dir      string
-	cmd      *exec.Cmd
-	done     chan error
+	// Keys are the keys it signs with, their records filled in.
+	Keys []SigningKey
+	dir  string
+	cmd  *exec.Cmd
+	done chan error
 }
+
+// SigningKey is one key of a signer: mail whose From address is in
+// Authors (default: Domain and its sub-domains) is signed with d=Domain,
+// s=Selector and a key of Bits.
+type SigningKey struct {
+	Domain, Selector string
+	Bits             int
+	Authors          []string
+	// Record is the key's TXT record, to publish at KeyName.
+	Record string
+}
+
+// KeyName is where receivers look the key up.
+func (k SigningKey) KeyName() string { return k.Selector + "._domainkey." + k.Domain }
 
 // OpenDKIMAvailable says why no opendkim can run here, or nil.
 func OpenDKIMAvailable() error {
@@ -38,9 +51,10 @@ func OpenDKIMAvailable() error {
 	return nil
 }
 
-// StartOpenDKIM makes a key of bits for selector and starts opendkim
-// signing domain's mail (and its subdomains') with it.
-func StartOpenDKIM(domain, selector string, bits int) (*OpenDKIM, error) {
+// StartOpenDKIM makes the keys and starts opendkim signing with them, set
+// up as configs/opendkim/opendkim.conf says; without recipeSignHeaders it
+// signs the fields OpenDKIM signs by default instead of the recipe's.
+func StartOpenDKIM(recipeSignHeaders bool, keys ...SigningKey) (*OpenDKIM, error) {
 	if err := OpenDKIMAvailable(); err != nil {
 		return nil, err
 	}
@@ -50,35 +64,56 @@ func StartOpenDKIM(domain, selector string, bits int) (*OpenDKIM, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &OpenDKIM{Domain: domain, Selector: selector, dir: dir}
-	if _, err := run(exec.Command("opendkim-genkey", "-b", fmt.Sprint(bits), "-d", domain, "-s", selector, "-D", dir), ""); err != nil {
-		o.Stop()
-		return nil, err
+	o := &OpenDKIM{dir: dir}
+	var keyTable, signingTable strings.Builder
+	for i, k := range keys {
+		kdir := filepath.Join(dir, fmt.Sprintf("key%d", i))
+		if err := os.Mkdir(kdir, 0o700); err != nil {
+			o.Stop()
+			return nil, err
+		}
+		if _, err := run(exec.Command("opendkim-genkey", "-b", fmt.Sprint(k.Bits), "-d", k.Domain, "-s", k.Selector, "-D", kdir), ""); err != nil {
+			o.Stop()
+			return nil, err
+		}
+		txt, err := os.ReadFile(filepath.Join(kdir, k.Selector+".txt"))
+		if err != nil {
+			o.Stop()
+			return nil, err
+		}
+		k.Record = keyRecord(string(txt))
+		fmt.Fprintf(&keyTable, "key%d %s:%s:%s\n", i, k.Domain, k.Selector, filepath.Join(kdir, k.Selector+".private"))
+		authors := k.Authors
+		if len(authors) == 0 {
+			authors = []string{k.Domain, "*." + k.Domain}
+		}
+		for _, a := range authors {
+			fmt.Fprintf(&signingTable, "*@%s key%d\n", a, i)
+		}
+		o.Keys = append(o.Keys, k)
 	}
-	txt, err := os.ReadFile(filepath.Join(dir, selector+".txt"))
-	if err != nil {
-		o.Stop()
-		return nil, err
+	for name, text := range map[string]string{"keytable": keyTable.String(), "signingtable": signingTable.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			o.Stop()
+			return nil, err
+		}
 	}
-	o.Record = keyRecord(string(txt))
 	port, err := freePort()
 	if err != nil {
 		o.Stop()
 		return nil, err
 	}
 	o.Socket = fmt.Sprintf("inet:127.0.0.1:%d", port)
-	conf := fmt.Sprintf(`Mode s
-Domain %s
-SubDomains yes
-Selector %s
-KeyFile %s
-Socket inet:%d@127.0.0.1
-Syslog no
-LogWhy yes
-Canonicalization relaxed/simple
-InternalHosts 127.0.0.0/8
-PidFile %s
-`, domain, selector, filepath.Join(dir, selector+".private"), port, filepath.Join(dir, "opendkim.pid"))
+	// The shipped recipe, on this lab's socket and files.
+	conf := strings.NewReplacer(
+		"inet:8892@127.0.0.1", fmt.Sprintf("inet:%d@127.0.0.1", port),
+		"/etc/opendkim/keytable", filepath.Join(dir, "keytable"),
+		"/etc/opendkim/signingtable", filepath.Join(dir, "signingtable"),
+	).Replace(string(configs.OpenDKIMConf))
+	if !recipeSignHeaders {
+		conf = regexp.MustCompile(`(?m)^SignHeaders .*\n`).ReplaceAllString(conf, "")
+	}
+	conf += fmt.Sprintf("Syslog no\nLogWhy yes\nPidFile %s\n", filepath.Join(dir, "opendkim.pid"))
 	confPath := filepath.Join(dir, "opendkim.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		o.Stop()
