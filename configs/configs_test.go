@@ -69,7 +69,7 @@ func TestReadmeShowsTheTestedSnippets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, snippet := range map[string][]byte{"postfix/main.cf": PostfixMainCf, "postfix/policy-service.cf": PostfixPolicyCf, "sendmail/mxguard.mc": SendmailMc,
-		"postfix/opendkim.cf": PostfixOpenDKIMCf, "sendmail/opendkim.mc": SendmailOpenDKIMMc} {
+		"postfix/opendkim.cf": PostfixOpenDKIMCf, "sendmail/opendkim.mc": SendmailOpenDKIMMc, "opendkim/opendkim.conf": OpenDKIMConf} {
 		for _, line := range strings.Split(string(snippet), "\n") {
 			if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "dnl") {
 				continue
