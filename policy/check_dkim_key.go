@@ -28,6 +28,17 @@ var dkimKey = check{
 	fix:          "Make a 2048-bit RSA key (opendkim-genkey -b 2048 -s NEWSELECTOR), publish it at NEWSELECTOR._domainkey.DOMAIN, switch the signer to it, and remove the old record once no mail in flight uses it.",
 	gate:         message,
 	run:          checkDKIMKey,
+	memo:         &dkimKeyMemo,
+}
+
+// dkimKeyMemo remembers each key record's judgement: one parse per key,
+// not per message.
+var dkimKeyMemo memo
+
+// keyJudgement is what judgeKey says of a key record.
+type keyJudgement struct {
+	status Status
+	detail string
 }
 
 const (
@@ -35,7 +46,7 @@ const (
 	goodRSABits = 2048
 )
 
-func checkDKIMKey(_ context.Context, ev *evaluation) Result {
+func checkDKIMKey(ctx context.Context, ev *evaluation) Result {
 	if ev.msg.tooLarge != "" {
 		return Result{Status: StatusTempError, Detail: ev.msg.tooLarge}
 	}
@@ -46,7 +57,11 @@ func checkDKIMKey(_ context.Context, ev *evaluation) Result {
 		if !ok || len(txts) != 1 {
 			continue // no key, or several: dkim.signature says so
 		}
-		status, detail := judgeKey(txts[0])
+		j := recall(ctx, ev, &dkimKeyMemo, txts[0], func() (keyJudgement, bool) {
+			status, detail := judgeKey(txts[0])
+			return keyJudgement{status, detail}, false
+		})
+		status, detail := j.status, j.detail
 		if status == StatusSkip {
 			continue
 		}

@@ -27,7 +27,12 @@ var dmarcAlignment = check{
 	fix:          "Sign with d= the author domain (OpenDKIM SigningTable), or make the envelope sender an address of the author domain whose SPF authorizes this relay.",
 	gate:         authoredMessage,
 	run:          checkDMARCAlignment,
+	memo:         &dmarcWalkMemo,
 }
+
+// dmarcWalkMemo remembers the tree walk of each domain (RFC 9989 section
+// 4.10): its policy and organizational domain.
+var dmarcWalkMemo memo
 
 func checkDMARCAlignment(ctx context.Context, ev *evaluation) Result {
 	if ev.msg.tooLarge != "" {

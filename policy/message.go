@@ -134,20 +134,22 @@ func (m *Message) Write(p []byte) (int, error) {
 		m.stop(fmt.Sprintf("the message is larger than checks.message_max_bytes (%d octets): too large to verify here", m.max))
 		return n, nil
 	}
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			m.write(p)
+	// Whole chunks go through at once: only a bare LF splits one.
+	from := 0
+	for i := 0; i < len(p); {
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
 			break
 		}
-		if i > 0 && p[i-1] == '\r' || i == 0 && m.lastCR {
-			m.write(p[:i+1])
-		} else {
-			m.write(p[:i])
+		j += i
+		if j == 0 && !m.lastCR || j > 0 && p[j-1] != '\r' {
+			m.write(p[from:j])
 			m.write(crlf)
+			from = j + 1
 		}
-		p = p[i+1:]
+		i = j + 1
 	}
+	m.write(p[from:])
 	return n, nil
 }
 
@@ -403,7 +405,7 @@ type alignedFacts struct {
 // authorPolicy is the author domain's DMARC discovery.
 func (ev *evaluation) authorPolicy(ctx context.Context) (dmarcDiscovery, error) {
 	got := ev.authorDMARC.get(func() discovered {
-		d, err := ev.discoverDMARC(ctx, ev.author().domain, true)
+		d, err := ev.walkDMARC(ctx, ev.author().domain)
 		return discovered{d, err}
 	})
 	return got.d, got.err

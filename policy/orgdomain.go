@@ -105,6 +105,16 @@ func (ev *evaluation) discoverDMARC(ctx context.Context, domain string, needOrg 
 	return found, nil
 }
 
+// walkDMARC is discoverDMARC with the organizational domain, remembered
+// per domain as the answers it comes from are.
+func (ev *evaluation) walkDMARC(ctx context.Context, domain string) (dmarcDiscovery, error) {
+	got := recall(ctx, ev, &dmarcWalkMemo, domain, func() (discovered, bool) {
+		d, err := ev.discoverDMARC(ctx, domain, true)
+		return discovered{d, err}, err != nil
+	})
+	return got.d, got.err
+}
+
 // labelBelow is the name under suffix on the way to domain, one label longer.
 func labelBelow(domain, suffix string) string {
 	rest := strings.TrimSuffix(domain, "."+suffix)
@@ -147,7 +157,7 @@ func (ev *evaluation) aligned(ctx context.Context, a, b string, mode dmarc.Align
 	if !strings.HasSuffix(a, "."+orgA) && a != orgA || !strings.HasSuffix(b, "."+orgA) && b != orgA {
 		return false, nil // b is not under a's organizational domain: no walk needed
 	}
-	other, err := ev.discoverDMARC(ctx, b, true)
+	other, err := ev.walkDMARC(ctx, b)
 	if err != nil {
 		return false, err
 	}

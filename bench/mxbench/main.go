@@ -72,6 +72,7 @@ var benches = []struct {
 }{
 	{"milter", runMilter, nil},
 	{"postfix", runPostfix, postfixNeeds},
+	{"message", runMessage, postfixNeeds},
 	{"cold", runCold, nil},
 	{"stampede", runStampede, nil},
 	{"memory", runMemory, nil},

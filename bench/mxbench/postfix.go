@@ -67,16 +67,21 @@ func runOnePostfix(name string, setups []setup, sessions, messages int) ([]row, 
 	return []row{{"postfix", name, fmt.Sprintf("%.0f msg/s, %s CPU/msg, %s in this process", in.rate, ms(in.cpu), ms(in.milterCPU)), "", false}}, nil
 }
 
-// inject runs smtp-source against the instance.
-func (l *benchLab) inject(sessions, messages int, from, helo string) (injection, error) {
+// inject runs smtp-source against the instance, sending payload (its
+// flags; none: 1 KiB of its own).
+func (l *benchLab) inject(sessions, messages int, from, helo string, payload ...string) (injection, error) {
+	if len(payload) == 0 {
+		payload = []string{"-l", "1024"}
+	}
 	busy0, err := cpuBusy()
 	if err != nil {
 		return injection{}, err
 	}
 	self0 := selfCPU()
 	began := time.Now()
-	cmd := childOf(exec.Command("smtp-source", "-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
-		"-f", from, "-t", "rcpt@remote.example", "-M", helo, "-l", "1024", l.Addr))
+	args := append([]string{"-4", "-s", strconv.Itoa(sessions), "-m", strconv.Itoa(messages),
+		"-f", from, "-t", "rcpt@remote.example", "-M", helo}, payload...)
+	cmd := childOf(exec.Command("smtp-source", append(args, l.Addr)...))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return injection{}, fmt.Errorf("smtp-source against %s: %v: %s", l.name, err, out)
 	}
