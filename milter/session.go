@@ -78,7 +78,7 @@ type message struct {
 // discard ends the message's content stream, if it has one, unjudged.
 func (msg *message) discard() {
 	if msg != nil && msg.content != nil {
-		msg.content.Close()
+		msg.content.Discard()
 		msg.content = nil
 	}
 }

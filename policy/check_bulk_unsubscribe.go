@@ -28,8 +28,8 @@ var bulkUnsubscribe = check{
 
 func checkBulkUnsubscribe(ctx context.Context, ev *evaluation) Result {
 	m := ev.msg
-	if m.tooLarge != "" {
-		return Result{Status: StatusTempError, Detail: m.tooLarge}
+	if m.unverifiable != "" {
+		return Result{Status: StatusTempError, Detail: m.unverifiable}
 	}
 	marker := ev.bulkMarker()
 	if marker == "" {

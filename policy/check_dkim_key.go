@@ -47,8 +47,8 @@ const (
 )
 
 func checkDKIMKey(ctx context.Context, ev *evaluation) Result {
-	if ev.msg.tooLarge != "" {
-		return Result{Status: StatusTempError, Detail: ev.msg.tooLarge}
+	if ev.msg.unverifiable != "" {
+		return Result{Status: StatusTempError, Detail: ev.msg.unverifiable}
 	}
 	worst := Result{Status: StatusSkip, Detail: "no signature with a published key to judge"}
 	var judged []string

@@ -33,8 +33,8 @@ var dkimSignature = check{
 
 func checkDKIMSignature(_ context.Context, ev *evaluation) Result {
 	m := ev.msg
-	if m.tooLarge != "" {
-		return Result{Status: StatusTempError, Detail: m.tooLarge}
+	if m.unverifiable != "" {
+		return Result{Status: StatusTempError, Detail: m.unverifiable}
 	}
 	if m.verifyErr != nil && !errors.Is(m.verifyErr, dkim.ErrTooManySignatures) {
 		return Result{Status: StatusTempError, Detail: "the message could not be read for verification: " + Printable(m.verifyErr.Error(), 160)}

@@ -35,8 +35,8 @@ var dmarcAlignment = check{
 var dmarcWalkMemo memo
 
 func checkDMARCAlignment(ctx context.Context, ev *evaluation) Result {
-	if ev.msg.tooLarge != "" {
-		return Result{Status: StatusTempError, Detail: ev.msg.tooLarge}
+	if ev.msg.unverifiable != "" {
+		return Result{Status: StatusTempError, Detail: ev.msg.unverifiable}
 	}
 	a := ev.author()
 	if a.problem != "" {

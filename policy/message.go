@@ -47,20 +47,19 @@ type Message struct {
 	max int64
 	n   int64 // octets written
 
-	header      bytes.Buffer // the header section, up to maxHeaderBytes
-	inBody      bool
-	lastCR      bool // the octet written last was CR
-	lineStart   bool // the next octet starts a line
-	tooLarge    string
-	fields      []headerField
-	verifier    *io.PipeWriter
-	verified    chan struct{}
-	verifs      []*dkim.Verification
-	verifyErr   error
-	keyMu       sync.Mutex
-	keyRecords  map[string][]string // key record names asked, and their TXT answers
-	closed      bool
-	closeResult error
+	header       bytes.Buffer // the header section, up to maxHeaderBytes
+	inBody       bool
+	lastCR       bool // the octet written last was CR
+	lineStart    bool // the next octet starts a line
+	unverifiable string
+	fields       []headerField
+	verifier     *io.PipeWriter
+	verified     chan struct{}
+	verifs       []*dkim.Verification
+	verifyErr    error
+	keyMu        sync.Mutex
+	keyRecords   map[string][]string // key record names asked, and their TXT answers
+	closed       bool
 }
 
 // headerField is one field of the header section, unfolded.
@@ -93,7 +92,7 @@ func (e *Engine) NewMessage() *Message {
 
 // lookupKey answers the verifier's key queries from the engine's caches.
 func (m *Message) lookupKey(e *Engine, name string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.budget)
+	ctx, cancel := context.WithTimeout(context.Background(), e.resolver.budget)
 	defer cancel()
 	a, err := e.resolver.Lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
@@ -126,7 +125,7 @@ func (temporaryError) Temporary() bool { return true }
 // header values with LF, and saved messages often have LF alone.
 func (m *Message) Write(p []byte) (int, error) {
 	n := len(p)
-	if m.closed || m.tooLarge != "" {
+	if m.closed || m.unverifiable != "" {
 		return n, nil
 	}
 	m.n += int64(n)
@@ -156,12 +155,12 @@ func (m *Message) Write(p []byte) (int, error) {
 // write passes normalised octets to the verifier and keeps the header
 // section for the checks' own parsing.
 func (m *Message) write(p []byte) {
-	if len(p) == 0 || m.tooLarge != "" {
+	if len(p) == 0 || m.unverifiable != "" {
 		return
 	}
 	if !m.inBody {
 		m.collectHeader(p)
-		if m.tooLarge != "" {
+		if m.unverifiable != "" {
 			return
 		}
 	}
@@ -192,28 +191,51 @@ func (m *Message) collectHeader(p []byte) {
 
 // stop ends verification: the checks that need it report why.
 func (m *Message) stop(reason string) {
-	m.tooLarge = reason
+	m.unverifiable = reason
 	m.verifier.CloseWithError(errors.New(reason))
 	m.header = bytes.Buffer{}
 }
 
 // Close ends the message and waits for the verifier.
 func (m *Message) Close() error {
+	m.end()
+	<-m.verified
+	return nil
+}
+
+// end ends the message without waiting for the verifier, which finishes
+// on its own (within a lookup's budget per key).
+func (m *Message) end() {
 	if m.closed {
-		return m.closeResult
+		return
 	}
 	m.closed = true
 	// A message without a body: end its last line, then its header.
 	for range 2 {
-		if m.inBody || m.tooLarge != "" {
+		if m.inBody || m.unverifiable != "" {
 			break
 		}
 		m.write(crlf)
 	}
 	m.verifier.Close()
-	<-m.verified
 	m.header = bytes.Buffer{}
-	return nil
+}
+
+// Discard ends a message that will not be judged (an aborted
+// transaction) without waiting for its verifier.
+func (m *Message) Discard() { m.end() }
+
+// finish ends the message and waits for the verifier until ctx ends; a
+// verification not done by then leaves the message unverifiable.
+func (m *Message) finish(ctx context.Context) {
+	m.end()
+	select {
+	case <-m.verified:
+	case <-ctx.Done():
+		if m.unverifiable == "" {
+			m.unverifiable = "the DKIM verification did not finish before the decision deadline (key lookups)"
+		}
+	}
 }
 
 // parseHeader splits a header section into unfolded fields (RFC 5322
@@ -271,7 +293,7 @@ func (m *Message) keyRecord(name string) ([]string, bool) {
 // SPF alignment goes by its sender and the report's spf.relay.
 func (e *Engine) EvaluateMessage(ctx context.Context, envelope *Report, req Request, m *Message) *Report {
 	began := time.Now()
-	m.Close()
+	m.finish(ctx)
 	ev := newEvaluation(e, req)
 	ev.msg, ev.envelope = m, envelope
 	results := make([]Result, 0, len(e.checks))

@@ -243,3 +243,28 @@ func TestWarmMessageDecisionMakesNoQuery(t *testing.T) {
 		t.Errorf("cold %s, warm %s", first.Findings(), second.Findings())
 	}
 }
+
+// A key lookup that never answers does not hold the decision past its
+// deadline: the message checks say temperror, and nothing is refused.
+func TestMessageDecisionDoesNotWaitForADeadKeyLookup(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("dead.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "dead.test", "s1", 2048, "")
+	r.z.SetFault(s.KeyName(), smtptest.Drop) // the lookup takes its whole budget, about a second
+	m := r.e.NewMessage()
+	io.WriteString(m, s.sign(t, plainMessage("a@dead.test")))
+	req := Request{Sender: "a@dead.test"}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	rep := r.e.EvaluateMessage(ctx, evaluateDNSOnly(context.Background(), r.e, req), req, m)
+	if took := time.Since(began); took > 500*time.Millisecond {
+		t.Errorf("the decision took %v, past its 50 ms deadline", took)
+	}
+	if st, d := statusOf(rep, DKIMSignature); st != StatusTempError || !strings.Contains(d, "did not finish before the decision deadline") {
+		t.Errorf("dkim.signature %s: %s", st, d)
+	}
+	if rep.Verdict() != Pass {
+		t.Errorf("verdict %s", rep.Verdict())
+	}
+}
