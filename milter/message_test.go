@@ -2,6 +2,7 @@ package milter_test
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	gomilter "github.com/emersion/go-milter"
@@ -119,5 +120,27 @@ func TestMessageChecksOffSkipTheBody(t *testing.T) {
 		if body != on || (got&gomilter.OptNoEOH == 0) != on || (got&gomilter.OptHeaderLeadingSpace != 0) != on {
 			t.Errorf("checks.message %v: negotiated %#x", on, got)
 		}
+	}
+}
+
+// The inventory gets the domain's report, not one message's: an unsigned
+// message does not make its sender domain failing.
+func TestInventoryGetsTheDomainsReport(t *testing.T) {
+	var mu sync.Mutex
+	var seen []*policy.Report
+	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
+		o.Message = true
+		o.Seen = func(r *policy.Report) { mu.Lock(); seen = append(seen, r); mu.Unlock() }
+	})
+	spectest.Passing(h.sb.Zone, "other.test")
+	h.sb.Zone.MX("other.test", 10, "mx.accept.test")
+	r := h.play(t, goodConn(message("a@other.test")))[0]
+	if got, _ := r.Header("X-MXGuard"); !strings.Contains(got, "dkim.signature=fail") {
+		t.Fatalf("header %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0].Verdict() != policy.Pass || seen[0].Check(policy.DKIMSignature).ID != "" {
+		t.Errorf("the inventory got %d reports: %+v", len(seen), seen)
 	}
 }

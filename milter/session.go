@@ -390,6 +390,9 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		return s.failOpen(m, msg, envelope, "envelope", msg.sender)
 	}
 	final, subject := envelope, "envelope"
+	// The inventory keeps the domain's own findings: one message's
+	// signature is not the domain's state.
+	inventoried := envelope
 	if msg.content != nil {
 		envelope = s.judgeMessage(msg, envelope)
 		if envelope.Verdict() > final.Verdict() {
@@ -409,7 +412,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 		}
 	}
 	if seen := s.m.opts.Seen; seen != nil {
-		seen(envelope)
+		seen(inventoried)
 		for _, r := range from {
 			seen(r)
 		}
