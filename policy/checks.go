@@ -58,6 +58,7 @@ var checks = []*check{
 	&heloMatchesPTR,
 	&spfRelay,
 	&dmarcRecord,
+	&domainBlocklist,
 }
 
 var checkIndex = func() map[CheckID]*check {

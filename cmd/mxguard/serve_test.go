@@ -145,12 +145,13 @@ probe:
   greeting_timeout: %s
 outbound:
   ips: [%s, %s]
+  dnsbl_zones: [%s]
 identity:
   skip_networks: []
 inventory:
   path: ""
-%s`, listen, metricsPort, sb.DNS.Addr, sb.Port, spectest.ConnectTimeout, spectest.GreetingTimeout,
-		spectest.IPOutDual, spectest.IPOutOnly, extra)
+%s%s`, listen, metricsPort, sb.DNS.Addr, sb.Port, spectest.ConnectTimeout, spectest.GreetingTimeout,
+		spectest.IPOutDual, spectest.IPOutOnly, spectest.DNSBL, spectest.DomainBlocklistYAML, extra)
 }
 
 func writeFile(t *testing.T, path, content string) {

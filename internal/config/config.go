@@ -114,6 +114,8 @@ type Header struct {
 // Checks switches optional subjects on.
 type Checks struct {
 	HeaderFrom bool `yaml:"header_from"`
+	// DomainBlocklists are the zones domain.blocklist asks; none by default.
+	DomainBlocklists []BlocklistZone `yaml:"domain_blocklists"`
 }
 
 // Resolver configures the DNS client.
@@ -174,6 +176,9 @@ type Outbound struct {
 	// HELO is the name the relay greets with; empty means the host's name.
 	HELO              string   `yaml:"helo"`
 	SelfCheckInterval Duration `yaml:"self_check_interval"`
+	// DNSBLZones are the blocklists the self-check looks the outbound
+	// addresses up in; none by default.
+	DNSBLZones []BlocklistZone `yaml:"dnsbl_zones"`
 }
 
 // Identity configures the sending-host checks.
@@ -429,6 +434,8 @@ func (c *Config) validate() error {
 		}
 	}
 	nonZero("outbound.self_check_interval", c.Outbound.SelfCheckInterval)
+	errs = append(errs, c.uniqueZones("outbound.dnsbl_zones", c.Outbound.DNSBLZones)...)
+	errs = append(errs, c.uniqueZones("checks.domain_blocklists", c.Checks.DomainBlocklists)...)
 	if c.Outbound.HELO != "" {
 		if _, err := policy.ParseHELO(c.Outbound.HELO); err != nil {
 			errs = append(errs, c.errorAt("outbound.helo", "%v", err))
@@ -503,6 +510,8 @@ func (c *Config) Engine() policy.Config {
 		},
 		OutboundIPs:          prefixes(c.Outbound.IPs),
 		EgressHELO:           c.Outbound.HELO,
+		DNSBLZones:           blocklistZones(c.Outbound.DNSBLZones),
+		DomainBlocklists:     blocklistZones(c.Checks.DomainBlocklists),
 		SharedPrefix:         c.Cache.Shared.Prefix,
 		SharedKey:            c.Cache.Shared.Key,
 		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),
