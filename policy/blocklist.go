@@ -191,16 +191,24 @@ func (e *Engine) askZone(ctx context.Context, z BlocklistZone, subject, test str
 	if a.Status != StatusFail {
 		return a
 	}
-	probe, err := e.resolver.Lookup(ctx, test+"."+z.Zone, dns.TypeA)
-	if err != nil {
-		a.Status, a.Detail = StatusTempError, "cannot tell whether the zone lists everything: "+z.redact(err.Error())
+	var probe, txt lookupResult // at the same time, unless cached
+	probeName := test + "." + z.Zone
+	fanOut(2, e.resolver.cached(probeName, dns.TypeA) && e.resolver.cached(name, dns.TypeTXT), func(i int) {
+		if i == 0 {
+			probe.ans, probe.err = e.resolver.Lookup(ctx, probeName, dns.TypeA)
+		} else {
+			txt.ans, txt.err = e.resolver.Lookup(ctx, name, dns.TypeTXT)
+		}
+	})
+	if probe.err != nil {
+		a.Status, a.Detail = StatusTempError, "cannot tell whether the zone lists everything: "+z.redact(probe.err.Error())
 		return a
 	}
-	if st, code, _ := z.judge(probe); st == StatusFail {
+	if st, code, _ := z.judge(probe.ans); st == StatusFail {
 		return ZoneAnswer{Zone: z.Name, Status: StatusTempError, Code: code, Detail: fmt.Sprintf(errListsAll, testEntry(test))}
 	}
-	if txt, err := e.resolver.Lookup(ctx, name, dns.TypeTXT); err == nil && txt.Kind == kindFound {
-		a.Detail = Printable(z.redact(strings.Join(txt.TXT, " ")), maxReason)
+	if txt.err == nil && txt.ans.Kind == kindFound {
+		a.Detail = Printable(z.redact(strings.Join(txt.ans.TXT, " ")), maxReason)
 	}
 	return a
 }
