@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/publicsuffix"
@@ -31,11 +32,25 @@ var domainBlocklist = check{
 		}
 		return ev.domainSkip()
 	},
-	run: checkDomainBlocklist,
+	run:  checkDomainBlocklist,
+	memo: &blocklistMemo,
 }
 
+// blocklistMemo remembers results by domain while the zones stay the same.
+var blocklistMemo = memo{sameInputs: func(prev, next Config) bool {
+	return slices.EqualFunc(prev.DomainBlocklists, next.DomainBlocklists, func(a, b BlocklistZone) bool {
+		return a.Zone == b.Zone && a.Name == b.Name && slices.Equal(a.Listed, b.Listed) && slices.Equal(a.Refused, b.Refused)
+	})
+}}
+
 func checkDomainBlocklist(ctx context.Context, ev *evaluation) Result {
-	d := ev.sender.Domain
+	return recall(ctx, ev, &blocklistMemo, ev.sender.Domain, func() (Result, bool) {
+		r := askDomainBlocklists(ctx, ev, ev.sender.Domain)
+		return r, r.Status == StatusTempError
+	})
+}
+
+func askDomainBlocklists(ctx context.Context, ev *evaluation, d string) Result {
 	names := []string{d}
 	if org, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil && org != d {
 		names = append(names, org)
