@@ -163,12 +163,15 @@ func reversed(ip netip.Addr) string {
 // The entries no list may list (RFC 5782 section 5): a zone that does
 // lists everything, and its answers mean nothing.
 var (
-	notListed4     = reversed(netip.MustParseAddr("127.0.0.1"))
-	notListed6     = reversed(netip.MustParseAddr("::ffff:127.0.0.1"))
-	notListedName  = "invalid"
-	errListsAll    = "broken: it lists %s, which no list may list (RFC 5782 section 5); it lists everything, so its answers mean nothing"
-	errNotDNSBL    = "broken: it answered %s, outside 127.0.0.0/8 (RFC 5782 section 2.1); the zone is not a blocklist, or its name is wrong"
-	errRefusedZone = "query refused (%s)"
+	notListed4    = reversed(netip.MustParseAddr("127.0.0.1"))
+	notListed6    = reversed(netip.MustParseAddr("::ffff:127.0.0.1"))
+	notListedName = "invalid"
+)
+
+// What a zone whose answers mean nothing is told apart by.
+const (
+	errListsAll = "broken: it lists %s, which no list may list (RFC 5782 section 5); it lists everything, so its answers mean nothing"
+	errNotDNSBL = "broken: it answered %s, outside 127.0.0.0/8 (RFC 5782 section 2.1); the zone is not a blocklist, or its name is wrong"
 )
 
 // askZone looks subject (reversed address or domain) up in z: the A answer
@@ -257,7 +260,7 @@ func (z BlocklistZone) refusal(code netip.Addr) string {
 	if m, ok := spamhausCodes[code]; ok && strings.Contains(k.zone, "spamhaus") {
 		what += ": " + m
 	}
-	s := fmt.Sprintf(errRefusedZone, what)
+	s := fmt.Sprintf("query refused (%s)", what)
 	if k.hint != "" {
 		s += ": " + k.hint
 	} else {
