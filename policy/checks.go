@@ -63,6 +63,7 @@ var checks = []*check{
 	&heloMatchesPTR,
 	&spfRelay,
 	&dmarcRecord,
+	&domainBlocklist,
 	&dkimSignature,
 	&dkimKey,
 	&dmarcAlignment,

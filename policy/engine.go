@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -31,6 +32,10 @@ type Config struct {
 	// EgressHELO is the name the relay greets with, for SelfCheck; empty
 	// means this host's name.
 	EgressHELO string
+	// DNSBLZones are the blocklists SelfCheck looks the outbound addresses
+	// up in (egress.dnsbl); DomainBlocklists those domain.blocklist asks.
+	DNSBLZones       []BlocklistZone
+	DomainBlocklists []BlocklistZone
 	// SkipIdentityNetworks are clients not identity-checked (default loopback).
 	SkipIdentityNetworks []netip.Prefix
 	Policy               Policy
@@ -90,6 +95,9 @@ type Report struct {
 	// ReportOnly is policy.mode: report: front ends apply no verdict but
 	// the header (see Policy.ReportOnly).
 	ReportOnly bool
+	// Blocklists is, in a SelfCheck report, what each zone of
+	// outbound.dnsbl_zones said about the address.
+	Blocklists []ZoneAnswer
 }
 
 // Enforced is the verdict a front end applies: the verdict, or Flag (the
@@ -200,6 +208,12 @@ func (c Config) withDefaults() Config {
 	if c.Policy.Actions == nil {
 		c.Policy.Actions = DefaultActions()
 	}
+	if _, ok := c.Policy.Actions[EgressDNSBL]; !ok {
+		c.Policy.Actions = maps.Clone(c.Policy.Actions)
+		c.Policy.Actions[EgressDNSBL] = egressDNSBLAction
+	}
+	c.DNSBLZones = zonesWithDefaults(c.DNSBLZones)
+	c.DomainBlocklists = zonesWithDefaults(c.DomainBlocklists)
 	c.MaxPTRNames = positive(c.MaxPTRNames, d.MaxPTRNames)
 	if c.Message.MaxBytes <= 0 {
 		c.Message.MaxBytes = d.Message.MaxBytes
@@ -429,12 +443,25 @@ func (e *Engine) runCheck(ctx context.Context, ev *evaluation, i int) Result {
 
 // SelfCheck checks the relay itself, as receivers will see it: each single
 // address of outbound.ips with helo, by the semantics of client.ptr,
-// client.fcrdns, helo.syntax and helo.matches-ptr (the domain checks skip).
+// client.fcrdns, helo.syntax and helo.matches-ptr (the domain checks skip),
+// and looked up in outbound.dnsbl_zones (egress.dnsbl, the last result).
 // It returns one report per address, in outbound.ips order.
 func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
 	reports := make([]*Report, len(e.outboundSingles))
 	for i, ip := range e.outboundSingles {
-		reports[i] = e.Evaluate(ctx, Request{ClientIP: ip, HELO: helo, self: true})
+		var listing Result
+		var answers []ZoneAnswer
+		fanOut(2, false, func(j int) {
+			if j == 0 {
+				reports[i] = e.Evaluate(ctx, Request{ClientIP: ip, HELO: helo, self: true})
+			} else {
+				listing, answers = e.checkEgressDNSBL(ctx, ip)
+			}
+		})
+		r := reports[i]
+		r.Checks = append(r.Checks, listing)
+		r.Blocklists = answers
+		r.Decision = e.cfg.Policy.Decide(r.Domain, r.ClientIP, r.Checks)
 	}
 	return reports
 }

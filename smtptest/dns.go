@@ -136,6 +136,52 @@ func (z *Zone) TXT(name, text string) *Zone {
 	return z.AddRR(rr)
 }
 
+// Blocklist zones (RFC 5782): a listing is an A record (its return code,
+// in 127.0.0.0/8) with a TXT record for the reason.
+
+// ListedName is the name a blocklist query for subject asks: an IP
+// address's octets (IPv4) or nibbles (IPv6) reversed, a domain as it is,
+// then the zone.
+func ListedName(zone, subject string) string {
+	if ip, err := netip.ParseAddr(subject); err == nil {
+		rev, _ := dns.ReverseAddr(ip.String())
+		if ip.Is4In6() { // ReverseAddr would write it as IPv4
+			rev = ""
+			b := ip.As16()
+			for i := len(b) - 1; i >= 0; i-- {
+				rev += fmt.Sprintf("%x.%x.", b[i]&0xf, b[i]>>4)
+			}
+		}
+		subject = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(rev, "in-addr.arpa."), "ip6.arpa."), ".")
+	}
+	return subject + "." + strings.TrimSuffix(zone, ".")
+}
+
+// List lists subject (an address or a domain) in zone with the return
+// code; a reason, when not empty, is its TXT record. A refusal is the
+// code a list answers it with (Spamhaus 127.255.255.254), without reason.
+func (z *Zone) List(zone, subject, code, reason string) *Zone {
+	name := ListedName(zone, subject)
+	z.A(name, code)
+	var strs []string // of at most 255 octets each (RFC 1035 section 3.3.14)
+	for ; len(reason) > 255; reason = reason[255:] {
+		strs = append(strs, reason[:255])
+	}
+	if reason != "" {
+		strs = append(strs, reason)
+	}
+	if len(strs) > 0 {
+		z.AddRR(&dns.TXT{Hdr: dns.RR_Header{Name: canonical(name), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: DefaultTTL}, Txt: strs})
+	}
+	return z
+}
+
+// ListEverything makes zone answer code for every name in it, as a broken
+// list (or a domain whose registration lapsed into a wildcard) does.
+func (z *Zone) ListEverything(zone, code string) *Zone {
+	return z.A("*."+zone, code)
+}
+
 // Fault makes the server misbehave for every query of one name.
 type Fault struct {
 	kind  faultKind
@@ -253,7 +299,11 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 		seen[name] = true
 		var cname *dns.CNAME
 		found := false
-		for _, rr := range z.records[name] {
+		rrs := z.records[name]
+		if !z.exists[name] {
+			rrs = z.wildcard(name)
+		}
+		for _, rr := range rrs {
 			switch {
 			case rr.Header().Rrtype == q.Qtype:
 				m.Answer = append(m.Answer, dns.Copy(rr))
@@ -263,7 +313,7 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 			}
 		}
 		if found || cname == nil {
-			if !found && !z.exists[name] {
+			if !found && !z.exists[name] && len(rrs) == 0 {
 				m.Rcode = dns.RcodeNameError
 			}
 			break
@@ -282,6 +332,23 @@ func (z *Zone) answer(req *dns.Msg) (*dns.Msg, Fault) {
 		})
 	}
 	return m, fault
+}
+
+// wildcard returns the records of the closest "*." owner above name, as
+// name's own (RFC 4592, without its finer points: a wildcard answers every
+// name below its parent that does not exist).
+func (z *Zone) wildcard(name string) []dns.RR {
+	for _, i := range dns.Split(name)[1:] {
+		if rrs := z.records["*."+name[i:]]; len(rrs) > 0 {
+			out := make([]dns.RR, len(rrs))
+			for j, rr := range rrs {
+				out[j] = dns.Copy(rr)
+				out[j].Header().Name = name
+			}
+			return out
+		}
+	}
+	return nil
 }
 
 // SetNegativeTTL sets the SOA minimum of negative answers.

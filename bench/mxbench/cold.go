@@ -47,6 +47,7 @@ func runCold(fs *flag.FlagSet, args []string) ([]row, error) {
 	}
 	cfg := sb.cfg
 	cfg.Probe.GreetingTimeout = *greeting
+	cfg.DomainBlocklists = []policy.BlocklistZone{spectest.DomainBlocklist} // one more cold lookup, beside the probes
 	engine, err := policy.New(cfg)
 	if err != nil {
 		return nil, err

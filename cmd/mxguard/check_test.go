@@ -28,7 +28,7 @@ func sandboxFlags(t *testing.T, sb *smtptest.Sandbox) []string {
   greeting_timeout: %s
 outbound:
   ips: [%s, %s]
-`, spectest.ConnectTimeout, spectest.GreetingTimeout, spectest.IPOutDual, spectest.IPOutOnly)
+%s`, spectest.ConnectTimeout, spectest.GreetingTimeout, spectest.IPOutDual, spectest.IPOutOnly, spectest.DomainBlocklistYAML)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}

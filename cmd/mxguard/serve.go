@@ -286,6 +286,11 @@ func (d *daemon) selfCheck(ctx context.Context) {
 					"status", c.Status.String(), "detail", c.Detail, "fix", c.Fix())
 			}
 		}
+		for _, a := range r.Blocklists {
+			if a.Status == policy.StatusFail {
+				d.log.Warn("egress address listed", "address", r.ClientIP.String(), "zone", a.Zone, "code", a.Code.String(), "reason", a.Detail)
+			}
+		}
 		if clean {
 			d.log.Info("egress self-check passed", "address", r.ClientIP.String(), "helo", helo)
 		}

@@ -147,19 +147,19 @@ probe:
   greeting_timeout: %s
 outbound:
   ips: [%s, %s]
+  dnsbl_zones: [%s]
 identity:
   skip_networks: []
 inventory:
   path: ""
-checks:
-  message: false
+%s  message: false
 %s`, listen, metricsPort, sb.DNS.Addr, sb.Port, spectest.ConnectTimeout, spectest.GreetingTimeout,
-		spectest.IPOutDual, spectest.IPOutOnly, extra)
+		spectest.IPOutDual, spectest.IPOutOnly, spectest.DNSBL, spectest.DomainBlocklistYAML, extra)
 }
 
 // withMessageChecks is a sandboxConfig with the message checks on.
 func withMessageChecks(cfg string) string {
-	return strings.Replace(cfg, "checks:\n  message: false\n", "checks:\n  message: true\n", 1)
+	return strings.Replace(cfg, "\n  message: false\n", "\n  message: true\n", 1)
 }
 
 func writeFile(t *testing.T, path, content string) {

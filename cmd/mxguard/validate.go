@@ -303,8 +303,51 @@ func warnings(c *config.Config, milter, policyService commandTimeout) []string {
 			out = append(out, c.Describe(l.key, "%s %s, and %s", l.shown, why, l.risk))
 		}
 	}
+	// Spamhaus answers its public zones' queries from public resolvers with
+	// a refusal (README, Blocklists): every lookup would be a temperror.
+	if public := publicResolver(c.Resolver.Servers); public != "" {
+		for _, l := range []struct {
+			key   string
+			zones []config.BlocklistZone
+		}{{"checks.domain_blocklists", c.Checks.DomainBlocklists}, {"outbound.dnsbl_zones", c.Outbound.DNSBLZones}} {
+			for _, z := range l.zones {
+				if dqs, ok := spamhausDQS[string(z.Zone)]; ok {
+					out = append(out, c.Describe(l.key, "%s through the public resolver %s: Spamhaus refuses such queries (127.255.255.254); use your own resolver, or a DQS key (KEY.%s)",
+						z.Zone, public, dqs))
+				}
+			}
+		}
+	}
 	return out
 }
+
+// spamhausDQS is the DQS zone of each public Spamhaus zone.
+var spamhausDQS = map[string]string{"zen.spamhaus.org": "zen.dq.spamhaus.net", "dbl.spamhaus.org": "dbl.dq.spamhaus.net"}
+
+// publicResolver returns the first of servers that is a well-known public
+// resolver (Google, Cloudflare, Quad9, OpenDNS), or "".
+func publicResolver(servers []string) string {
+	for _, s := range servers {
+		host := s
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			host = h
+		}
+		if ip, err := netip.ParseAddr(host); err == nil && publicResolvers[ip.Unmap()] {
+			return s
+		}
+	}
+	return ""
+}
+
+var publicResolvers = func() map[netip.Addr]bool {
+	m := map[netip.Addr]bool{}
+	for _, s := range []string{"8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844",
+		"1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+		"9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9", "208.67.222.222", "208.67.220.220"} {
+		m[netip.MustParseAddr(s)] = true
+	}
+	return m
+}()
 
 // exposed says how a listener on host is reachable from other machines, or
 // "" if it is on loopback only.

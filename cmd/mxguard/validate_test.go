@@ -99,6 +99,12 @@ func TestValidateWarns(t *testing.T) {
 		{"", false, "milter:\n  listen: inet:127.0.0.2:8891\nmetrics:\n  listen: \"[::1]:9891\"\n", nil},
 		{"", false, "milter:\n  listen: inet:localhost:8891\nmetrics:\n  listen: \"\"\n", nil},
 		{"", false, "milter:\n  listen: unix:/run/mxguard/milter.sock\n", nil},
+		{"", false, "resolver:\n  servers: [192.0.2.53, \"8.8.8.8:53\"]\noutbound:\n  dnsbl_zones: [zen.spamhaus.org, bl.spamcop.net]\n",
+			[]string{":4: outbound.dnsbl_zones: zen.spamhaus.org through the public resolver 8.8.8.8:53: Spamhaus refuses such queries (127.255.255.254); use your own resolver, or a DQS key (KEY.zen.dq.spamhaus.net)"}},
+		{"", false, "resolver:\n  servers: [\"2606:4700:4700::1111\"]\nchecks:\n  domain_blocklists: [dbl.spamhaus.org]\n",
+			[]string{":4: checks.domain_blocklists: dbl.spamhaus.org through the public resolver 2606:4700:4700::1111"}},
+		{"", false, "resolver:\n  servers: [1.1.1.1]\nchecks:\n  domain_blocklists: [k3y.dbl.dq.spamhaus.net]\n", nil},
+		{"", false, "resolver:\n  servers: [192.0.2.53]\noutbound:\n  dnsbl_zones: [zen.spamhaus.org]\n", nil},
 	}
 	for _, c := range cases {
 		fakePostconf(t, c.postconf, map[bool]int{true: 1}[c.failing])

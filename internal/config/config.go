@@ -118,6 +118,8 @@ type Checks struct {
 	Message         bool     `yaml:"message"`
 	MessageMaxBytes int64    `yaml:"message_max_bytes"`
 	BulkHeaders     []string `yaml:"bulk_headers"`
+	// DomainBlocklists are the zones domain.blocklist asks; none by default.
+	DomainBlocklists []BlocklistZone `yaml:"domain_blocklists"`
 }
 
 // Resolver configures the DNS client.
@@ -178,6 +180,9 @@ type Outbound struct {
 	// HELO is the name the relay greets with; empty means the host's name.
 	HELO              string   `yaml:"helo"`
 	SelfCheckInterval Duration `yaml:"self_check_interval"`
+	// DNSBLZones are the blocklists the self-check looks the outbound
+	// addresses up in; none by default.
+	DNSBLZones []BlocklistZone `yaml:"dnsbl_zones"`
 }
 
 // Identity configures the sending-host checks.
@@ -441,6 +446,8 @@ func (c *Config) validate() error {
 		}
 	}
 	nonZero("outbound.self_check_interval", c.Outbound.SelfCheckInterval)
+	errs = append(errs, c.uniqueZones("outbound.dnsbl_zones", c.Outbound.DNSBLZones)...)
+	errs = append(errs, c.uniqueZones("checks.domain_blocklists", c.Checks.DomainBlocklists)...)
 	if c.Outbound.HELO != "" {
 		if _, err := policy.ParseHELO(c.Outbound.HELO); err != nil {
 			errs = append(errs, c.errorAt("outbound.helo", "%v", err))
@@ -515,6 +522,8 @@ func (c *Config) Engine() policy.Config {
 		},
 		OutboundIPs:          prefixes(c.Outbound.IPs),
 		EgressHELO:           c.Outbound.HELO,
+		DNSBLZones:           blocklistZones(c.Outbound.DNSBLZones),
+		DomainBlocklists:     blocklistZones(c.Checks.DomainBlocklists),
 		SharedPrefix:         c.Cache.Shared.Prefix,
 		SharedKey:            c.Cache.Shared.Key,
 		SkipIdentityNetworks: prefixes(c.Identity.SkipNetworks),

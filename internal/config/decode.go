@@ -18,6 +18,13 @@ type decoder struct {
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
+// shorthand is a mapping that may also be written as a single value (a
+// blocklist zone as its name alone); check validates the mapping form.
+type shorthand interface {
+	fromScalar(n *yaml.Node) error
+	check() error
+}
+
 func (d *decoder) decode(n *yaml.Node, out any, path string) error {
 	return d.value(n, reflect.ValueOf(out).Elem(), path)
 }
@@ -30,6 +37,24 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) error {
 		}
 		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
 			return d.wrap(n, path, err)
+		}
+		return nil
+	}
+	if sh, ok := v.Addr().Interface().(shorthand); ok {
+		if n.Kind == yaml.ScalarNode && !IsNull(n) {
+			if err := sh.fromScalar(n); err != nil {
+				return d.wrap(n, path, err)
+			}
+			return nil
+		}
+		if n.Kind != yaml.MappingNode {
+			return d.w.Errorf(n, "%s: want a name or a mapping, got %s", path, KindOf(n))
+		}
+		if err := d.mapping(n, v, path); err != nil {
+			return err
+		}
+		if err := sh.check(); err != nil {
+			return d.w.Errorf(n, "%s: %v", path, err)
 		}
 		return nil
 	}

@@ -30,6 +30,7 @@ type Metrics struct {
 	dropped        *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
 	selfCheck      *prometheus.GaugeVec
+	egressListed   *prometheus.GaugeVec
 }
 
 // Engine gives the metrics the engine serving now (it changes on reload).
@@ -87,9 +88,13 @@ func New(engine Engine) *Metrics {
 		Name: "mxguard_self_check",
 		Help: "The egress self-check: 1 for the status each check of each outbound address has now, 0 for the others.",
 	}, []string{"address", "check", "status"})
+	m.egressListed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mxguard_egress_listed",
+		Help: "The egress self-check's blocklist lookups (outbound.dnsbl_zones): 1 when the zone lists the outbound address, 0 when it does not; no series while the zone gives no answer to believe (mxguard_self_check{check=\"egress.dnsbl\",status=\"temperror\"}).",
+	}, []string{"address", "zone"})
 	m.reg.MustRegister(
 		m.decisions, m.checkResults, m.decisionTime, m.dnsQueries, m.dnsTime, m.probes, m.probeTime,
-		m.cacheLookups, m.activeSessions, m.dropped, m.reloads, m.selfCheck,
+		m.cacheLookups, m.activeSessions, m.dropped, m.reloads, m.selfCheck, m.egressListed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "mxguard_cache_entries", Help: "Entries in the cache.", ConstLabels: prometheus.Labels{"cache": "dns"},
 		}, cacheEntries("dns")),
@@ -223,11 +228,21 @@ func (m *Metrics) Reload(ok bool) {
 	}
 }
 
-// SelfCheck exports the egress self-check's host checks, replacing the last
-// one's (an address taken out of outbound.ips disappears).
+// SelfCheck exports the egress self-check's host checks and blocklist
+// lookups, replacing the last one's (an address taken out of outbound.ips
+// or a zone out of outbound.dnsbl_zones disappears).
 func (m *Metrics) SelfCheck(reports []*policy.Report) {
 	m.selfCheck.Reset()
+	m.egressListed.Reset()
 	for _, r := range reports {
+		for _, a := range r.Blocklists {
+			switch a.Status {
+			case policy.StatusFail:
+				m.egressListed.WithLabelValues(r.ClientIP.String(), a.Zone).Set(1)
+			case policy.StatusPass:
+				m.egressListed.WithLabelValues(r.ClientIP.String(), a.Zone).Set(0)
+			}
+		}
 		for _, c := range r.Checks {
 			if c.ID.AboutDomain() {
 				continue // no sender domain: they skip

@@ -51,7 +51,7 @@ func TestSpecErrors(t *testing.T) {
 		{"config: 5\n", "s.yaml:1: config: want a mapping of mxguard configuration keys"},
 		// The config section is checked by the configuration loader, on the spec's lines.
 		{"zone:\n  x.test: {a: 127.0.0.1}\nconfig:\n  probe:\n    greeting_timeout: 5\n", `s.yaml:5: config: probe.greeting_timeout: "5" is not a duration`},
-		{"config:\n  outbound:\n    ips: [127.0.2.1]\n    ipz: [127.0.2.2]\n", `s.yaml:4: config: unknown key "ipz" in outbound (did you mean "ips"? known: ips, helo, self_check_interval)`},
+		{"config:\n  outbound:\n    ips: [127.0.2.1]\n    ipz: [127.0.2.2]\n", `s.yaml:4: config: unknown key "ipz" in outbound (did you mean "ips"? known: ips, helo, self_check_interval, dnsbl_zones)`},
 		{"config: {policy: {on_temperror: reject}}\n", `s.yaml:1: config: policy.on_temperror: "reject"`},
 		{"config:\n  cache:\n    min_ttl: 2h\n    max_ttl: 1h\n", "s.yaml:4: config: cache.max_ttl: is below cache.min_ttl"},
 		{"zone:\n  x.test: {a: 127.0.0.1}\n\nconfig:\n  probe:\n    greeting_timeout: 5s\n    greeting_timeout: 6s\n", "s.yaml:7: config: probe.greeting_timeout is set twice (first on line 6)"},

@@ -37,6 +37,10 @@ const (
 	ipOutOther  = "127.0.2.3" // outbound IP whose PTR names another host
 )
 
+// DNSBL is the sandbox's address blocklist (outbound.dnsbl_zones): it
+// lists none of the sandbox's outbound addresses unless a test lists one.
+const DNSBL = "dnsbl.bl.test"
+
 const (
 	ConnectTimeout  = 300 * time.Millisecond
 	GreetingTimeout = 600 * time.Millisecond
@@ -163,6 +167,7 @@ func Config(sb *smtptest.Sandbox) policy.Config {
 	cfg.Probe.GreetingTimeout = GreetingTimeout
 	cfg.OutboundIPs = []netip.Prefix{netip.MustParsePrefix(IPOutDual + "/32"), netip.MustParsePrefix(IPOutOnly + "/32")}
 	cfg.SkipIdentityNetworks = nil // the sandbox clients are all loopback
+	cfg.DomainBlocklists = []policy.BlocklistZone{DomainBlocklist}
 	return cfg
 }
 
