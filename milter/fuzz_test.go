@@ -50,3 +50,27 @@ func FuzzMilterSession(f *testing.F) {
 		}
 	})
 }
+
+// With the message checks, the header fields and the body reach the DKIM
+// verifier too: whatever they hold, the session goes on, and a message is
+// accepted with one clean header (the checks are flag by default).
+func FuzzMilterMessage(f *testing.F) {
+	h := newHarness(f, func(_ *policy.Config, _ *milter.Config, o *milter.Options) { o.Message = true })
+	f.Add("v=1; a=rsa-sha256; d=ok.test; s=s1; h=from; bh=AAAA; b=AAAA", "<a@ok.test>", "List-Id", "<l.ok.test>", "x\r\n")
+	f.Add("v=1; d=\x00; s=\xff", "a@ok.test, b@ok.test", "Precedence", "bulk", "\n\n.\r\n")
+	f.Add("", "<<<", "X-MXGuard", "pass", strings.Repeat("y", 70000))
+	f.Add("v=1;;;===", "=?utf-8?q?x?= <x@refused.test>", "From", "\tfolded\n\tvalue", "\r")
+	f.Fuzz(func(t *testing.T, signature, from, name, value, body string) {
+		conn := goodConn(smtptest.MilterMessage{From: "a@ok.test", To: []string{"rcpt@example.net"},
+			Headers: [][2]string{{"DKIM-Signature", signature}, {"From", from}, {name, value}}, Body: body})
+		res, err := smtptest.PlayMilter("tcp", h.addr, conn)
+		if err != nil {
+			t.Fatalf("the session broke: %v", err)
+		}
+		r := res[0]
+		v, ok := r.Header("X-MXGuard")
+		if !r.Accepted() || !ok || len(r.Headers) != 1 || strings.ContainsAny(v, "\r\n\x00") || len(v) > 1000 {
+			t.Fatalf("stage %s reply %q, header %q (%d headers)", r.Stage, r.Reply, v, len(r.Headers))
+		}
+	})
+}
