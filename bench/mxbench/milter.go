@@ -372,7 +372,7 @@ func runMilter(fs *flag.FlagSet, args []string) ([]row, error) {
 
 	// Each round: the no-op milter, then mxguard without and with the
 	// inventory, those two in turns first.
-	var noopRates, mxRates, invRates []float64
+	var noopRates, mxRates, invRates, mxCPU, invCPU []float64
 	var mxLat, noopLat []time.Duration
 	for r := 0; r < *rounds; r++ {
 		n, lat, err := drive(noopAddr, *sessions, *dur, checkNoop)
@@ -382,13 +382,16 @@ func runMilter(fs *flag.FlagSet, args []string) ([]row, error) {
 		noopRates = append(noopRates, float64(n)/dur.Seconds())
 		noopLat = append(noopLat, lat...)
 		for turn := range 2 {
+			cpu0 := selfCPU()
 			if (r+turn)%2 == 0 {
 				n, lat, err = drive(mxAddr, *sessions, *dur, checkMx)
 				mxRates = append(mxRates, float64(n)/dur.Seconds())
+				mxCPU = append(mxCPU, float64(selfCPU()-cpu0)/float64(max(n, 1)))
 				mxLat = append(mxLat, lat...)
 			} else {
 				n, _, err = drive(inv.addr, *sessions, *dur, checkMx)
 				invRates = append(invRates, float64(n)/dur.Seconds())
+				invCPU = append(invCPU, float64(selfCPU()-cpu0)/float64(max(n, 1)))
 				invDriven += n
 			}
 			if err != nil {
@@ -413,6 +416,8 @@ func runMilter(fs *flag.FlagSet, args []string) ([]row, error) {
 		{"milter", "inventory off / on: mxguard / no-op throughput", fmt.Sprintf("%.1f%% / %.1f%%", 100*ratio, 100*invRatio), "", false},
 		{"milter", "inventory off / on: decision latency p50 / p99", ms(percentile(decisions, 50)) + " / " + ms(percentile(decisions, 99)) + " vs " +
 			ms(percentile(invDecisions, 50)) + " / " + ms(percentile(invDecisions, 99)), "", false},
+		{"milter", "inventory off / on: CPU per transaction in this process (client and milter)",
+			ms(time.Duration(median(mxCPU))) + " / " + ms(time.Duration(median(invCPU))), "", false},
 		sanity("milter", "inventory: messages recorded + dropped / transactions", fmt.Sprintf("%d + %d / %d", recorded, dropped, invDriven),
 			"all", recorded+dropped == uint64(invDriven)),
 		sanity("milter", "decisions that did not pass", fmt.Sprint(rec.notPassed.Load()+inv.rec.notPassed.Load()), "0", rec.notPassed.Load()+inv.rec.notPassed.Load() == 0),
