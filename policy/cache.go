@@ -206,12 +206,10 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 			ch := c.flight.DoChan("refresh "+key.String(), func() (any, error) { // in the background
 				return c.fetch(ctx, key, false), nil
 			})
-			if inRefresh(ctx) { // a memo's refresh waits for it (memo.go); a failed one leaves e
+			if inRefresh(ctx) { // a memo's refresh waits for it (memo.go)
 				select {
 				case r := <-ch:
-					if n := r.Val.(dnsEntry); n.err == nil {
-						e = n
-					}
+					e = r.Val.(dnsEntry) // a failure fails the memo's refresh too
 				case <-ctx.Done():
 				}
 			}
