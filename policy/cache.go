@@ -203,10 +203,16 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 	if e, ok, aging := c.lru.getAging(key); ok {
 		c.counter.hit()
 		if aging && c.cfg.Prefetch {
-			c.flight.DoChan("refresh "+key.String(), func() (any, error) { // in the background
-				c.fetch(ctx, key, false)
-				return nil, nil
+			ch := c.flight.DoChan("refresh "+key.String(), func() (any, error) { // in the background
+				return c.fetch(ctx, key, false), nil
 			})
+			if inRefresh(ctx) { // a memo's refresh waits for it (memo.go)
+				select {
+				case r := <-ch:
+					e = r.Val.(dnsEntry) // a failure fails the memo's refresh too
+				case <-ctx.Done():
+				}
+			}
 		}
 		return e.ans, e.err
 	}

@@ -57,7 +57,7 @@ func checkDKIMKey(ctx context.Context, ev *evaluation) Result {
 		if !ok || len(txts) != 1 {
 			continue // no key, or several: dkim.signature says so
 		}
-		j := recall(ctx, ev, &dkimKeyMemo, txts[0], func() (keyJudgement, bool) {
+		j := recall(ctx, ev, &dkimKeyMemo, txts[0], func(context.Context) (keyJudgement, bool) {
 			status, detail := judgeKey(txts[0])
 			return keyJudgement{status, detail}, false
 		})

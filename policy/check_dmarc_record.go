@@ -32,7 +32,7 @@ var dmarcRecord = check{
 var dmarcMemo memo
 
 func checkDMARCRecord(ctx context.Context, ev *evaluation) Result {
-	return recall(ctx, ev, &dmarcMemo, ev.sender.Domain, func() (Result, bool) {
+	return recall(ctx, ev, &dmarcMemo, ev.sender.Domain, func(ctx context.Context) (Result, bool) {
 		r := dmarcRecordOf(ctx, ev)
 		return r, r.Status == StatusTempError
 	})

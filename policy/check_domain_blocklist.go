@@ -44,7 +44,7 @@ var blocklistMemo = memo{sameInputs: func(prev, next Config) bool {
 }}
 
 func checkDomainBlocklist(ctx context.Context, ev *evaluation) Result {
-	return recall(ctx, ev, &blocklistMemo, ev.sender.Domain, func() (Result, bool) {
+	return recall(ctx, ev, &blocklistMemo, ev.sender.Domain, func(ctx context.Context) (Result, bool) {
 		r := askDomainBlocklists(ctx, ev, ev.sender.Domain)
 		return r, r.Status == StatusTempError
 	})

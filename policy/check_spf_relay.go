@@ -90,7 +90,7 @@ type spfKey struct {
 // spfFor evaluates the SPF policy of domain for ip and the sender's local
 // part, or recalls it.
 func spfFor(ctx context.Context, ev *evaluation, domain, local string, ip netip.Addr) spfOutcome {
-	return recall(ctx, ev, &spfMemo, spfKey{domain, local, ip}, func() (spfOutcome, bool) {
+	return recall(ctx, ev, &spfMemo, spfKey{domain, local, ip}, func(ctx context.Context) (spfOutcome, bool) {
 		// Receivers see this relay's HELO (%{h}) and the envelope sender, with
 		// postmaster for a missing local part (RFC 7208 sections 4.3, 7.3).
 		res, err := spf.CheckHostWithSender(ip.AsSlice(), ev.e.cfg.EgressHELO, cmp.Or(local, "postmaster")+"@"+domain,

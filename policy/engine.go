@@ -139,8 +139,8 @@ type Engine struct {
 	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
-	raw      *smtpProber                 // behind prober; holds the egress state
-	memos    map[*memo]*ttlLRU[any, any] // the checks' memories (memo.go)
+	raw      *smtpProber          // behind prober; holds the egress state
+	memos    map[*memo]*memoStore // the checks' memories (memo.go)
 	// checks is the registry the engine runs: a test may give one engine
 	// a check of its own without touching the others.
 	checks []*check

@@ -108,7 +108,7 @@ func (ev *evaluation) discoverDMARC(ctx context.Context, domain string, needOrg 
 // walkDMARC is discoverDMARC with the organizational domain, remembered
 // per domain as the answers it comes from are.
 func (ev *evaluation) walkDMARC(ctx context.Context, domain string) (dmarcDiscovery, error) {
-	got := recall(ctx, ev, &dmarcWalkMemo, domain, func() (discovered, bool) {
+	got := recall(ctx, ev, &dmarcWalkMemo, domain, func(ctx context.Context) (discovered, bool) {
 		d, err := ev.discoverDMARC(ctx, domain, true)
 		return discovered{d, err}, err != nil
 	})

@@ -112,7 +112,7 @@ func runStampede(fs *flag.FlagSet, args []string) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, addr, err := serveMxguard(engine, &latencies{})
+	m, addr, err := serveMxguard(engine, &latencies{}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -142,7 +142,7 @@ func runMessage(fs *flag.FlagSet, args []string) ([]row, error) {
 		sanity("message", "messages decided", fmt.Sprint(len(decisions)), fmt.Sprint(want), len(decisions) == want),
 		sanity("message", "decisions that did not pass (signed and aligned mail)", fmt.Sprint(rec.notPassed.Load()), "0", rec.notPassed.Load() == 0),
 	)
-	return append(rows, sb.lookups.since("message", "measured rounds", waited0, upstream0, true)...), nil
+	return append(rows, sb.lookups.since("message", "measured rounds", waited0, upstream0)...), nil
 }
 
 // signedMessageFile writes a message of about size octets, signed for

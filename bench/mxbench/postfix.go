@@ -262,5 +262,5 @@ func runPostfix(fs *flag.FlagSet, args []string) ([]row, error) {
 		sanity("postfix", "messages mxguard decided (policy, TCP and unix rounds)", fmt.Sprint(len(decisions)), fmt.Sprint(want), len(decisions) == want),
 		sanity("postfix", "decisions that did not pass", fmt.Sprint(rec.notPassed.Load()), "0", rec.notPassed.Load() == 0),
 	}
-	return append(rows, sb.lookups.since("postfix", "warm rounds", waited0, upstream0, true)...), nil
+	return append(rows, sb.lookups.since("postfix", "warm rounds", waited0, upstream0)...), nil
 }
