@@ -53,7 +53,7 @@ type Message struct {
 	lineStart    bool // the next octet starts a line
 	unverifiable string
 	fields       []headerField
-	verifier     *io.PipeWriter
+	verifier     *verifierFeed
 	verified     chan struct{}
 	verifs       []*dkim.Verification
 	verifyErr    error
@@ -69,23 +69,23 @@ type headerField struct{ name, value string }
 // up through the engine's caches as the verifier reaches them, each
 // within the engine's budget.
 func (e *Engine) NewMessage() *Message {
-	pr, pw := io.Pipe()
+	feed := newVerifierFeed()
 	m := &Message{
 		max:        e.cfg.Message.MaxBytes,
 		lineStart:  true,
-		verifier:   pw,
+		verifier:   feed,
 		verified:   make(chan struct{}),
 		keyRecords: map[string][]string{},
 	}
 	go func() {
 		defer close(m.verified)
-		m.verifs, m.verifyErr = dkim.VerifyWithOptions(pr, &dkim.VerifyOptions{
+		m.verifs, m.verifyErr = dkim.VerifyWithOptions(feed, &dkim.VerifyOptions{
 			LookupTXT:        func(name string) ([]string, error) { return m.lookupKey(e, name) },
 			MaxVerifications: maxSignatures,
 		})
 		// The verifier stops reading where it has what it needs (no
 		// signature, a malformed one); the front end still writes the rest.
-		io.Copy(io.Discard, pr)
+		io.Copy(io.Discard, feed)
 	}()
 	return m
 }
@@ -94,6 +94,8 @@ func (e *Engine) NewMessage() *Message {
 func (m *Message) lookupKey(e *Engine, name string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.resolver.budget)
 	defer cancel()
+	m.verifier.lookingUp(true)
+	defer m.verifier.lookingUp(false)
 	a, err := e.resolver.Lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
 		return nil, temporaryError{err}
@@ -152,47 +154,71 @@ func (m *Message) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// write passes normalised octets to the verifier and keeps the header
-// section for the checks' own parsing.
+// write passes normalised octets on: the header section is kept until its
+// end, for the checks' own parsing, and goes to the verifier in one piece
+// (one hand-over to its goroutine, not one per field); the body goes
+// through as it comes.
 func (m *Message) write(p []byte) {
 	if len(p) == 0 || m.unverifiable != "" {
 		return
 	}
-	if !m.inBody {
-		m.collectHeader(p)
-		if m.unverifiable != "" {
-			return
-		}
-	}
 	m.lastCR = p[len(p)-1] == '\r'
-	m.verifier.Write(p)
+	if m.inBody {
+		m.feed(p)
+		return
+	}
+	end := m.headerEnd(p)
+	head := p
+	if end >= 0 {
+		head = p[:end]
+	}
+	if m.header.Len()+len(head) > maxHeaderBytes {
+		m.stop(fmt.Sprintf("the header section is larger than %d octets: too large to verify here", maxHeaderBytes))
+		return
+	}
+	m.header.Write(head)
+	if end < 0 {
+		return
+	}
+	m.inBody = true
+	m.fields = parseHeader(m.header.Bytes())
+	m.feed(m.header.Bytes())
+	m.header = bytes.Buffer{}
+	if end < len(p) {
+		m.feed(p[end:])
+	}
 }
 
-// collectHeader appends to the header section until the empty line that
-// ends it.
-func (m *Message) collectHeader(p []byte) {
-	for i, c := range p {
-		if m.lineStart && (c == '\r' || c == '\n') {
-			if c == '\n' { // the empty line: the body follows
-				m.inBody = true
-				m.fields = parseHeader(m.header.Bytes())
-				return
-			}
-			continue
-		}
-		m.lineStart = c == '\n'
-		if m.header.Len() >= maxHeaderBytes {
-			m.stop(fmt.Sprintf("the header section is larger than %d octets: too large to verify here", maxHeaderBytes))
-			return
-		}
-		m.header.WriteByte(p[i])
+// feed hands octets to the verifier; one that fell behind leaves the
+// message unverifiable.
+func (m *Message) feed(p []byte) {
+	if !m.verifier.Write(p) && m.unverifiable == "" {
+		m.unverifiable = errBehind.Error()
 	}
+}
+
+// headerEnd is the index in p just past the empty line that ends the
+// header section, or -1 when p does not reach it.
+func (m *Message) headerEnd(p []byte) int {
+	for i, c := range p {
+		switch {
+		case c == '\n':
+			if m.lineStart {
+				return i + 1
+			}
+			m.lineStart = true
+		case c == '\r' && m.lineStart: // an empty line's CR, or a stray one
+		default:
+			m.lineStart = false
+		}
+	}
+	return -1
 }
 
 // stop ends verification: the checks that need it report why.
 func (m *Message) stop(reason string) {
 	m.unverifiable = reason
-	m.verifier.CloseWithError(errors.New(reason))
+	m.verifier.Close(errors.New(reason))
 	m.header = bytes.Buffer{}
 }
 
@@ -217,7 +243,7 @@ func (m *Message) end() {
 		}
 		m.write(crlf)
 	}
-	m.verifier.Close()
+	m.verifier.Close(io.EOF)
 	m.header = bytes.Buffer{}
 }
 

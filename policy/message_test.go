@@ -268,3 +268,36 @@ func TestMessageDecisionDoesNotWaitForADeadKeyLookup(t *testing.T) {
 		t.Errorf("verdict %s", rep.Verdict())
 	}
 }
+
+// The front end's writes never wait for the verifier: while a key lookup
+// hangs, a message streams on, and one that gets too far ahead is left
+// unverified rather than held in memory.
+func TestWritesDoNotWaitForTheVerifier(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("slow.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "slow.test", "s1", 2048, "")
+	r.z.SetFault(s.KeyName(), smtptest.Drop)
+	body := strings.Repeat("a line of a body that streams on while the key lookup hangs\r\n", 2*maxBehind/60)
+	signed := s.sign(t, plainMessage("a@slow.test")[:len(plainMessage("a@slow.test"))-len("Hello.\r\n")]+body)
+	m := r.e.NewMessage()
+	began := time.Now()
+	for rest := signed; rest != ""; {
+		n := min(len(rest), 65535)
+		io.WriteString(m, rest[:n])
+		rest = rest[n:]
+	}
+	if took := time.Since(began); took > 500*time.Millisecond {
+		t.Errorf("writing the message took %v: the writes waited for the key lookup", took)
+	}
+	m.verifier.mu.Lock()
+	behind := m.verifier.size
+	m.verifier.mu.Unlock()
+	if behind > maxBehind {
+		t.Errorf("%d octets queued for the verifier, over %d", behind, maxBehind)
+	}
+	req := Request{Sender: "a@slow.test"}
+	rep := r.e.EvaluateMessage(context.Background(), evaluateDNSOnly(context.Background(), r.e, req), req, m)
+	if st, d := statusOf(rep, DKIMSignature); st != StatusTempError || !strings.Contains(d, "fell behind") {
+		t.Errorf("dkim.signature %s: %s", st, d)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ func runMessage(fs *flag.FlagSet, args []string) ([]row, error) {
 	sessions := fs.Int("sessions", 8, "parallel smtp-source sessions")
 	messages := fs.Int("messages", 1000, "10 KB messages per round (100 KB: a quarter, 1 MB: a twentieth)")
 	rounds := fs.Int("rounds", 3, "alternating rounds per setup and size")
+	cpuProfile := fs.String("cpuprofile", "", "write the CPU profile of the 10 KB rounds with checks.message on to this file")
 	parse(fs, args, "sessions=2", "messages=40", "rounds=1")
 	if err := postfixNeeds(); err != nil {
 		return nil, err
@@ -102,7 +104,16 @@ func runMessage(fs *flag.FlagSet, args []string) ([]row, error) {
 				if s == len(sizes)-1 && i == 1 {
 					stop = sampleHeap()
 				}
+				profiling := *cpuProfile != "" && s == 0 && i == 1
+				if profiling {
+					if err := startProfile(*cpuProfile, r); err != nil {
+						return nil, err
+					}
+				}
 				in, err := l.inject(*sessions, n, from, helo, "-F", files[s])
+				if profiling {
+					pprof.StopCPUProfile()
+				}
 				if err != nil {
 					return nil, err
 				}
@@ -159,6 +170,19 @@ func signedMessageFile(dir string, signer *smtptest.DKIMSigner, size int) (strin
 	}
 	path := filepath.Join(dir, fmt.Sprintf("message-%d.eml", size))
 	return path, os.WriteFile(path, []byte(strings.ReplaceAll(signed, "\r\n", "\n")), 0o644)
+}
+
+// startProfile starts the CPU profile of round r into path: the rounds'
+// profiles go to path, path.2, path.3 ...
+func startProfile(path string, r int) error {
+	if r > 0 {
+		path = fmt.Sprintf("%s.%d", path, r+1)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return pprof.StartCPUProfile(f)
 }
 
 // sampleHeap samples the live heap (as the last GC found it: what is
