@@ -156,9 +156,8 @@ type mail struct {
 	from, subject string
 }
 
-// sendSession sends msgs over one SMTP connection from clientIP, greeting
-// with helo. It returns one error per message (nil: accepted).
-func sendSession(t *testing.T, addr, clientIP, helo string, msgs ...mail) []error {
+// dialSMTP connects to the MTA at addr from clientIP and greets with helo.
+func dialSMTP(t *testing.T, addr, clientIP, helo string) *smtp.Client {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientIP)}, Timeout: 10 * time.Second}
 	conn, err := d.Dial("tcp", addr)
@@ -170,10 +169,19 @@ func sendSession(t *testing.T, addr, clientIP, helo string, msgs ...mail) []erro
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	if err := c.Hello(helo); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
+	return c
+}
+
+// sendSession sends msgs over one SMTP connection from clientIP, greeting
+// with helo. It returns one error per message (nil: accepted).
+func sendSession(t *testing.T, addr, clientIP, helo string, msgs ...mail) []error {
+	t.Helper()
+	c := dialSMTP(t, addr, clientIP, helo)
+	defer c.Close()
 	errs := make([]error, len(msgs))
 	for i, m := range msgs {
 		errs[i] = sendOne(c, m)

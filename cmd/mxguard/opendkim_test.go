@@ -3,12 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
-	"net/smtp"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
@@ -185,20 +182,8 @@ func rfc5322(author, subject string) string {
 // sendRaw sends one message from the sandbox's good client.
 func sendRaw(t *testing.T, addr, envelope, message string) error {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.3.1")}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.SetDeadline(time.Now().Add(60 * time.Second))
-	c, err := smtp.NewClient(conn, "mta.lab.test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialSMTP(t, addr, "127.0.3.1", "mail.good.test")
 	defer c.Close()
-	if err := c.Hello("mail.good.test"); err != nil {
-		t.Fatal(err)
-	}
 	if err := c.Mail(envelope); err != nil {
 		return err
 	}
