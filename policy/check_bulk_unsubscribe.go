@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/emersion/go-msgauth/dkim"
 )
 
 // BulkUnsubscribe is the check that bulk mail offers one-click unsubscribe.
@@ -58,6 +60,9 @@ func checkBulkUnsubscribe(ctx context.Context, ev *evaluation) Result {
 		return signs(s, "List-Unsubscribe") && signs(s, "List-Unsubscribe-Post")
 	})
 	if !covered {
+		if len(missing) == 0 && slices.ContainsFunc(ev.signatures(), func(s signatureFacts) bool { return dkim.IsTempFail(s.err) }) {
+			return Result{Status: StatusTempError, Detail: "bulk mail with one-click unsubscribe, but a DKIM signature could not be verified here (temporary error): whether it covers both fields is unknown"}
+		}
 		missing = append(missing, fmt.Sprintf("a verifying DKIM signature aligned with %s whose h= covers both fields", ev.author().domain))
 	}
 	if len(missing) > 0 {

@@ -3,6 +3,8 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/mxguard/mxguard/smtptest"
 )
 
 func TestBulkUnsubscribe(t *testing.T) {
@@ -11,6 +13,8 @@ func TestBulkUnsubscribe(t *testing.T) {
 	r.author("news.test", "v=DMARC1; p=reject")
 	news := r.publish(t, "news.test", "s1", 2048, "")
 	other := r.publish(t, "esp.test", "s1", 2048, "")
+	down := r.publish(t, "news.test", "down", 2048, "")
+	r.z.SetFault(down.KeyName(), smtptest.ServFail)
 	oneClick := []string{"List-Unsubscribe: <https://news.test/u/1>, <mailto:u@news.test>", "List-Unsubscribe-Post: List-Unsubscribe=One-Click"}
 	covering := []string{"From", "To", "Subject", "List-Unsubscribe", "List-Unsubscribe-Post"}
 	cases := []struct {
@@ -27,6 +31,7 @@ func TestBulkUnsubscribe(t *testing.T) {
 		{"Precedence: bulk", news.sign(t, plainMessage("a@news.test", "Precedence: bulk")), StatusFail, "bulk mail (Precedence: bulk)"},
 		{"List-Id", news.sign(t, plainMessage("a@news.test", "List-Id: <news.news.test>")), StatusFail, "bulk mail (List-Id)"},
 		{"checks.bulk_headers", news.sign(t, plainMessage("a@news.test", "X-Campaign-Id: 7")), StatusFail, "bulk mail (X-Campaign-Id)"},
+		{"the signature's key SERVFAIL", down.sign(t, plainMessage("a@news.test", oneClick...), covering...), StatusTempError, "could not be verified here"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
 )
 
@@ -52,8 +53,12 @@ func checkDMARCAlignment(ctx context.Context, ev *evaluation) Result {
 		return Result{Status: StatusTempError, Host: a.domain, Detail: "finding the organizational domain of a signature: " + err.Error()}
 	}
 	dkimPasses := false // some signature verifies, aligned or not
+	var dkimUnknown []string // signatures a temporary error left unjudged
 	for _, s := range ev.signatures() {
 		dkimPasses = dkimPasses || s.err == nil
+		if dkim.IsTempFail(s.err) {
+			dkimUnknown = append(dkimUnknown, fmt.Sprintf("%s: %s", s, reason(s.err)))
+		}
 	}
 	spf, err := ev.spfHalf(ctx, a.domain, pol)
 	if err != nil {
@@ -63,18 +68,33 @@ func checkDMARCAlignment(ctx context.Context, ev *evaluation) Result {
 	switch {
 	case len(dkimAligned) > 0 && spf.aligned:
 		return Result{Status: StatusPass, Host: a.domain, Detail: fmt.Sprintf("DKIM (%s) and SPF (%s) align with %s", dkimAligned[0], spf.domain, a.domain)}
-	case len(dkimAligned) > 0 && !spf.judged:
+	case len(dkimAligned) > 0 && (!spf.judged || spf.unknown):
 		return Result{Status: StatusPass, Host: a.domain, Detail: fmt.Sprintf("DKIM (%s) aligns with %s; SPF is not judged: %s", dkimAligned[0], a.domain, spf.why)}
 	case len(dkimAligned) > 0 && !spf.passes:
 		return Result{Status: StatusWarn, Host: a.domain, Detail: fmt.Sprintf("DMARC passes through DKIM (%s) alone: %s; bulk senders need SPF too at Gmail, Yahoo and Outlook.com", dkimAligned[0], spf.why),
 			fix: fmt.Sprintf("Make the envelope sender's SPF authorize this relay (spf.relay), with the envelope domain under %s.", pol.org)}
 	case len(dkimAligned) > 0:
 		return Result{Status: StatusPass, Host: a.domain, Detail: fmt.Sprintf("DKIM (%s) aligns with %s; SPF passes for %s, which does not align", dkimAligned[0], a.domain, spf.domain)}
+	case spf.aligned && !dkimPasses && len(dkimUnknown) > 0:
+		return Result{Status: StatusPass, Host: a.domain, Detail: fmt.Sprintf("SPF (%s) aligns with %s; DKIM could not be verified here: %s", spf.domain, a.domain, strings.Join(dkimUnknown, "; "))}
 	case spf.aligned && !dkimPasses:
 		return Result{Status: StatusWarn, Host: a.domain, Detail: fmt.Sprintf("DMARC passes through SPF (%s) alone: no DKIM signature verifies; bulk senders need DKIM too at Gmail, Yahoo and Outlook.com", spf.domain),
 			fix: fmt.Sprintf("Sign with d=%s (OpenDKIM SigningTable) on this relay, before mxguard.", a.domain)}
 	case spf.aligned:
 		return Result{Status: StatusPass, Host: a.domain, Detail: fmt.Sprintf("SPF (%s) aligns with %s; DKIM verifies but for a domain that does not align", spf.domain, a.domain)}
+	}
+	// Neither aligns as far as is known: a temporary error may hide the
+	// half that would (never a fail on a temporary error).
+	if len(dkimUnknown) > 0 || spf.unknown {
+		var pending []string
+		if len(dkimUnknown) > 0 {
+			pending = append(pending, "DKIM: "+strings.Join(dkimUnknown, "; "))
+		}
+		if spf.unknown {
+			pending = append(pending, spf.why)
+		}
+		return Result{Status: StatusTempError, Host: a.domain,
+			Detail: fmt.Sprintf("DMARC alignment for %s could not be judged: %s", a.domain, strings.Join(pending, "; "))}
 	}
 	var why []string
 	if dkimPasses {
@@ -107,7 +127,8 @@ func receiverStance(domain string, pol dmarcDiscovery) string {
 
 // spfFacts is DMARC's SPF half for the message.
 type spfFacts struct {
-	judged  bool   // false: no single outbound address to judge SPF by
+	judged  bool   // false: SPF is not judged here (no single outbound address; spf.relay skipped)
+	unknown bool   // spf.relay could not finish (temperror)
 	passes  bool   // spf.relay passes for the envelope domain
 	aligned bool   // and that domain aligns with the author domain
 	domain  string // the envelope domain
@@ -122,8 +143,17 @@ func (ev *evaluation) spfHalf(ctx context.Context, author string, pol dmarcDisco
 		f.why = "outbound.ips holds no single address, so SPF cannot be judged here; this judges DKIM alone"
 		return f, nil
 	}
-	f.judged = true
 	r := ev.envelope.Check(SPFRelay)
+	switch r.Status {
+	case StatusSkip:
+		f.why = fmt.Sprintf("spf.relay is not judged for %s (%s); this judges DKIM alone", f.domain, r.Detail)
+		return f, nil
+	case StatusTempError:
+		f.judged, f.unknown = true, true
+		f.why = fmt.Sprintf("SPF of the envelope domain %s could not be evaluated (spf.relay=temperror)", f.domain)
+		return f, nil
+	}
+	f.judged = true
 	if r.Status != StatusPass {
 		f.why = fmt.Sprintf("SPF of the envelope domain %s does not pass for this relay (spf.relay=%s)", f.domain, r.Status)
 		return f, nil

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/miekg/dns"
+
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -21,6 +23,11 @@ func TestDMARCAlignment(t *testing.T) {
 	strictSub := r.publish(t, "mail.strict.test", "s1", 2048, "")
 	other := r.publish(t, "other.test", "s1", 2048, "")
 	nospf := r.publish(t, "nospf.test", "s1", 2048, "")
+	r.author("tempkey.test", "v=DMARC1; p=reject")
+	down := r.publish(t, "tempkey.test", "down", 2048, "")
+	r.z.SetFault(down.KeyName(), smtptest.ServFail)
+	r.author("spfdown.test", "v=DMARC1; p=reject")
+	r.z.SetTypeFault("spfdown.test", dns.TypeTXT, smtptest.ServFail)
 	cases := []struct {
 		name, sender, message string
 		status                Status
@@ -42,6 +49,12 @@ func TestDMARCAlignment(t *testing.T) {
 		{"From without a domain", "a@align.test", plainMessage("undisclosed-recipients:;"), StatusFail, "the From field has 0 addresses", ""},
 		{"no From field", "a@align.test", "Subject: x\r\n\r\nbody\r\n", StatusSkip, "no From field", ""},
 		{"DMARC record SERVFAIL", "a@align.test", plainMessage("a@broken.test"), StatusTempError, "_dmarc.broken.test", ""},
+		// A temporary error is never a fail: the half it hides may align.
+		{"key lookup SERVFAIL, envelope another domain", "bounce@other.test", down.sign(t, plainMessage("a@tempkey.test")), StatusTempError,
+			"DMARC alignment for tempkey.test could not be judged: DKIM: d=tempkey.test s=down: key unavailable", ""},
+		{"SPF SERVFAIL, unsigned", "a@spfdown.test", plainMessage("a@spfdown.test"), StatusTempError, "spf.relay=temperror", ""},
+		{"SPF SERVFAIL, signed and aligned", "a@spfdown.test", r.publish(t, "spfdown.test", "s1", 1024, "").sign(t, plainMessage("a@spfdown.test")), StatusPass, "SPF is not judged", ""},
+		{"key lookup SERVFAIL, SPF aligned", "a@tempkey.test", down.sign(t, plainMessage("a@tempkey.test")), StatusPass, "DKIM could not be verified here", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
