@@ -265,27 +265,37 @@ func (m *Message) finish(ctx context.Context) {
 }
 
 // parseHeader splits a header section into unfolded fields (RFC 5322
-// section 2.2.3). A line that is neither a field nor a continuation is
-// skipped, as receivers do.
+// section 2.2.3) exactly as go-msgauth's verifier does, so that the n-th
+// DKIM-Signature here is its n-th: up to the first empty line, a line
+// that starts with white space continues the field before it (if any),
+// and a field's name is what comes before its first colon, trimmed.
 func parseHeader(section []byte) []headerField {
 	var fields []headerField
-	for _, line := range strings.Split(string(section), "\n") {
-		line = strings.TrimSuffix(line, "\r")
-		if line == "" {
-			continue
+	var name string
+	var value strings.Builder
+	open := false
+	flush := func() {
+		if open {
+			fields = append(fields, headerField{name, strings.TrimSpace(value.String())})
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			if len(fields) > 0 {
-				fields[len(fields)-1].value += line
-			}
-			continue
-		}
-		name, value, ok := strings.Cut(line, ":")
-		if !ok || strings.TrimSpace(name) != name || name == "" {
-			continue
-		}
-		fields = append(fields, headerField{name, strings.TrimSpace(value)})
 	}
+	for _, line := range bytes.Split(section, []byte("\n")) {
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			break
+		}
+		if open && (line[0] == ' ' || line[0] == '\t') {
+			value.Write(line)
+			continue
+		}
+		flush()
+		key, v, _ := bytes.Cut(line, []byte(":"))
+		name = strings.TrimSpace(string(key))
+		value.Reset()
+		value.Write(v)
+		open = true
+	}
+	flush()
 	return fields
 }
 

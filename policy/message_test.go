@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -299,5 +300,43 @@ func TestWritesDoNotWaitForTheVerifier(t *testing.T) {
 	rep := r.e.EvaluateMessage(context.Background(), evaluateDNSOnly(context.Background(), r.e, req), req, m)
 	if st, d := statusOf(rep, DKIMSignature); st != StatusTempError || !strings.Contains(d, "fell behind") {
 		t.Errorf("dkim.signature %s: %s", st, d)
+	}
+}
+
+// Folded fields are unfolded in linear time: a megabyte of continuation
+// lines is parsed at once, not in quadratic time in the session.
+func TestLongFoldedFieldParsesInLinearTime(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("From: a@fold.test\r\nX-Long: start\r\n")
+	for b.Len() < maxHeaderBytes-64 {
+		b.WriteString("\tcontinued\r\n")
+	}
+	b.WriteString("\r\n")
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	fields := parseHeader([]byte(b.String()))
+	runtime.ReadMemStats(&ms1)
+	if len(fields) != 2 || !strings.HasPrefix(fields[1].value, "start\tcontinued") {
+		t.Fatalf("%d fields: %.40q", len(fields), fields)
+	}
+	// Appending each line to a string copies the field so far: gigabytes.
+	if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("parsing a 1 MiB header allocated %d MiB", alloc>>20)
+	}
+}
+
+// A signature field go-msgauth counts is counted here too, in the same
+// order: a first line that starts with white space, a name with space
+// before its colon.
+func TestSignatureFieldsAreCountedAsTheVerifierCounts(t *testing.T) {
+	fields := parseHeader([]byte(" X-Odd: first\r\nDKIM-Signature : v=1; s=one\r\nDKIM-Signature: v=1; s=two\r\n\r\n"))
+	var sigs []string
+	for _, f := range fields {
+		if strings.EqualFold(f.name, dkimField) {
+			sigs = append(sigs, dmarcTag(f.value, "s"))
+		}
+	}
+	if strings.Join(sigs, ",") != "one,two" || len(fields) != 3 {
+		t.Errorf("fields %q, signatures %v", fields, sigs)
 	}
 }
