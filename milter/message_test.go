@@ -1,9 +1,11 @@
 package milter_test
 
 import (
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	gomilter "github.com/emersion/go-milter"
 
@@ -142,5 +144,31 @@ func TestInventoryGetsTheDomainsReport(t *testing.T) {
 	defer mu.Unlock()
 	if len(seen) != 1 || seen[0].Verdict() != policy.Pass || seen[0].Check(policy.DKIMSignature).ID != "" {
 		t.Errorf("the inventory got %d reports: %+v", len(seen), seen)
+	}
+}
+
+// A connection that ends inside a message (the MTA gone, a transaction
+// timeout, an eviction) stops the message's verifier: no goroutine or
+// buffer is left behind per dropped connection.
+func TestDroppedConnectionLeavesNoVerifier(t *testing.T) {
+	h, _ := messageHarness(t)
+	baseline := runtime.NumGoroutine()
+	for range 20 {
+		c := dialRaw(t, h.addr)
+		c.negotiate(6, everyAction, everyProtocol)
+		c.send('M', "<a@author.test>\x00") // no answer: SMFIP_NR_MAIL
+		c.send('R', "<rcpt@example.net>\x00")
+		if code, _, err := c.read(); err != nil || code != 'c' {
+			t.Fatalf("RCPT TO: %c %v", code, err)
+		}
+		c.send('L', "From\x00 a@author.test\x00") // no answer: SMFIP_NR_HDR
+		c.Close()                                 // no end of message, no abort, no quit
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline+5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > baseline+5 {
+		t.Errorf("%d goroutines, %d before 20 dropped connections", n, baseline)
 	}
 }

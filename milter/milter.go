@@ -369,6 +369,9 @@ type trackedConn struct {
 	idleMoved     time.Time      // when the idle deadline was last moved; zero: it is not the one set
 	silence       *peers.Silence // its place among the sessions waiting for their MTA
 	once          sync.Once
+	// content is the message being streamed into the message checks, for
+	// Close to stop when the connection ends inside a transaction.
+	content atomic.Pointer[policy.Message]
 }
 
 // Read serves go-milter from the buffer, and keeps a read deadline (go-milter
@@ -415,6 +418,9 @@ func (c *trackedConn) setDeadline(t time.Time) {
 
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
+	if content := c.content.Swap(nil); content != nil {
+		content.Discard()
+	}
 	c.once.Do(func() {
 		m := c.m
 		c.silence.Busy()

@@ -75,7 +75,7 @@ type message struct {
 	content *policy.Message
 }
 
-// discard ends the message's content stream, if it has one, unjudged.
+// discard stops the message's content stream, if it has one, unjudged.
 func (msg *message) discard() {
 	if msg != nil && msg.content != nil {
 		msg.content.Discard()
@@ -299,6 +299,7 @@ func (s *session) stream(msg *message, name, value string) {
 	}
 	if msg.content == nil {
 		msg.content = msg.cfg.Engine.NewMessage()
+		s.conn.content.Store(msg.content) // for a connection that ends without an abort
 	}
 	sep := ": "
 	if s.leadingSpace {
@@ -378,6 +379,7 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	}
 	s.msg = nil
 	s.transaction(false)
+	defer msg.discard() // what the message checks have not taken
 	if id := m.Macros["i"]; id != "" {
 		msg.queueID = bounded(id, maxNameLen)
 	}
@@ -386,7 +388,6 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	}
 	envelope, ok := msg.envelope.wait()
 	if !ok {
-		msg.discard()
 		return s.failOpen(m, msg, envelope, "envelope", msg.sender)
 	}
 	final, subject := envelope, "envelope"
@@ -459,6 +460,7 @@ func (s *session) judgeMessage(msg *message, envelope *policy.Report) *policy.Re
 	defer cancel()
 	content := msg.content
 	msg.content = nil
+	s.conn.content.CompareAndSwap(content, nil)
 	return msg.cfg.Engine.EvaluateMessage(ctx, envelope, s.request(msg.sender, msg), content)
 }
 

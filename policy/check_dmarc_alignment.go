@@ -52,7 +52,7 @@ func checkDMARCAlignment(ctx context.Context, ev *evaluation) Result {
 	if err != nil {
 		return Result{Status: StatusTempError, Host: a.domain, Detail: "finding the organizational domain of a signature: " + err.Error()}
 	}
-	dkimPasses := false // some signature verifies, aligned or not
+	dkimPasses := false      // some signature verifies, aligned or not
 	var dkimUnknown []string // signatures a temporary error left unjudged
 	for _, s := range ev.signatures() {
 		dkimPasses = dkimPasses || s.err == nil

@@ -247,9 +247,12 @@ func (m *Message) end() {
 	m.header = bytes.Buffer{}
 }
 
-// Discard ends a message that will not be judged (an aborted
-// transaction) without waiting for its verifier.
-func (m *Message) Discard() { m.end() }
+// Discard stops the verification of a message that will not be judged
+// (an aborted transaction, a connection gone), without waiting for the
+// verifier. Unlike Write and Close, it may be called from any goroutine.
+func (m *Message) Discard() { m.verifier.Close(errDiscarded) }
+
+var errDiscarded = errors.New("the message was discarded")
 
 // finish ends the message and waits for the verifier until ctx ends; a
 // verification not done by then leaves the message unverifiable.
