@@ -172,3 +172,24 @@ func TestDroppedConnectionLeavesNoVerifier(t *testing.T) {
 		t.Errorf("%d goroutines, %d before 20 dropped connections", n, baseline)
 	}
 }
+
+// decision_timeout bounds the end of the message too: a key lookup that
+// hangs past it fails open, with a header that says temperror.
+func TestMessageDecisionTimeoutFailsOpen(t *testing.T) {
+	h := newHarness(t, func(_ *policy.Config, m *milter.Config, o *milter.Options) {
+		o.Message = true
+		m.DecisionTimeout = 300 * time.Millisecond
+	})
+	s, err := smtptest.NewDKIMSigner("author.test", "lab", 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sb.Zone.MX("author.test", 10, "mx.accept.test").DKIMKey(s).SetFault(s.KeyName(), smtptest.Drop)
+	spectest.Passing(h.sb.Zone, "author.test")
+	h.play(t, goodConn(message("a@author.test"))) // the envelope's lookups, cached
+	r := h.play(t, goodConn(signed(t, s, message("a@author.test"))))[0]
+	got, _ := r.Header("X-MXGuard")
+	if !r.Accepted() || !strings.HasPrefix(got, "temperror; domain=author.test") {
+		t.Errorf("stage %s reply %q, header %q", r.Stage, r.Reply, got)
+	}
+}

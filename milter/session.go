@@ -396,6 +396,9 @@ func (s *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error)
 	inventoried := envelope
 	if msg.content != nil {
 		envelope = s.judgeMessage(msg, envelope)
+		if envelope.Incomplete { // decision_timeout at the end of the message: fail open
+			return s.failOpen(m, msg, envelope, "message", msg.sender)
+		}
 		if envelope.Verdict() > final.Verdict() {
 			subject = "message"
 		}

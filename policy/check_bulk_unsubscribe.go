@@ -31,7 +31,7 @@ var bulkUnsubscribe = check{
 func checkBulkUnsubscribe(ctx context.Context, ev *evaluation) Result {
 	m := ev.msg
 	if m.unverifiable != "" {
-		return Result{Status: StatusTempError, Detail: m.unverifiable}
+		return m.unverified()
 	}
 	marker := ev.bulkMarker()
 	if marker == "" {

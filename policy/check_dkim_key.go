@@ -48,7 +48,7 @@ const (
 
 func checkDKIMKey(ctx context.Context, ev *evaluation) Result {
 	if ev.msg.unverifiable != "" {
-		return Result{Status: StatusTempError, Detail: ev.msg.unverifiable}
+		return ev.msg.unverified()
 	}
 	worst := Result{Status: StatusSkip, Detail: "no signature with a published key to judge"}
 	var judged []string

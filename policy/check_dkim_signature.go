@@ -34,7 +34,7 @@ var dkimSignature = check{
 func checkDKIMSignature(_ context.Context, ev *evaluation) Result {
 	m := ev.msg
 	if m.unverifiable != "" {
-		return Result{Status: StatusTempError, Detail: m.unverifiable}
+		return m.unverified()
 	}
 	if m.verifyErr != nil && !errors.Is(m.verifyErr, dkim.ErrTooManySignatures) {
 		return Result{Status: StatusTempError, Detail: "the message could not be read for verification: " + Printable(m.verifyErr.Error(), 160)}

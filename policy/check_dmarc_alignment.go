@@ -37,7 +37,7 @@ var dmarcWalkMemo memo
 
 func checkDMARCAlignment(ctx context.Context, ev *evaluation) Result {
 	if ev.msg.unverifiable != "" {
-		return Result{Status: StatusTempError, Detail: ev.msg.unverifiable}
+		return ev.msg.unverified()
 	}
 	a := ev.author()
 	if a.problem != "" {

@@ -94,8 +94,6 @@ func (e *Engine) NewMessage() *Message {
 func (m *Message) lookupKey(e *Engine, name string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.resolver.budget)
 	defer cancel()
-	m.verifier.lookingUp(true)
-	defer m.verifier.lookingUp(false)
 	a, err := e.resolver.Lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
 		return nil, temporaryError{err}
@@ -189,13 +187,16 @@ func (m *Message) write(p []byte) {
 	}
 }
 
-// feed hands octets to the verifier; one that fell behind leaves the
-// message unverifiable.
-func (m *Message) feed(p []byte) {
-	if !m.verifier.Write(p) && m.unverifiable == "" {
-		m.unverifiable = errBehind.Error()
-	}
+// unverified is the result of a check that needs the verification of a
+// message mxguard's own bounds left unverified (too large, the decision
+// deadline): a temperror that policy.on_temperror never turns into a
+// deferral, since retrying the same message changes nothing.
+func (m *Message) unverified() Result {
+	return Result{Status: StatusTempError, Detail: m.unverifiable, ownBound: true}
 }
+
+// feed hands octets to the verifier.
+func (m *Message) feed(p []byte) { m.verifier.Write(p) }
 
 // headerEnd is the index in p just past the empty line that ends the
 // header section, or -1 when p does not reach it.

@@ -90,6 +90,9 @@ type Result struct {
 	// result ("7.27" null MX, "7.25" reverse DNS); empty means "7.1".
 	Enhanced string `json:"-"`
 	fix      string
+	// ownBound marks a temperror of mxguard's own making (a bound it keeps,
+	// not the domain's trouble): never deferred (Policy.Decide).
+	ownBound bool
 }
 
 // Finding reports whether the result is worth reporting: a warning, a

@@ -121,7 +121,7 @@ func (p *Policy) Decide(domain string, client netip.Addr, results []Result) Deci
 			v = min(p.Actions[r.ID], Flag) // README, Verdicts: a warning at most flags
 		case StatusTempError:
 			d.TempError = true
-			if p.OnTempError == Defer { // never reject on a temporary error
+			if p.OnTempError == Defer && !r.ownBound { // never reject on a temporary error
 				v, byTemp = Defer, true
 			}
 		}

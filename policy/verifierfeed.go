@@ -1,33 +1,25 @@
 package policy
 
 import (
-	"errors"
 	"io"
 	"sync"
 )
 
-// maxBehind bounds what a message may have written ahead of its verifier.
-// A verifier that is hashing holds the writer back at that point; one
-// waiting for a key lookup does not: the front end's MTA sends the body
-// without waiting (SMFIP_NR_BODY), and a slow DNS answer must not hold up
-// the session.
+// maxBehind bounds what a message may have written ahead of its verifier:
+// the front end's MTA sends the body without waiting (SMFIP_NR_BODY), and
+// while the verifier waits for a key record (at most one lookup's budget)
+// the session goes on reading up to this much.
 const maxBehind = 1 << 20
-
-// errBehind ends a verification that fell too far behind the message.
-var errBehind = errors.New("the DKIM verifier fell behind the message (slow key lookups): not verified")
 
 // verifierFeed hands a message's octets to its verifier's goroutine. Unlike
 // io.Pipe, Write does not wait for the reader to take them: it queues up
-// to maxBehind octets; beyond that it waits while the verifier hashes, and
-// ends the feed with errBehind while the verifier waits for DNS.
+// to maxBehind octets, and waits for room only beyond that.
 type verifierFeed struct {
 	mu     sync.Mutex
-	ready  sync.Cond // signalled when octets are queued or taken, a lookup ends, or the feed closes
+	ready  sync.Cond // signalled when octets are queued or taken, or the feed closes
 	queued [][]byte
 	size   int
-	// lookups counts the verifier's key lookups under way.
-	lookups int
-	err     error // set once the feed is closed: io.EOF or why
+	err    error // set once the feed is closed: io.EOF or why
 }
 
 func newVerifierFeed() *verifierFeed {
@@ -36,36 +28,18 @@ func newVerifierFeed() *verifierFeed {
 	return f
 }
 
-// Write queues a copy of p; it reports whether the feed is still open.
-func (f *verifierFeed) Write(p []byte) bool {
+// Write queues a copy of p, unless the feed is closed.
+func (f *verifierFeed) Write(p []byte) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for f.err == nil && f.size > 0 && f.size+len(p) > maxBehind {
-		if f.lookups > 0 {
-			f.closeLocked(errBehind)
-			break
-		}
 		f.ready.Wait()
 	}
 	if f.err != nil {
-		return false
+		return
 	}
 	f.queued = append(f.queued, append([]byte(nil), p...))
 	f.size += len(p)
-	f.ready.Broadcast()
-	return true
-}
-
-// lookingUp tells the feed that the verifier starts (true) or ends a key
-// lookup.
-func (f *verifierFeed) lookingUp(started bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if started {
-		f.lookups++
-	} else {
-		f.lookups--
-	}
 	f.ready.Broadcast()
 }
 
@@ -107,14 +81,4 @@ func (f *verifierFeed) Read(p []byte) (int, error) {
 	f.size -= n
 	f.ready.Broadcast()
 	return n, nil
-}
-
-// failed is why the feed ended early, or nil.
-func (f *verifierFeed) failed() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err == io.EOF {
-		return nil
-	}
-	return f.err
 }
