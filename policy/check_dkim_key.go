@@ -53,6 +53,9 @@ func checkDKIMKey(ctx context.Context, ev *evaluation) Result {
 	worst := Result{Status: StatusSkip, Detail: "no signature with a published key to judge"}
 	var judged []string
 	for _, s := range ev.signatures() {
+		if s.err != nil && !keyRefused(s.err) {
+			continue // a signature broken otherwise says nothing of its key
+		}
 		txts, ok := ev.msg.keyRecord(s.keyName())
 		if !ok || len(txts) != 1 {
 			continue // no key, or several: dkim.signature says so
@@ -74,6 +77,15 @@ func checkDKIMKey(ctx context.Context, ev *evaluation) Result {
 		worst.Detail = strings.Join(judged, ", ")
 	}
 	return worst
+}
+
+// keyRefused says the verifier refused the signature for its key alone:
+// too short (RFC 8301), not v=DKIM1, an ed25519 key of the wrong size.
+// Those keys are judged with the keys of verifying signatures.
+func keyRefused(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "key is too short") || strings.Contains(msg, "incompatible public key version") ||
+		strings.Contains(msg, "invalid Ed25519 public key size")
 }
 
 // judgeKey judges one key record's key; skip for a revoked or unreadable

@@ -33,6 +33,13 @@ func TestDKIMKey(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a broken signature's key is not judged", func(t *testing.T) {
+		s := r.publish(t, "key.test", "broken", 1024, "")
+		changed := strings.Replace(s.sign(t, msg), "Hello.", "Hello, changed.", 1)
+		if got := r.check(t, "a@key.test", changed).Check(DKIMKey); got.Status != StatusSkip {
+			t.Errorf("%s: %s", got.Status, got.Detail)
+		}
+	})
 	t.Run("unsigned", func(t *testing.T) {
 		if got := r.check(t, "a@key.test", msg).Check(DKIMKey); got.Status != StatusSkip {
 			t.Errorf("%s: %s", got.Status, got.Detail)

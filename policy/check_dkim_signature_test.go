@@ -36,6 +36,8 @@ func TestDKIMSignature(t *testing.T) {
 		{"malformed signature", "DKIM-Signature: v=1; a=rsa-sha256; d=sig.test; garbage\r\n" + msg, StatusFail, "malformed signature tags", ""},
 		{"binary in the signature", "DKIM-Signature: v=1; d=\x00\xff; s=\x01\r\n" + msg, StatusFail, "no DKIM signature verifies", ""},
 		{"more signatures than verified", many, StatusPass, "the first 8 signatures verified", ""},
+		// A d= no query can carry has no key, for good: not a DNS error.
+		{"a d= DNS cannot carry", strings.Replace(unpublished.sign(t, msg), "d=sig.test", "d="+strings.Repeat("x", 70)+".test", 1), StatusFail, "no key for signature", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -95,6 +95,10 @@ func (m *Message) lookupKey(e *Engine, name string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.resolver.budget)
 	defer cancel()
 	a, err := e.resolver.Lookup(ctx, name, dns.TypeTXT)
+	var invalid *dnsError
+	if errors.As(err, &invalid) && invalid.Kind == errInvalidName {
+		return nil, err // a name no query can carry: no key, for good
+	}
 	if err != nil {
 		return nil, temporaryError{err}
 	}
