@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/mail"
 	"net/netip"
 	"net/textproto"
-	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -314,12 +312,7 @@ func (s *session) stream(msg *message, name, value string) {
 // 5322 section 2.2.3), or a sender could fold the header to get past the check.
 func headerFromAddresses(value string) []string {
 	value = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(value[:min(len(value), maxFromHeaderLen)])
-	list, err := mail.ParseAddressList(value)
-	if err != nil {
-		// A fully qualified domain with its root dot ("a@example.com.") is
-		// valid in DNS and delivered by MTAs; net/mail refuses it.
-		list, err = mail.ParseAddressList(rootDots.ReplaceAllString(value, "$1$2"))
-	}
+	list, err := policy.ParseAddressList(value)
 	if err != nil {
 		return nil
 	}
@@ -329,9 +322,6 @@ func headerFromAddresses(value string) []string {
 	}
 	return addrs
 }
-
-// rootDots finds the root dot after an address's domain.
-var rootDots = regexp.MustCompile(`(@[A-Za-z0-9.-]*[A-Za-z0-9-])\.([\s>,;]|$)`)
 
 // Headers is the end of the header: with checks.header_from, the From
 // domains that differ from the envelope sender's are evaluated, unless the

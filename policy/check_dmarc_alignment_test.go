@@ -46,6 +46,7 @@ func TestDMARCAlignment(t *testing.T) {
 		{"two From addresses", "a@align.test", align.sign(t, plainMessage("a@align.test, b@other.test")), StatusFail, "the From field has 2 addresses", "one From field"},
 		{"two From fields", "a@align.test", align.sign(t, plainMessage("a@align.test", "From: b@other.test")), StatusFail, "the message has 2 From fields", ""},
 		{"From does not parse", "a@align.test", plainMessage("<<<a@align.test"), StatusFail, "the From field does not parse", ""},
+		{"From with the root dot", "a@align.test", align.sign(t, plainMessage("<a@align.test.>")), StatusPass, "DKIM (d=align.test s=s1) and SPF", ""},
 		{"From without a domain", "a@align.test", plainMessage("undisclosed-recipients:;"), StatusFail, "the From field has 0 addresses", ""},
 		{"no From field", "a@align.test", "Subject: x\r\n\r\nbody\r\n", StatusSkip, "no From field", ""},
 		{"DMARC record SERVFAIL", "a@align.test", plainMessage("a@broken.test"), StatusTempError, "_dmarc.broken.test", ""},

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/mail"
 	"strings"
 	"sync"
 	"time"
@@ -400,7 +399,7 @@ func (ev *evaluation) author() authorFacts {
 			return authorFacts{problem: fmt.Sprintf("the message has %d From fields; receivers refuse it (RFC 5322 section 3.6 allows one)", len(froms))}
 		}
 		value := froms[0][:min(len(froms[0]), maxFromField)]
-		list, err := mail.ParseAddressList(value)
+		list, err := ParseAddressList(value)
 		if err != nil {
 			return authorFacts{problem: fmt.Sprintf("the From field does not parse (%s): %s", Printable(err.Error(), 80), Printable(value, 120))}
 		}

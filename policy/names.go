@@ -3,7 +3,9 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net/mail"
 	"net/netip"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -232,3 +234,17 @@ func cutPrefixFold(s, prefix string) (string, bool) {
 func canonicalName(s string) string {
 	return strings.ToLower(strings.TrimSuffix(s, "."))
 }
+
+// ParseAddressList parses an address list header field (RFC 5322 section
+// 3.4), as net/mail does, but also takes a fully qualified domain with its
+// root dot ("a@example.com."), which is valid in DNS and delivered by MTAs.
+func ParseAddressList(value string) ([]*mail.Address, error) {
+	list, err := mail.ParseAddressList(value)
+	if err != nil {
+		list, err = mail.ParseAddressList(rootDots.ReplaceAllString(value, "$1$2"))
+	}
+	return list, err
+}
+
+// rootDots finds the root dot after an address's domain.
+var rootDots = regexp.MustCompile(`(@[A-Za-z0-9.-]*[A-Za-z0-9-])\.([\s>,;]|$)`)
