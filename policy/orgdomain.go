@@ -79,6 +79,9 @@ func (ev *evaluation) discoverDMARC(ctx context.Context, domain string, needOrg 
 		} else if parsed, err := dmarc.Parse(records[0]); err != nil {
 			problem = fmt.Sprintf("%s is not a valid DMARC record (%s): %s", name,
 				Printable(strings.TrimPrefix(err.Error(), "dmarc: "), 120), Printable(records[0], 120))
+			// Receivers read past bad values (RFC 9989 sections 4.7 and
+			// 4.8): the record still applies, with defaults for them.
+			rec = lenientDMARC(records[0])
 		} else {
 			rec = parsed
 		}
@@ -113,6 +116,37 @@ func (ev *evaluation) walkDMARC(ctx context.Context, domain string) (dmarcDiscov
 		return discovered{d, err}, err != nil
 	})
 	return got.d, got.err
+}
+
+// lenientDMARC reads a record go-msgauth's RFC 7489 parser refused as
+// RFC 9989 receivers do: a missing or unknown p= is none, an unknown sp=
+// is p=, unknown alignment modes are relaxed, unknown tags are ignored.
+func lenientDMARC(record string) *dmarc.Record {
+	rec := &dmarc.Record{Policy: dmarc.PolicyNone}
+	policy := func(v string) (dmarc.Policy, bool) {
+		switch p := dmarc.Policy(v); p {
+		case dmarc.PolicyNone, dmarc.PolicyQuarantine, dmarc.PolicyReject:
+			return p, true
+		}
+		return "", false
+	}
+	if p, ok := policy(dmarcTag(record, "p")); ok {
+		rec.Policy = p
+	}
+	if sp, ok := policy(dmarcTag(record, "sp")); ok {
+		rec.SubdomainPolicy = sp
+	}
+	for _, a := range []struct {
+		tag  string
+		mode *dmarc.AlignmentMode
+	}{{"adkim", &rec.DKIMAlignment}, {"aspf", &rec.SPFAlignment}} {
+		if m := dmarc.AlignmentMode(dmarcTag(record, a.tag)); m == dmarc.AlignmentStrict {
+			*a.mode = m
+		} else {
+			*a.mode = dmarc.AlignmentRelaxed
+		}
+	}
+	return rec
 }
 
 // labelBelow is the name under suffix on the way to domain, one label longer.

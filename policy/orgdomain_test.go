@@ -28,7 +28,9 @@ func TestDMARCTreeWalk(t *testing.T) {
 		TXT("_dmarc.brand.psd.test", "v=DMARC1; p=none").
 		TXT("_dmarc.own.psd.test", "v=DMARC1; p=quarantine; psd=n").
 		TXT("_dmarc.deep.own.psd.test", "v=DMARC1; p=none").
-		TXT("_dmarc.j", "v=DMARC1; p=reject")
+		TXT("_dmarc.j", "v=DMARC1; p=reject").
+		TXT("_dmarc.no-p.test", "v=DMARC1; rua=mailto:reports@no-p.test").
+		TXT("_dmarc.bad-tag.test", "v=DMARC1; p=reject; rf=bogus; sp=nonsense")
 	srv, err := smtptest.StartDNS(z)
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +48,9 @@ func TestDMARCTreeWalk(t *testing.T) {
 		{"a.deep.own.psd.test", "_dmarc.deep.own.psd.test", "none", "own.psd.test", 3},
 		{"a.b.c.d.e.f.g.h.i.j", "_dmarc.j", "reject", "j", 8}, // at most eight queries
 		{"nothing.test", "", "", "nothing.test", 2},
+		// RFC 9989 sections 4.7 and 4.8: read past what is missing or bad.
+		{"no-p.test", "_dmarc.no-p.test", "none", "no-p.test", 2},
+		{"mail.bad-tag.test", "_dmarc.bad-tag.test", "reject", "bad-tag.test", 3},
 	}
 	for _, c := range cases {
 		t.Run(c.domain, func(t *testing.T) {
