@@ -448,3 +448,63 @@ func hlen(c rueidis.Client, key string) int64 {
 	n, _ := c.Do(context.Background(), c.B().Hlen().Key(key).Build()).AsInt64()
 	return n
 }
+
+// The inventory's slot moved to another node of the cluster between two
+// pages (resharding): the listing goes on from its cursor, none lost or
+// repeated, and writes land on the slot's new node.
+func TestClusterInventorySlotMoves(t *testing.T) {
+	cluster := redislab.SharedCluster(t)
+	prefix := redislab.Prefix()
+	shared, err := sharedcache.New(cluster.URL, 5*time.Second, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	testkit.WaitFor(t, "the cluster", shared.Up)
+	st := NewRedis(shared.Client, prefix, 10000, 5*time.Second)
+	ctx := context.Background()
+	var batch []Sighting
+	for i := range 300 {
+		batch = append(batch, seen(fmt.Sprintf("d%03d.test", i), "flag", time.Duration(i)*time.Second, "dmarc.record"))
+	}
+	if _, err := st.Apply(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	var owner rueidis.Client
+	q := Query{Check: "dmarc.record", Limit: 50}
+	for pages := 0; ; pages++ {
+		if pages == 2 {
+			owner = redislab.Direct(t, cluster.MoveSlot(t, prefix+"{inv}:d").Addr)
+			if n := hlen(owner, prefix+"{inv}:d"); n != 300 {
+				t.Fatalf("the slot's new node holds %d entries, want 300", n)
+			}
+		}
+		page, next, err := st.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			if listed[e.Domain] {
+				t.Fatalf("%s listed twice", e.Domain)
+			}
+			listed[e.Domain] = true
+		}
+		if next == "" {
+			break
+		}
+		q.Cursor = next
+	}
+	if len(listed) != 300 {
+		t.Errorf("%d domains listed, want 300", len(listed))
+	}
+	if _, err := st.Apply(ctx, []Sighting{seen("after.test", "defer", time.Hour, "mx.port25")}); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := st.Get(ctx, "after.test"); err != nil || e == nil || e.Verdict != "defer" {
+		t.Errorf("written after the move: %+v %v", e, err)
+	}
+	if n := hlen(owner, prefix+"{inv}:d"); n != 301 {
+		t.Errorf("the slot's new node holds %d entries after a write, want 301", n)
+	}
+}

@@ -361,6 +361,96 @@ func startCluster(dir string) (*Cluster, error) {
 	return c, nil
 }
 
+// MoveSlot moves the slot that key hashes to, and the keys in it, to the
+// next node, as resharding does (CLUSTER SETSLOT IMPORTING and MIGRATING,
+// MIGRATE, then SETSLOT NODE on every node), and returns that node.
+func (c *Cluster) MoveSlot(t testing.TB, key string) *Server {
+	t.Helper()
+	msg, err := do(c.Nodes[0].Addr, "CLUSTER", "KEYSLOT", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := msg.AsInt64()
+	slot := strconv.FormatInt(n, 10)
+	ids := make([]string, len(c.Nodes))
+	from := -1
+	for i, node := range c.Nodes {
+		if ids[i], err = doString(node.Addr, "CLUSTER", "MYID"); err != nil {
+			t.Fatal(err)
+		}
+		if owns(t, node, n) {
+			from = i
+		}
+	}
+	if from < 0 {
+		t.Fatalf("no node owns slot %s", slot)
+	}
+	src, dst := c.Nodes[from], c.Nodes[(from+1)%len(c.Nodes)]
+	to := ids[(from+1)%len(c.Nodes)]
+	host, port, _ := net.SplitHostPort(dst.Addr)
+	for _, cmd := range [][]string{
+		{dst.Addr, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[from]},
+		{src.Addr, "CLUSTER", "SETSLOT", slot, "MIGRATING", to},
+	} {
+		if _, err := do(cmd[0], cmd[1:]...); err != nil {
+			t.Fatalf("%v: %v", cmd, err)
+		}
+	}
+	for {
+		msg, err := do(src.Addr, "CLUSTER", "GETKEYSINSLOT", slot, "100")
+		keys, _ := msg.AsStrSlice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		if _, err := do(src.Addr, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, keys...)...); err != nil {
+			t.Fatalf("MIGRATE: %v", err)
+		}
+	}
+	order := []*Server{dst, src} // the owner first, then the others
+	for _, node := range c.Nodes {
+		if node != dst && node != src {
+			order = append(order, node)
+		}
+	}
+	for _, node := range order {
+		if _, err := do(node.Addr, "CLUSTER", "SETSLOT", slot, "NODE", to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// owns reports whether node serves slot, by its own line of CLUSTER
+// NODES: "id addr flags(myself,...) master ping pong epoch link slots...".
+func owns(t testing.TB, node *Server, slot int64) bool {
+	t.Helper()
+	nodes, err := doString(node.Addr, "CLUSTER", "NODES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 8 || !strings.Contains(f[2], "myself") {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			a, errA := strconv.ParseInt(lo, 10, 64)
+			b, errB := strconv.ParseInt(hi, 10, 64)
+			if errA == nil && errB == nil && a <= slot && slot <= b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (c *Cluster) stop() {
 	for _, n := range c.Nodes {
 		n.Kill()
