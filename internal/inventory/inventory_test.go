@@ -380,13 +380,7 @@ func TestRecordNeverBlocks(t *testing.T) {
 func TestSentinelInventoryFailover(t *testing.T) {
 	set := redislab.SharedSentinelSet(t)
 	prefix := redislab.Prefix()
-	shared, err := sharedcache.New(set.URL, 5*time.Second, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shared.Close()
-	testkit.WaitFor(t, "the master through the Sentinels", shared.Up)
-	st := NewRedis(shared.Client, prefix, 10000, 5*time.Second)
+	st := fleetStore(t, set.URL, prefix)
 	ctx := context.Background()
 	var batch []Sighting
 	for i := range 300 {
@@ -444,6 +438,18 @@ func TestSentinelInventoryFailover(t *testing.T) {
 	}
 }
 
+// fleetStore is the inventory of a node of the fleet whose cache.shared.url
+// is url: on the fleet cache's client, connected.
+func fleetStore(t *testing.T, url, prefix string) *Redis {
+	shared, err := sharedcache.New(url, 5*time.Second, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(shared.Close)
+	testkit.WaitFor(t, "the fleet cache to connect", shared.Up)
+	return NewRedis(shared.Client, prefix, 10000, 5*time.Second)
+}
+
 func hlen(c rueidis.Client, key string) int64 {
 	n, _ := c.Do(context.Background(), c.B().Hlen().Key(key).Build()).AsInt64()
 	return n
@@ -455,13 +461,7 @@ func hlen(c rueidis.Client, key string) int64 {
 func TestClusterInventorySlotMoves(t *testing.T) {
 	cluster := redislab.SharedCluster(t)
 	prefix := redislab.Prefix()
-	shared, err := sharedcache.New(cluster.URL, 5*time.Second, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer shared.Close()
-	testkit.WaitFor(t, "the cluster", shared.Up)
-	st := NewRedis(shared.Client, prefix, 10000, 5*time.Second)
+	st := fleetStore(t, cluster.URL, prefix)
 	ctx := context.Background()
 	var batch []Sighting
 	for i := range 300 {
