@@ -20,7 +20,8 @@ import (
 func TestMain(m *testing.M) { os.Exit(redislab.Main(m)) }
 
 // On a three-node cluster, writes batched across slots land, another node
-// reads them, and probe locks (a Lua release) work on any slot.
+// reads them, also once their slot moved to another node (resharding),
+// and probe locks (a Lua release) work on any slot.
 func TestClusterFleet(t *testing.T) {
 	cluster := redislab.SharedCluster(t)
 	prefix := redislab.Prefix()
@@ -44,6 +45,16 @@ func TestClusterFleet(t *testing.T) {
 			return ok && string(v) == fmt.Sprint(i)
 		})
 	}
+	moved := prefix + "k7"
+	cluster.MoveSlot(t, moved)
+	if v, ok := nodes[1].Get(ctx, moved, 64); !ok || string(v) != "7" {
+		t.Errorf("%s after its slot moved: %q %v", moved, v, ok)
+	}
+	nodes[0].Set(moved, []byte("moved"), time.Minute)
+	testkit.WaitFor(t, "a write after the slot moved", func() bool {
+		v, ok := nodes[1].Get(ctx, moved, 64)
+		return ok && string(v) == "moved"
+	})
 	for i := range 10 {
 		key := fmt.Sprintf("%slock:%d", prefix, i)
 		unlock, mine := nodes[0].Lock(ctx, key, time.Minute)
