@@ -189,83 +189,79 @@ func startSentinel(dir, master string) (*Server, error) {
 // heal makes the set fit to fail over: the server the Sentinels name the
 // master is Master, the other, restarted if it was killed, replicates it
 // (as the Sentinels would make it, seconds later), and every Sentinel
-// knows both and the other Sentinels.
+// knows both and the other Sentinels. Each step looks again at who the
+// master is: on a loaded machine the Sentinels may fail over meanwhile.
 func (set *SentinelSet) heal() error {
+	return waitFor("the Sentinel set to be fit to fail over", set.fit)
+}
+
+// fit takes the next step of heal, and reports whether none is left.
+func (set *SentinelSet) fit() (bool, error) {
 	var master string
-	if err := waitFor("the Sentinels to agree on a master", func() (bool, error) {
-		addrs := map[string]bool{}
-		for _, s := range set.Sentinels {
-			a, err := masterOf(s.Addr)
-			if err != nil {
-				return false, err
-			}
-			addrs[a] = true
-			master = a
+	for _, s := range set.Sentinels {
+		a, err := masterOf(s.Addr)
+		if err != nil {
+			return false, err
 		}
-		return len(addrs) == 1, nil
-	}); err != nil {
-		return err
+		if master != "" && a != master {
+			return false, fmt.Errorf("the Sentinels name %s and %s the master", master, a)
+		}
+		master = a
 	}
-	if set.Replica.Addr == master {
+	switch master {
+	case set.Master.Addr:
+	case set.Replica.Addr:
 		set.Master, set.Replica = set.Replica, set.Master
-	} else if set.Master.Addr != master {
-		return fmt.Errorf("the Sentinels name %s the master, a server of no set", master)
+	default:
+		return false, fmt.Errorf("the Sentinels name %s the master, a server of no set", master)
 	}
-	if err := waitFor(master+" to be a master", func() (bool, error) {
-		info, err := doString(master, "INFO", "replication")
-		return strings.Contains(info, "role:master"), err
-	}); err != nil {
-		return err
+	if info, err := doString(master, "INFO", "replication"); err != nil || !strings.Contains(info, "role:master") {
+		return false, fmt.Errorf("%s is not a master yet: %v", master, err)
 	}
 	if !set.Replica.running() {
 		if err := set.Replica.start(); err != nil {
-			return err
+			return false, err
 		}
+	}
+	info, err := doString(set.Replica.Addr, "INFO", "replication")
+	if err != nil {
+		return false, err
 	}
 	host, port, _ := net.SplitHostPort(master)
-	if info, err := doString(set.Replica.Addr, "INFO", "replication"); err != nil {
-		return err
-	} else if !strings.Contains(info, "master_host:"+host+"\r\nmaster_port:"+port+"\r\n") {
-		if _, err := do(set.Replica.Addr, "REPLICAOF", host, port); err != nil {
-			return err
-		}
+	if !strings.Contains(info, "master_host:"+host+"\r\nmaster_port:"+port+"\r\n") {
+		_, err := do(set.Replica.Addr, "REPLICAOF", host, port)
+		return false, err
 	}
-	if err := waitFor(set.Replica.Addr+" to be in sync", func() (bool, error) {
-		info, err := doString(set.Replica.Addr, "INFO", "replication")
-		return strings.Contains(info, "master_link_status:up") && strings.Contains(info, "master_sync_in_progress:0"), err
-	}); err != nil {
-		return err
+	if !strings.Contains(info, "master_link_status:up") || !strings.Contains(info, "master_sync_in_progress:0") {
+		return false, fmt.Errorf("%s is not in sync with %s yet", set.Replica.Addr, master)
 	}
 	for _, s := range set.Sentinels {
-		if err := waitFor(s.Addr+" to know the replica and the other Sentinels", func() (bool, error) {
-			msg, err := do(s.Addr, "SENTINEL", "MASTER", MasterName)
-			if err != nil {
-				return false, err
-			}
-			m, _ := msg.AsStrMap()
-			if m["num-other-sentinels"] != "2" || m["flags"] != "master" {
-				return false, fmt.Errorf("master flags %q, %s other Sentinels", m["flags"], m["num-other-sentinels"])
-			}
-			if msg, err = do(s.Addr, "SENTINEL", "REPLICAS", MasterName); err != nil {
-				return false, err
-			}
-			replicas, _ := msg.ToArray()
-			var seen []string
-			for _, r := range replicas {
-				m, _ := r.AsStrMap()
-				// Not down; what it says of its master the Sentinel learns
-				// by INFO, every 10 s: not needed for a failover.
-				if net.JoinHostPort(m["ip"], m["port"]) == set.Replica.Addr && m["flags"] == "slave" {
-					return true, nil
-				}
-				seen = append(seen, m["ip"]+":"+m["port"]+" "+m["flags"])
-			}
-			return false, fmt.Errorf("replicas %q", seen)
-		}); err != nil {
-			return err
+		msg, err := do(s.Addr, "SENTINEL", "MASTER", MasterName)
+		if err != nil {
+			return false, err
+		}
+		m, _ := msg.AsStrMap()
+		if m["num-other-sentinels"] != "2" || m["flags"] != "master" {
+			return false, fmt.Errorf("%s: master flags %q, %s other Sentinels", s.Addr, m["flags"], m["num-other-sentinels"])
+		}
+		if msg, err = do(s.Addr, "SENTINEL", "REPLICAS", MasterName); err != nil {
+			return false, err
+		}
+		replicas, _ := msg.ToArray()
+		known := false
+		var seen []string
+		for _, r := range replicas {
+			m, _ := r.AsStrMap()
+			// Not down; what it says of its master the Sentinel learns by
+			// INFO, every 10 s: not needed for a failover.
+			known = known || net.JoinHostPort(m["ip"], m["port"]) == set.Replica.Addr && m["flags"] == "slave"
+			seen = append(seen, m["ip"]+":"+m["port"]+" "+m["flags"])
+		}
+		if !known {
+			return false, fmt.Errorf("%s knows replicas %q, not %s", s.Addr, seen, set.Replica.Addr)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 func masterOf(sentinel string) (string, error) {
