@@ -15,6 +15,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/mxguard/mxguard/internal/redislab"
+	"github.com/mxguard/mxguard/internal/sharedcache"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/policy"
 )
 
@@ -93,7 +95,8 @@ func TestFromReport(t *testing.T) {
 }
 
 // stores runs a test against every store: Local, and Redis on a real
-// redis-server.
+// redis-server, a cluster and behind Sentinels. The last two, on servers
+// the package's tests share, run side by side.
 func stores(t *testing.T, maxDomains int, test func(t *testing.T, st Store)) {
 	t.Run("local", func(t *testing.T) {
 		l, err := OpenLocal("", maxDomains, 1<<30, false, discard)
@@ -107,16 +110,17 @@ func stores(t *testing.T, maxDomains int, test func(t *testing.T, st Store)) {
 	})
 	// The {inv} hash tag keeps every key, and the scripts, on one node.
 	t.Run("redis-cluster", func(t *testing.T) {
-		nodes := redislab.StartCluster(t).Nodes
-		test(t, NewRedis(connected(redislab.Client(t, rueidis.ClientOption{InitAddress: []string{nodes[0].Addr, nodes[1].Addr, nodes[2].Addr}})),
-			"mxguard:test:", maxDomains, 5*time.Second))
+		t.Parallel()
+		test(t, NewRedis(connected(redislab.SharedCluster(t).Client(t)), redislab.Prefix(), maxDomains, 5*time.Second))
 	})
 	t.Run("redis-sentinel", func(t *testing.T) {
-		set := redislab.StartSentinelSet(t)
-		test(t, NewRedis(connected(redislab.Client(t, rueidis.ClientOption{InitAddress: []string{set.Sentinels[0].Addr, set.Sentinels[1].Addr},
-			Sentinel: rueidis.SentinelOption{MasterSet: redislab.MasterName}})), "mxguard:test:", maxDomains, 5*time.Second))
+		t.Parallel()
+		test(t, NewRedis(connected(redislab.SharedSentinelSet(t).Client(t)), redislab.Prefix(), maxDomains, 5*time.Second))
 	})
 }
+
+// The tests share one Sentinel set and one cluster (redislab.Main).
+func TestMain(m *testing.M) { os.Exit(redislab.Main(m)) }
 
 func connected(c rueidis.Client) func() rueidis.Client { return func() rueidis.Client { return c } }
 
@@ -367,5 +371,140 @@ func TestRecordNeverBlocks(t *testing.T) {
 	}
 	if inv.Dropped() == 0 {
 		t.Error("nothing dropped with the store hung and the queue full")
+	}
+}
+
+// The fleet's inventory across a Sentinel failover (SENTINEL FAILOVER):
+// what was written before is on the new master, replicated, and is read
+// and listed from there; what is written after lands on it.
+func TestSentinelInventoryFailover(t *testing.T) {
+	set := redislab.SharedSentinelSet(t)
+	prefix := redislab.Prefix()
+	st := fleetStore(t, set.URL, prefix)
+	ctx := context.Background()
+	var batch []Sighting
+	for i := range 300 {
+		v, f := "pass", []string(nil)
+		if i%5 == 0 {
+			v, f = "defer", []string{"mx.port25"}
+		}
+		batch = append(batch, seen(fmt.Sprintf("d%03d.test", i), v, time.Duration(i)*time.Second, f...))
+	}
+	if _, err := st.Apply(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	entries := prefix + "{inv}:d"
+	promoted := set.Replica.Addr
+	replica := redislab.Direct(t, promoted)
+	testkit.WaitFor(t, "the entries to reach the replica", func() bool { return hlen(replica, entries) == 300 })
+	set.Failover(t)
+	set.WaitMaster(t, promoted)
+	// The old master takes writes until the Sentinels demote it, and a
+	// node follows the Sentinels' announcement: write until one lands.
+	tries := 0
+	testkit.WaitFor(t, "a write on the new master", func() bool {
+		tries++
+		st.Apply(ctx, []Sighting{seen("after.test", "defer", time.Hour+time.Duration(tries)*time.Second, "spf.relay")})
+		n, err := replica.Do(ctx, replica.B().Hexists().Key(entries).Field("after.test").Build()).AsInt64()
+		return err == nil && n == 1
+	})
+	if n := hlen(replica, entries); n != 301 {
+		t.Errorf("the new master holds %d entries, want 301", n)
+	}
+	listed := map[string]string{}
+	for q := (Query{Limit: 40}); ; {
+		page, next, err := st.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			listed[e.Domain] = e.Verdict
+		}
+		if next == "" {
+			break
+		}
+		q.Cursor = next
+	}
+	for _, s := range batch {
+		if listed[s.Domain] != s.Verdict {
+			t.Errorf("%s listed as %q after the failover, want %q", s.Domain, listed[s.Domain], s.Verdict)
+		}
+	}
+	if len(listed) != 301 || listed["after.test"] != "defer" {
+		t.Errorf("%d domains listed, after.test %q", len(listed), listed["after.test"])
+	}
+	if counts, err := st.CheckCounts(ctx, []string{"mx.port25", "spf.relay"}); err != nil || counts["mx.port25"] != 60 || counts["spf.relay"] != 1 {
+		t.Errorf("counts by check %v %v", counts, err)
+	}
+}
+
+// fleetStore is the inventory of a node of the fleet whose cache.shared.url
+// is url: on the fleet cache's client, connected.
+func fleetStore(t *testing.T, url, prefix string) *Redis {
+	shared, err := sharedcache.New(url, 5*time.Second, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(shared.Close)
+	testkit.WaitFor(t, "the fleet cache to connect", shared.Up)
+	return NewRedis(shared.Client, prefix, 10000, 5*time.Second)
+}
+
+func hlen(c rueidis.Client, key string) int64 {
+	n, _ := c.Do(context.Background(), c.B().Hlen().Key(key).Build()).AsInt64()
+	return n
+}
+
+// The inventory's slot moved to another node of the cluster between two
+// pages (resharding): the listing goes on from its cursor, none lost or
+// repeated, and writes land on the slot's new node.
+func TestClusterInventorySlotMoves(t *testing.T) {
+	cluster := redislab.SharedCluster(t)
+	prefix := redislab.Prefix()
+	st := fleetStore(t, cluster.URL, prefix)
+	ctx := context.Background()
+	var batch []Sighting
+	for i := range 300 {
+		batch = append(batch, seen(fmt.Sprintf("d%03d.test", i), "flag", time.Duration(i)*time.Second, "dmarc.record"))
+	}
+	if _, err := st.Apply(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]bool{}
+	var owner rueidis.Client
+	q := Query{Check: "dmarc.record", Limit: 50}
+	for pages := 0; ; pages++ {
+		if pages == 2 {
+			owner = redislab.Direct(t, cluster.MoveSlot(t, prefix+"{inv}:d").Addr)
+			if n := hlen(owner, prefix+"{inv}:d"); n != 300 {
+				t.Fatalf("the slot's new node holds %d entries, want 300", n)
+			}
+		}
+		page, next, err := st.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range page {
+			if listed[e.Domain] {
+				t.Fatalf("%s listed twice", e.Domain)
+			}
+			listed[e.Domain] = true
+		}
+		if next == "" {
+			break
+		}
+		q.Cursor = next
+	}
+	if len(listed) != 300 {
+		t.Errorf("%d domains listed, want 300", len(listed))
+	}
+	if _, err := st.Apply(ctx, []Sighting{seen("after.test", "defer", time.Hour, "mx.port25")}); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := st.Get(ctx, "after.test"); err != nil || e == nil || e.Verdict != "defer" {
+		t.Errorf("written after the move: %+v %v", e, err)
+	}
+	if n := hlen(owner, prefix+"{inv}:d"); n != 301 {
+		t.Errorf("the slot's new node holds %d entries after a write, want 301", n)
 	}
 }

@@ -206,9 +206,12 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 	if after.set {
 		max = strconv.FormatInt(after.changed/int64(time.Millisecond), 10)
 	}
+	// The index is read a chunk at a time: as many as the page wants, then
+	// twice as many each time (the filter and the cursor skip some), up to
+	// listChunk, so that a page of 50 reads about 50 entries, not 512.
 	var page []*Entry
-	const chunk = 512
-	for offset := int64(0); len(page) <= limit; offset += chunk {
+	chunk := int64(min(limit+1, listChunk))
+	for offset := int64(0); len(page) <= limit; offset, chunk = offset+chunk, min(2*chunk, listChunk) {
 		members, err := client.Do(ctx, client.B().Zrange().Key(index).Min(max).Max("-inf").Byscore().Rev().
 			Limit(offset, chunk).Build()).AsStrSlice()
 		if err != nil {
@@ -226,12 +229,15 @@ func (r *Redis) List(ctx context.Context, q Query) ([]*Entry, string, error) {
 				page = append(page, e)
 			}
 		}
-		if len(members) < chunk {
+		if int64(len(members)) < chunk {
 			break
 		}
 	}
 	return paginate(page, q.Limit)
 }
+
+// listChunk bounds the index members a List reads at once.
+const listChunk = 512
 
 // getMany reads entries, and their JSON as stored ("" for none); a
 // damaged entry reads as none, and is replaced by the next write.

@@ -127,6 +127,8 @@ func (s *Server) start() error {
 	}
 }
 
+func (s *Server) running() bool { return s.cmd != nil }
+
 // Kill stops the server at once (SIGKILL), as a crash would.
 func (s *Server) Kill() {
 	if s.cmd != nil && s.cmd.Process != nil {

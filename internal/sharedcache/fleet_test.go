@@ -370,11 +370,17 @@ func TestSharedLifetimesCappedByKind(t *testing.T) {
 // With cache.shared.key, a value without the fleet's HMAC is refused and
 // counted: a forged "accepts" for a refusing MX, unsigned, signed with
 // another key or replayed from another address's key, is not believed and
-// the host is probed for real. A node without a key reads signed values.
+// the host is probed for real. A node without a key reads signed values,
+// and what one node signs another reads.
 func TestForgedValuesAreRefused(t *testing.T) {
 	srv := redislab.Start(t)
+	forgedValues(t, srv.URL, admin(t, srv), "mxguard:v1:")
+}
+
+// forgedValues is TestForgedValuesAreRefused on the servers at url, which
+// c tampers with, under the key prefix.
+func forgedValues(t *testing.T, url string, c rueidis.Client, prefix string) {
 	sb := spectest.Sandbox(t)
-	c := admin(t, srv)
 	fleetKey, otherKey := "a long random secret that every node of the fleet has", "another secret"
 	accepts := `{"v":2,"exp":` + fmt.Sprint(time.Now().Add(time.Minute).UnixMilli()) + `,"o":0,"c":220,"g":"220 forged.example ESMTP"}`
 	for i, tc := range []struct {
@@ -395,8 +401,8 @@ func TestForgedValuesAreRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		sb.Zone.MX(domain, 10, "mx."+domain).A("mx."+domain, ip)
-		probeKey := fmt.Sprintf("mxguard:v1:probe:%d:%s", sb.Port, ip)
-		e, _ := node(t, sb, srv.URL, patient, func(c *policy.Config) { c.SharedKey = tc.nodeKey })
+		probeKey := fmt.Sprintf("%sprobe:%d:%s", prefix, sb.Port, ip)
+		e, _ := node(t, sb, url, patient, func(c *policy.Config) { c.SharedKey, c.SharedPrefix = tc.nodeKey, prefix })
 		if err := c.Do(context.Background(), c.B().Set().Key(probeKey).Value(tc.value(probeKey)).Build()).Error(); err != nil {
 			t.Fatal(err)
 		}
@@ -408,6 +414,31 @@ func TestForgedValuesAreRefused(t *testing.T) {
 		if refused := map[bool]uint64{false: 1}[tc.believed]; st.BadSignature != refused || st.Garbage != 0 {
 			t.Errorf("%s: %d values refused for their HMAC, %d as malformed; want %d and 0", tc.name, st.BadSignature, st.Garbage, refused)
 		}
+	}
+	signing := func(c *policy.Config) { c.SharedKey, c.SharedPrefix = fleetKey, prefix }
+	a, _ := node(t, sb, url, patient, signing)
+	b, _ := node(t, sb, url, patient, signing)
+	mx, err := sb.Serve("127.0.21.9", smtptest.Accept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Zone.MX("signed.test", 10, "mx.signed.test").A("mx.signed.test", "127.0.21.9")
+	if got := a.Evaluate(context.Background(), policy.Request{Domain: "signed.test"}).Check(policy.MXPort25); got.Status != policy.StatusPass {
+		t.Fatalf("the signing node: mx.port25 %s %q", got.Status, got.Detail)
+	}
+	dnsKey, probeKey := prefix+"dns:15:signed.test", fmt.Sprintf("%sprobe:%d:127.0.21.9", prefix, sb.Port)
+	testkit.WaitFor(t, "the signed values in the shared cache", func() bool { return exists(t, c, dnsKey) && exists(t, c, probeKey) })
+	v, err := c.Do(context.Background(), c.B().Get().Key(probeKey).Build()).ToString()
+	if err != nil || sign(fleetKey, probeKey, v[min(64, len(v)):]) != v {
+		t.Errorf("the probe result is not stored signed: %q %v", v, err)
+	}
+	queries, probes := sb.DNS.QueryCount("signed.test", 15), mx.Connections()
+	if got := b.Evaluate(context.Background(), policy.Request{Domain: "signed.test"}).Check(policy.MXPort25); got.Status != policy.StatusPass {
+		t.Errorf("the reading node: mx.port25 %s %q", got.Status, got.Detail)
+	}
+	if st := b.SharedStats(); sb.DNS.QueryCount("signed.test", 15) != queries || mx.Connections() != probes || st.BadSignature != 0 || st.Probe.Hits != 1 {
+		t.Errorf("the reading node asked again: %d MX queries, %d probes; shared stats %+v",
+			sb.DNS.QueryCount("signed.test", 15)-queries, mx.Connections()-probes, st)
 	}
 }
 
