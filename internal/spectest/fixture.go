@@ -19,8 +19,9 @@ type fixture struct {
 	alias func(z *smtptest.Zone, domain string)
 	zone  func(z *smtptest.Zone)
 	cases []Case
-	// elsewhere is the check's status on sender domains of rows it does
-	// not hold, where not pass (a domain whose every lookup fails).
+	// elsewhere is the check's status on the sender domains of rows it
+	// does not hold, where not pass (a domain that does not exist, one
+	// whose every lookup fails).
 	elsewhere map[string]policy.Status
 }
 
