@@ -81,7 +81,7 @@ func TestReadmeShowsTheTestedSnippets(t *testing.T) {
 	}
 }
 
-var update = flag.Bool("update", false, "rewrite the README's check table from the checks' own descriptions")
+var update = flag.Bool("update", false, "rewrite what is generated from the checks' own descriptions: the README's check table, mxguard.yaml's policy.actions")
 
 // The README's check catalogue is the checks' own descriptions
 // (policy.Catalogue): a check's file is the one place to change it.
@@ -99,22 +99,45 @@ func TestReadmeCheckTable(t *testing.T) {
 		fix := strings.ReplaceAll(c.Fix, "{port}", "25")
 		fmt.Fprintf(&b, "| `%s` | %s | %s (%s) | %s | %s | %s | %s |\n", c.ID, c.Subject, c.What, c.RFC, dash(c.FailWhen), dash(c.WarnWhen), c.Default, fix)
 	}
-	readme, err := os.ReadFile("../README.md")
+	if !generated(t, "../README.md", begin, end, b.String()) {
+		t.Errorf("the README's check table is not the checks' descriptions; run go test ./configs -run ReadmeCheckTable -update. Want:\n%s", b.String())
+	}
+}
+
+// The default configuration's policy.actions are the checks' own default
+// actions, in report order: an operator's copy names each check it can tune.
+func TestDefaultActions(t *testing.T) {
+	var b strings.Builder
+	for _, c := range policy.Catalogue() {
+		action := c.Default.String()
+		if c.Default == policy.Pass {
+			action = "ignore"
+		}
+		fmt.Fprintf(&b, "    %s: %s\n", c.ID, action)
+	}
+	if !generated(t, "mxguard.yaml", ActionsBegin, ActionsEnd, b.String()) {
+		t.Errorf("mxguard.yaml's policy.actions are not the checks' defaults; run go test ./configs -run DefaultActions -update. Want:\n%s", b.String())
+	}
+}
+
+// generated reports whether file has text between the lines begin and
+// end; under -update it writes it there.
+func generated(t *testing.T, file, begin, end, text string) bool {
+	t.Helper()
+	was, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	i, j := strings.Index(string(readme), begin), strings.Index(string(readme), end)
+	i, j := strings.Index(string(was), begin), strings.Index(string(was), end)
 	if i < 0 || j < i {
-		t.Fatalf("README lacks the markers %q and %q", begin, end)
+		t.Fatalf("%s lacks the markers %q and %q", file, begin, end)
 	}
-	want := string(readme[:i+len(begin)]) + b.String() + string(readme[j:])
+	want := string(was[:i+len(begin)]) + text + string(was[j:])
 	if *update {
-		if err := os.WriteFile("../README.md", []byte(want), 0o644); err != nil {
+		if err := os.WriteFile(file, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return
+		return true
 	}
-	if want != string(readme) {
-		t.Errorf("the README's check table is not the checks' descriptions; run go test ./configs -run ReadmeCheckTable -update. Want:\n%s", b.String())
-	}
+	return want == string(was)
 }

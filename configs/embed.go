@@ -9,6 +9,14 @@ import _ "embed"
 //go:embed mxguard.yaml
 var Default []byte
 
+// ActionsBegin and ActionsEnd enclose the lines of Default's policy.actions,
+// one per check in report order, which its test writes from the checks'
+// own default actions (policy.Catalogue).
+const (
+	ActionsBegin = "    # One line per check, in report order: go test ./configs -run DefaultActions -update\n"
+	ActionsEnd   = "    # End of the checks.\n"
+)
+
 // PostfixMainCf is configs/postfix/main.cf, the milter settings for Postfix.
 //
 //go:embed postfix/main.cf

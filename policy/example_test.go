@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/mxguard/mxguard/internal/spectest"
 	"github.com/mxguard/mxguard/policy"
 	"github.com/mxguard/mxguard/smtptest"
 )
@@ -16,8 +17,8 @@ func Example() {
 	sb, _ := smtptest.NewSandbox()
 	defer sb.Close()
 	sb.Serve("127.0.0.25", smtptest.Accept)
-	sb.Zone.MX("example.test", 10, "mx.example.test").A("mx.example.test", "127.0.0.25").
-		TXT("_dmarc.example.test", "v=DMARC1; p=none")
+	sb.Zone.MX("example.test", 10, "mx.example.test").A("mx.example.test", "127.0.0.25")
+	spectest.Passing(sb.Zone, "example.test") // what a well-kept domain publishes: SPF, DMARC
 
 	cfg := policy.DefaultConfig()
 	cfg.Resolver.Servers = []string{sb.DNS.Addr}

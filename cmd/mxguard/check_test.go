@@ -76,7 +76,7 @@ func expectedExit(c spectest.Case) int {
 	case "defer", "reject":
 		return exitDefer
 	}
-	if strings.Contains(c.Want, "temperror") {
+	if strings.Contains(c.Expected(), "temperror") {
 		return exitTempError
 	}
 	return exitPass
@@ -104,8 +104,8 @@ func TestCheckTable(t *testing.T) {
 				t.Fatalf("%d report lines; stderr %s", len(lines), errOut)
 			}
 			r := lines[0]
-			if got := c.Got(r.Checks); got != c.Want {
-				t.Errorf("statuses\n got %s\nwant %s", got, c.Want)
+			if got, want := spectest.Findings(r.Checks), c.Expected(); got != want {
+				t.Errorf("statuses\n got %s\nwant %s", got, want)
 			}
 			if r.Verdict != c.Verdict {
 				t.Errorf("verdict %s, want %s", r.Verdict, c.Verdict)

@@ -325,7 +325,11 @@ func configKeys(src []byte) (intro string, keys []confKey, err error) {
 		about := parent
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			k, v := m.Content[i], m.Content[i+1]
-			c := confKey{path: k.Value, comment: uncomment(k.HeadComment), depth: depth}
+			head := k.HeadComment
+			if head == strings.TrimSpace(configs.ActionsBegin) {
+				head = "" // for maintainers: the lines below are generated
+			}
+			c := confKey{path: k.Value, comment: uncomment(head), depth: depth}
 			if parent != "" {
 				c.path = parent + "." + k.Value
 			}

@@ -12,6 +12,10 @@ func init() {
 		passing: dmarcPassing,
 		alias:   dmarcPassing,
 		zone:    dmarcRecordZone,
+		elsewhere: map[string]policy.Status{
+			"nx.test":     policy.StatusWarn, // no record
+			"nomail.test": policy.StatusWarn,
+		},
 		cases: []Case{
 			{"no DMARC record", "a@dmarc-none.test", "127.0.3.1", "mail.good.test", "", "dmarc.record=warn", "flag", "", "no DMARC record"},
 			{"malformed DMARC record", "a@dmarc-bad.test", "127.0.3.1", "mail.good.test", "", "dmarc.record=fail", "flag", "", "not a valid DMARC record"},

@@ -8,8 +8,9 @@ import (
 )
 
 // fixture is what a check's own file adds to the sandbox: its domains, its
-// rows of the table, and what a mail domain publishes to pass it. A new
-// check so adds one file here and changes no other check's rows.
+// rows of the table, what a mail domain publishes to pass it, and what it
+// says on the other rows' domains where that is not pass. A new check so
+// adds one file here and changes no other check's rows.
 type fixture struct {
 	check   policy.CheckID
 	passing func(z *smtptest.Zone, domain string)
@@ -18,19 +19,16 @@ type fixture struct {
 	alias func(z *smtptest.Zone, domain string)
 	zone  func(z *smtptest.Zone)
 	cases []Case
+	// elsewhere is the check's status on the sender domains of rows it
+	// does not hold, where not pass (a domain that does not exist, one
+	// whose every lookup fails).
+	elsewhere map[string]policy.Status
 }
 
-var (
-	fixtures []fixture
-	// ownRows are the names of the rows that fixtures hold.
-	ownRows = map[string]bool{}
-)
+var fixtures []fixture
 
 func register(f fixture) {
 	fixtures = append(fixtures, f)
-	for _, c := range f.cases {
-		ownRows[c.Name] = true
-	}
 	Cases = append(Cases, f.cases...)
 }
 
@@ -88,21 +86,63 @@ func findingsByID(want string) map[policy.CheckID]string {
 	return m
 }
 
-// Shared renders, as Findings does, what a row not held by a fixture is
-// about: the checks without a fixture, and those want names. A check with
-// a fixture has its rows there, on domains that pass everything else.
-func Shared(want string, results []policy.Result) string {
-	named := findingsByID(want)
-	var kept []policy.Result
-	for _, r := range results {
-		if _, ok := named[r.ID]; ok || !hasFixture(r.ID) {
-			kept = append(kept, r)
+// Expected is what the checks must say about the row, as Findings renders
+// it: the statuses c.Want names, and for every other check with a fixture,
+// what that fixture says on the row's sender domain (pass unless its
+// elsewhere names it).
+func (c Case) Expected() string {
+	given := findingsByID(c.Want)
+	sender := policy.ParseDomain(c.Sender)
+	if strings.ContainsAny(c.Sender, "@<") {
+		sender = policy.ParseSender(c.Sender)
+	}
+	var parts []string
+	for _, info := range policy.Catalogue() {
+		if f, ok := given[info.ID]; ok {
+			parts = append(parts, f)
+			continue
+		}
+		for _, f := range fixtures {
+			if s, ok := f.elsewhere[sender.Domain]; ok && f.check == info.ID {
+				parts = append(parts, string(info.ID)+"="+s.String())
+			}
 		}
 	}
-	return Findings(kept)
+	return strings.Join(parts, " ")
 }
 
-func hasFixture(id policy.CheckID) bool {
+// EveryFixture is id=status for every check with a fixture, in report
+// order: these checks read what the sender domain publishes in DNS.
+func EveryFixture(status policy.Status) string {
+	var parts []string
+	for _, info := range policy.Catalogue() {
+		for _, f := range fixtures {
+			if f.check == info.ID {
+				parts = append(parts, string(info.ID)+"="+status.String())
+			}
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// Merge renders, in report order, the findings of want and of more, want's
+// where both name a check.
+func Merge(want, more string) string {
+	given, extra := findingsByID(want), findingsByID(more)
+	var parts []string
+	for _, info := range policy.Catalogue() {
+		if f, ok := given[info.ID]; ok {
+			parts = append(parts, f)
+		} else if f, ok := extra[info.ID]; ok {
+			parts = append(parts, f)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// HasFixture reports whether id has a fixture: a check on what the sender
+// domain publishes, whose passing records Passing gives.
+func HasFixture(id policy.CheckID) bool {
 	for _, f := range fixtures {
 		if f.check == id {
 			return true
@@ -111,11 +151,25 @@ func hasFixture(id policy.CheckID) bool {
 	return false
 }
 
-// Got renders results the way c.Want is written, over what the row is
-// about (Shared).
-func (c Case) Got(results []policy.Result) string {
-	if ownRows[c.Name] {
-		return Findings(results)
+// Status is what check id must say about the row (Expected).
+func (c Case) Status(id policy.CheckID) policy.Status {
+	if f, ok := findingsByID(c.Expected())[id]; ok {
+		_, name, _ := strings.Cut(f, "=")
+		var s policy.Status
+		if err := s.UnmarshalText([]byte(name)); err != nil {
+			panic("spectest: " + c.Name + ": " + err.Error())
+		}
+		return s
 	}
-	return Shared(c.Want, results)
+	return policy.StatusPass
+}
+
+// CaseNamed is the row called name.
+func CaseNamed(name string) Case {
+	for _, c := range Cases {
+		if c.Name == name {
+			return c
+		}
+	}
+	panic("spectest: no row " + name)
 }

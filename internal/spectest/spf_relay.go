@@ -17,6 +17,11 @@ func init() {
 			z.TXT(domain, "v=spf1 ip4:127.0.2.0/24 -all")
 		},
 		zone: spfRelayZone,
+		elsewhere: map[string]policy.Status{
+			"nx.test":       policy.StatusWarn,      // no record: none
+			"nomail.test":   policy.StatusFail,      // "v=spf1 -all"
+			"servfail.test": policy.StatusTempError, // TXT SERVFAIL too
+		},
 		cases: []Case{
 			{"SPF pass through include", "a@spf-include.test", "127.0.3.1", "mail.good.test", "", "", "pass", "", ""},
 			{"SPF pass through redirect", "a@spf-redirect.test", "127.0.3.1", "mail.good.test", "", "", "pass", "", ""},
