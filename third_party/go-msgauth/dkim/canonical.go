@@ -23,27 +23,22 @@ var canonicalizers = map[Canonicalization]canonicalizer{
 	CanonicalizationRelaxed: new(relaxedCanonicalizer),
 }
 
-// crlfFixer fixes any lone LF without a preceding CR.
-type crlfFixer struct {
-	cr bool
-}
+// crlfRun is a run of CRLFs, written out in pieces.
+var crlfRun = []byte(strings.Repeat(crlf, 256))
 
-func (cf *crlfFixer) Fix(b []byte) []byte {
-	res := make([]byte, 0, len(b))
-	for _, ch := range b {
-		prevCR := cf.cr
-		cf.cr = false
-		switch ch {
-		case '\r':
-			cf.cr = true
-		case '\n':
-			if !prevCR {
-				res = append(res, '\r')
-			}
+// writeCRLFs writes n CRLFs to w.
+func writeCRLFs(w io.Writer, n int) error {
+	for n > 0 {
+		k := len(crlfRun) / 2
+		if n < k {
+			k = n
 		}
-		res = append(res, ch)
+		if _, err := w.Write(crlfRun[:2*k]); err != nil {
+			return err
+		}
+		n -= k
 	}
-	return res
+	return nil
 }
 
 type simpleCanonicalizer struct{}
@@ -52,55 +47,71 @@ func (c *simpleCanonicalizer) CanonicalizeHeader(s string) string {
 	return s
 }
 
+// simpleBodyCanonicalizer holds back the CRLFs at the end of what it was
+// written, as a count: they are written when more text follows, dropped
+// at the end (RFC 6376 section 3.4.3). A lone LF is a CRLF.
 type simpleBodyCanonicalizer struct {
-	w         io.Writer
-	crlfBuf   []byte
-	crlfFixer crlfFixer
+	w     io.Writer
+	crlfs int  // CRLFs held back
+	cr    bool // and after them a CR, which may begin a CRLF
+	buf   []byte
 }
 
 func (c *simpleBodyCanonicalizer) Write(b []byte) (int, error) {
-	written := len(b)
-	b = append(c.crlfBuf, b...)
-
-	b = c.crlfFixer.Fix(b)
-
-	end := len(b)
-	// If it ends with \r, maybe the next write will begin with \n
-	if end > 0 && b[end-1] == '\r' {
-		end--
-	}
-	// Keep all \r\n sequences
-	for end >= 2 {
-		prev := b[end-2]
-		cur := b[end-1]
-		if prev != '\r' || cur != '\n' {
-			break
+	out := c.buf[:0]
+	for i, ch := range b {
+		switch {
+		case ch == '\n':
+			c.crlfs++
+			c.cr = false
+			continue
+		case ch == '\r' && !c.cr:
+			c.cr = true
+			continue
 		}
-		end -= 2
+		// Text, or a CR after a CR that is text then.
+		if c.crlfs > 0 {
+			if _, err := c.w.Write(out); err != nil {
+				return i, err
+			}
+			out = out[:0]
+			if err := writeCRLFs(c.w, c.crlfs); err != nil {
+				return i, err
+			}
+			c.crlfs = 0
+		}
+		if ch == '\r' {
+			out = append(out, '\r')
+			continue
+		}
+		if c.cr {
+			out = append(out, '\r')
+			c.cr = false
+		}
+		out = append(out, ch)
 	}
-
-	c.crlfBuf = b[end:]
-
-	var err error
-	if end > 0 {
-		_, err = c.w.Write(b[:end])
+	c.buf = out[:0]
+	if len(out) > 0 {
+		if _, err := c.w.Write(out); err != nil {
+			return len(b), err
+		}
 	}
-	return written, err
+	return len(b), nil
 }
 
 func (c *simpleBodyCanonicalizer) Close() error {
-	// Flush crlfBuf if it ends with a single \r (without a matching \n)
-	if len(c.crlfBuf) > 0 && c.crlfBuf[len(c.crlfBuf)-1] == '\r' {
-		if _, err := c.w.Write(c.crlfBuf); err != nil {
+	// A CR at the very end is text, and so are the CRLFs before it.
+	if c.cr {
+		if err := writeCRLFs(c.w, c.crlfs); err != nil {
+			return err
+		}
+		if _, err := c.w.Write([]byte{'\r'}); err != nil {
 			return err
 		}
 	}
-	c.crlfBuf = nil
-
-	if _, err := c.w.Write([]byte(crlf)); err != nil {
-		return err
-	}
-	return nil
+	c.crlfs, c.cr = 0, false
+	_, err := c.w.Write([]byte(crlf))
+	return err
 }
 
 func (c *simpleCanonicalizer) CanonicalizeBody(w io.Writer) io.WriteCloser {
@@ -122,49 +133,84 @@ func (c *relaxedCanonicalizer) CanonicalizeHeader(s string) string {
 	return k + ":" + v + crlf
 }
 
+// relaxedBodyCanonicalizer holds back the line ends after the last text
+// it was written, as a count of CRLFs while they are only CRLFs, and
+// whether whitespace came after them: they are written when more text
+// follows, dropped at the end (RFC 6376 section 3.4.4). A lone LF is a
+// CRLF. A CR without LF counts as a line end too, as it always did here:
+// from the first one in a run on, the run is held as it came, in more.
 type relaxedBodyCanonicalizer struct {
-	w         io.Writer
-	crlfBuf   []byte
-	wsp       bool
-	written   bool
-	crlfFixer crlfFixer
+	w       io.Writer
+	crlfs   int    // CRLFs held back
+	more    []byte // and after them the rest of the run, from a lone CR
+	cr      bool   // and after that a CR, which may begin a CRLF
+	wsp     bool   // whitespace since the last line end or text
+	written bool
+	buf     []byte
+}
+
+// lineEnd adds a CRLF, or a lone CR, to the run held back.
+func (c *relaxedBodyCanonicalizer) lineEnd(s string) {
+	if s == crlf && len(c.more) == 0 {
+		c.crlfs++
+	} else {
+		c.more = append(c.more, s...)
+	}
 }
 
 func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
-	written := len(b)
-
-	b = c.crlfFixer.Fix(b)
-
-	canonical := make([]byte, 0, len(b))
-	for _, ch := range b {
+	out := c.buf[:0]
+	for i, ch := range b {
+		switch ch {
+		case '\n':
+			c.lineEnd(crlf)
+			c.cr, c.wsp = false, false
+			continue
+		case '\r':
+			if c.cr {
+				c.lineEnd("\r")
+			}
+			c.cr, c.wsp = true, false
+			continue
+		}
+		if c.cr {
+			c.lineEnd("\r")
+			c.cr = false
+		}
 		if ch == ' ' || ch == '\t' {
 			c.wsp = true
-		} else if ch == '\r' || ch == '\n' {
-			c.wsp = false
-			c.crlfBuf = append(c.crlfBuf, ch)
-		} else {
-			if len(c.crlfBuf) > 0 {
-				canonical = append(canonical, c.crlfBuf...)
-				c.crlfBuf = c.crlfBuf[:0]
-			}
-			if c.wsp {
-				canonical = append(canonical, ' ')
-				c.wsp = false
-			}
-
-			canonical = append(canonical, ch)
+			continue
 		}
-	}
-
-	if !c.written && len(canonical) > 0 {
+		if c.crlfs > 0 {
+			if _, err := c.w.Write(out); err != nil {
+				return i, err
+			}
+			out = out[:0]
+			if err := writeCRLFs(c.w, c.crlfs); err != nil {
+				return i, err
+			}
+			c.crlfs = 0
+		}
+		out = append(out, c.more...)
+		c.more = c.more[:0]
+		if c.wsp {
+			out = append(out, ' ')
+			c.wsp = false
+		}
+		out = append(out, ch)
 		c.written = true
 	}
-
-	_, err := c.w.Write(canonical)
-	return written, err
+	c.buf = out[:0]
+	if len(out) > 0 {
+		if _, err := c.w.Write(out); err != nil {
+			return len(b), err
+		}
+	}
+	return len(b), nil
 }
 
 func (c *relaxedBodyCanonicalizer) Close() error {
+	c.crlfs, c.more, c.cr, c.wsp = 0, nil, false, false
 	if c.written {
 		if _, err := c.w.Write([]byte(crlf)); err != nil {
 			return err

@@ -9,6 +9,8 @@ import (
 	"net/textproto"
 	"sort"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 const crlf = "\r\n"
@@ -137,36 +139,68 @@ func sortParams(params map[string]string) ([]string, string, bool) {
 	return keys, bvalue, bfound
 }
 
+// headerPicker hands out the fields of h named by a signature's h= tag,
+// each name's from the bottom up (RFC 6376 section 5.4.2). Fields are
+// indexed by name once: scanning them all for each h= entry made a
+// hostile signature cost fields times entries.
 type headerPicker struct {
 	h      header
+	fields map[string][]int // foldName of a name: its fields' indexes
 	picked map[string]int
 }
 
 func newHeaderPicker(h header) *headerPicker {
-	return &headerPicker{
+	p := &headerPicker{
 		h:      h,
+		fields: make(map[string][]int),
 		picked: make(map[string]int),
 	}
+	for i, kv := range h {
+		k, _ := parseHeaderField(kv)
+		name := foldName(k)
+		p.fields[name] = append(p.fields[name], i)
+	}
+	return p
 }
 
 func (p *headerPicker) Pick(key string) string {
 	key = strings.ToLower(key)
 
 	at := p.picked[key]
-	for i := len(p.h) - 1; i >= 0; i-- {
-		kv := p.h[i]
-		k, _ := parseHeaderField(kv)
-
-		if !strings.EqualFold(k, key) {
-			continue
-		}
-
-		if at == 0 {
-			p.picked[key]++
-			return kv
-		}
-		at--
+	fields := p.fields[foldName(key)]
+	if at >= len(fields) {
+		return ""
 	}
+	p.picked[key]++
+	return p.h[fields[len(fields)-1-at]]
+}
 
-	return ""
+// foldName is the same for two names if and only if strings.EqualFold
+// holds for them, which is how names were matched: each rune becomes the
+// least of its case-folding orbit (invalid UTF-8 becomes U+FFFD, as
+// EqualFold reads it).
+func foldName(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		// The least of an ASCII letter's orbit is its upper case
+		// (K is below the Kelvin sign, S below the long s).
+		return strings.ToUpper(s)
+	}
+	var b strings.Builder
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			if f < least {
+				least = f
+			}
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
 }
