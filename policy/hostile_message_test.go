@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	mrand "math/rand/v2"
 	"regexp"
 	"runtime"
 	"strings"
@@ -177,6 +178,15 @@ func TestBodyCanonicalizationDoesNotDependOnChunks(t *testing.T) {
 		strings.Repeat("\r\n", 300) + "z" + strings.Repeat(" \r\n", 300),
 		strings.Repeat("\r", 200) + "z" + strings.Repeat("\r\r\n", 200),
 		strings.Repeat("line \t\r\n\r\n\n", 50) + "\r",
+	}
+	rnd := mrand.New(mrand.NewPCG(1, 2))
+	for range 200 { // mostly line ends and whitespace
+		const alphabet = "\r\n\r\n\r\n \t\r\nxy"
+		b := make([]byte, rnd.IntN(100))
+		for i := range b {
+			b[i] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		bodies = append(bodies, string(b))
 	}
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
