@@ -17,25 +17,40 @@ const crlf = "\r\n"
 
 type header []string
 
+// readHeader reads the header fields, each unfolded line by line into a
+// builder: adding each continuation line to the field's string copied the
+// field so far, the square of its length for a field of many short lines.
 func readHeader(r *bufio.Reader) (header, error) {
 	tr := textproto.NewReader(r)
 
 	var h header
+	var field strings.Builder
+	end := func() {
+		if field.Len() > 0 {
+			h = append(h, field.String())
+			field.Reset()
+		}
+	}
 	for {
 		l, err := tr.ReadLine()
 		if err != nil {
+			end()
 			return h, fmt.Errorf("failed to read header: %v", err)
 		}
 
 		if len(l) == 0 {
 			break
-		} else if len(h) > 0 && (l[0] == ' ' || l[0] == '\t') {
+		} else if field.Len() > 0 && (l[0] == ' ' || l[0] == '\t') {
 			// This is a continuation line
-			h[len(h)-1] += l + crlf
+			field.WriteString(l)
+			field.WriteString(crlf)
 		} else {
-			h = append(h, l+crlf)
+			end()
+			field.WriteString(l)
+			field.WriteString(crlf)
 		}
 	}
+	end()
 
 	return h, nil
 }

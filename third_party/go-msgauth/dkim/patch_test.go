@@ -1,9 +1,11 @@
 package dkim
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"math/rand"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -222,5 +224,25 @@ func TestHeaderPickerAsInV070(t *testing.T) {
 				t.Fatalf("Pick(%q) in %q: %q, want %q", key, h, got, want)
 			}
 		}
+	}
+}
+
+// A field folded into many short lines: adding each line to the field's
+// string allocated the square of its length (50000 lines: 5 GB).
+func TestReadHeaderOfManyContinuationLines(t *testing.T) {
+	const lines = 50000
+	raw := "From: a@example.org\r\nX-Folded: a" + strings.Repeat("\r\n b", lines) + "\r\nTo: b@example.org\r\n\r\n"
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	h, err := readHeader(bufio.NewReader(strings.NewReader(raw)))
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 3 || h[1] != "X-Folded: a"+strings.Repeat("\r\n b", lines)+"\r\n" || h[2] != "To: b@example.org\r\n" {
+		t.Fatalf("readHeader: %d fields, %.40q", len(h), h)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 16<<20 {
+		t.Errorf("readHeader allocated %d octets for a header of %d", n, len(raw))
 	}
 }
