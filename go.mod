@@ -50,3 +50,6 @@ replace github.com/emersion/go-milter => ./third_party/go-milter
 
 // A patched SPF library: see third_party/spf/PATCHES.md.
 replace blitiri.com.ar/go/spf => ./third_party/spf
+
+// A patched go-msgauth: see third_party/go-msgauth/PATCHES.md.
+replace github.com/emersion/go-msgauth => ./third_party/go-msgauth

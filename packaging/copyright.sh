@@ -36,6 +36,14 @@ Comment: blitiri.com.ar/go/spf, patched (third_party/spf/PATCHES.md).
 License: Expat
 END
 text third_party/spf/LICENSE
+cat <<'END'
+
+Files: third_party/go-msgauth/*
+Copyright: 2017 emersion
+Comment: github.com/emersion/go-msgauth, patched (third_party/go-msgauth/PATCHES.md).
+License: Expat
+END
+text third_party/go-msgauth/LICENSE
 
 # The Go modules linked into /usr/bin/mxguard, and their licences. Each
 # module's licence is named here, read from its LICENSE file: a module

@@ -32,11 +32,12 @@ runuser -u mxguard -- /usr/bin/mxguard validate --config /etc/mxguard/mxguard.ya
 doc=/usr/share/doc/mxguard
 head -1 $doc/copyright | grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/' ||
 	fail "$doc/copyright is not machine-readable (DEP-5)"
-for l in third_party/go-milter/LICENSE third_party/spf/LICENSE; do
+for l in third_party/go-milter/LICENSE third_party/spf/LICENSE third_party/go-msgauth/LICENSE; do
 	grep -qF "$(grep -m1 'Redistribution and use\|Permission is hereby granted' $l)" $doc/copyright ||
 		fail "$doc/copyright lacks the licence of $l"
 done
-grep -q "^Files: third_party/go-milter/\*$" $doc/copyright && grep -q "^Files: third_party/spf/\*$" $doc/copyright ||
+grep -q "^Files: third_party/go-milter/\*$" $doc/copyright && grep -q "^Files: third_party/spf/\*$" $doc/copyright &&
+	grep -q "^Files: third_party/go-msgauth/\*$" $doc/copyright ||
 	fail "$doc/copyright does not name the vendored code"
 # Every module the installed binary says it links, as go reads its build
 # information; replaced ones are the vendored code above.
