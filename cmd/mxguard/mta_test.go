@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -194,7 +195,14 @@ func sendSession(t *testing.T, addr, clientIP, helo string, msgs ...mail) []erro
 }
 
 func sendOne(c *smtp.Client, m mail) error {
-	if err := c.Mail(m.from); err != nil {
+	// Every message carries a forged mxguard header, which must not survive.
+	return deliver(c, m.from, fmt.Sprintf("From: <%s>\r\nTo: <user@remote.example>\r\nSubject: %s\r\nMessage-ID: <%s@lab.test>\r\n"+
+		"X-MXGuard: pass; domain=forged.example\r\n\r\nbody of %s\r\n", m.from, m.subject, m.subject, m.subject))
+}
+
+// deliver sends one message from envelope to the lab's recipient.
+func deliver(c *smtp.Client, envelope, message string) error {
+	if err := c.Mail(envelope); err != nil {
 		return err
 	}
 	if err := c.Rcpt("user@remote.example"); err != nil {
@@ -204,9 +212,9 @@ func sendOne(c *smtp.Client, m mail) error {
 	if err != nil {
 		return err
 	}
-	// Every message carries a forged mxguard header, which must not survive.
-	fmt.Fprintf(w, "From: <%s>\r\nTo: <user@remote.example>\r\nSubject: %s\r\nMessage-ID: <%s@lab.test>\r\n"+
-		"X-MXGuard: pass; domain=forged.example\r\n\r\nbody of %s\r\n", m.from, m.subject, m.subject, m.subject)
+	if _, err := io.WriteString(w, message); err != nil {
+		return err
+	}
 	return w.Close()
 }
 

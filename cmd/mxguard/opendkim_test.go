@@ -184,20 +184,7 @@ func sendRaw(t *testing.T, addr, envelope, message string) error {
 	t.Helper()
 	c := dialSMTP(t, addr, "127.0.3.1", "mail.good.test")
 	defer c.Close()
-	if err := c.Mail(envelope); err != nil {
-		return err
-	}
-	if err := c.Rcpt("user@remote.example"); err != nil {
-		return err
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte(message)); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
+	if err := deliver(c, envelope, message); err != nil {
 		return err
 	}
 	return c.Quit()
