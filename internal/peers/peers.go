@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,13 +76,17 @@ func unixPeer(c *net.UnixConn) (Peer, error) {
 // tcpPeer looks the peer's socket up by its addresses: from its side, our
 // remote address is its local one.
 func tcpPeer(c *net.TCPConn) (Peer, error) {
-	local, remote := c.RemoteAddr(), c.LocalAddr()
-	s, err := netlink.SocketGet(local, remote)
+	local, _ := c.RemoteAddr().(*net.TCPAddr)
+	remote, _ := c.LocalAddr().(*net.TCPAddr)
+	if local == nil || remote == nil {
+		return Peer{}, fmt.Errorf("%w (no TCP addresses)", ErrNotLocal)
+	}
+	uid, err := socketUID(local, remote)
 	if err != nil {
 		// Not in this host's table: a remote peer (or one that has closed).
 		return Peer{}, fmt.Errorf("%w (%s: %v)", ErrNotLocal, local, err)
 	}
-	return Peer{UID: s.UID}, nil
+	return Peer{UID: uid}, nil
 }
 
 // Allow is a list of local users and groups that may hold a session; the

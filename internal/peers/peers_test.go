@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"errors"
 	"net"
 	"os"
 	"os/user"
@@ -13,11 +14,14 @@ import (
 // The kernel names this process as the peer of its own connections, over a
 // unix socket and over loopback TCP.
 func TestIdentifyOwnConnections(t *testing.T) {
-	for _, network := range []string{"unix", "tcp"} {
+	for _, network := range []string{"unix", "tcp", "tcp6"} {
 		t.Run(network, func(t *testing.T) {
 			addr := "127.0.0.1:0"
-			if network == "unix" {
+			switch network {
+			case "unix":
 				addr = filepath.Join(t.TempDir(), "s")
+			case "tcp6":
+				addr = "[::1]:0"
 			}
 			ln, err := net.Listen(network, addr)
 			if err != nil {
@@ -45,6 +49,29 @@ func TestIdentifyOwnConnections(t *testing.T) {
 				t.Errorf("gid %d (%v), want %d", p.GID, p.HasGID, os.Getgid())
 			}
 		})
+	}
+}
+
+// A TCP peer whose socket is not on this host, or is gone, is not local.
+func TestIdentifyGonePeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	client.(*net.TCPConn).SetLinger(0) // gone at once, no TIME_WAIT socket
+	client.Close()
+	if _, err := Identify(server); !errors.Is(err, ErrNotLocal) {
+		t.Errorf("Identify of a gone peer: %v, want ErrNotLocal", err)
 	}
 }
 
