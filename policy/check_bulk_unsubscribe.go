@@ -39,7 +39,7 @@ func checkBulkUnsubscribe(ctx context.Context, ev *evaluation) Result {
 	}
 	var missing []string
 	https := false
-	for _, v := range m.field("List-Unsubscribe") {
+	for _, v := range m.Header("List-Unsubscribe") {
 		for _, uri := range strings.Split(v, ",") {
 			uri = strings.TrimSpace(uri)
 			https = https || strings.HasPrefix(strings.ToLower(strings.TrimPrefix(uri, "<")), "https:")
@@ -48,7 +48,7 @@ func checkBulkUnsubscribe(ctx context.Context, ev *evaluation) Result {
 	if !https {
 		missing = append(missing, "a List-Unsubscribe field with an https: URI")
 	}
-	post := m.field("List-Unsubscribe-Post")
+	post := m.Header("List-Unsubscribe-Post")
 	if len(post) != 1 || post[0] != "List-Unsubscribe=One-Click" {
 		missing = append(missing, "List-Unsubscribe-Post: List-Unsubscribe=One-Click")
 	}
@@ -75,11 +75,11 @@ func checkBulkUnsubscribe(ctx context.Context, ev *evaluation) Result {
 func (ev *evaluation) bulkMarker() string {
 	m := ev.msg
 	for _, name := range append([]string{"List-Id", "List-Unsubscribe"}, ev.e.cfg.Message.BulkHeaders...) {
-		if len(m.field(name)) > 0 {
+		if len(m.Header(name)) > 0 {
 			return name
 		}
 	}
-	for _, v := range m.field("Precedence") {
+	for _, v := range m.Header("Precedence") {
 		if p := strings.ToLower(v); p == "bulk" || p == "list" {
 			return "Precedence: " + p
 		}

@@ -103,7 +103,7 @@ func authoredMessage(_ context.Context, ev *evaluation) string {
 	if reason := ev.messageSkip(); reason != "" {
 		return reason
 	}
-	if len(ev.msg.field("From")) == 0 && ev.msg.unverifiable == "" {
+	if len(ev.msg.Header("From")) == 0 && ev.msg.unverifiable == "" {
 		return "the message has no From field: no author domain to judge"
 	}
 	return ""

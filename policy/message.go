@@ -66,7 +66,7 @@ type headerField struct{ name, value string }
 
 // NewMessage starts a message for EvaluateMessage. Key records are looked
 // up through the engine's caches as the verifier reaches them, each
-// within the engine's budget.
+// within one lookup's budget.
 func (e *Engine) NewMessage() *Message {
 	feed := newVerifierFeed()
 	m := &Message{
@@ -308,10 +308,7 @@ func parseHeader(section []byte) []headerField {
 
 // Header returns the values of every header field named name, unfolded,
 // once the header section has been written.
-func (m *Message) Header(name string) []string { return m.field(name) }
-
-// field returns the values of every field named name.
-func (m *Message) field(name string) []string {
+func (m *Message) Header(name string) []string {
 	var values []string
 	for _, f := range m.fields {
 		if strings.EqualFold(f.name, name) {
@@ -390,7 +387,7 @@ type authorFacts struct {
 
 func (ev *evaluation) author() authorFacts {
 	return ev.authorFacts.get(func() authorFacts {
-		froms := ev.msg.field("From")
+		froms := ev.msg.Header("From")
 		switch len(froms) {
 		case 0:
 			return authorFacts{}
@@ -436,14 +433,14 @@ func (s signatureFacts) String() string {
 
 func (ev *evaluation) signatures() []signatureFacts {
 	return ev.signatureFacts.get(func() []signatureFacts {
-		fields := ev.msg.field(dkimField)
+		fields := ev.msg.Header(dkimField)
 		sigs := make([]signatureFacts, 0, len(ev.msg.verifs))
 		for i, v := range ev.msg.verifs {
 			s := signatureFacts{domain: strings.ToLower(v.Domain), headerKeys: v.HeaderKeys, err: v.Err}
 			if i < len(fields) {
-				s.selector = strings.Join(strings.Fields(dmarcTag(fields[i], "s")), "")
+				s.selector = strings.Join(strings.Fields(tagValue(fields[i], "s")), "")
 				if s.domain == "" {
-					s.domain = strings.Join(strings.Fields(dmarcTag(fields[i], "d")), "")
+					s.domain = strings.Join(strings.Fields(tagValue(fields[i], "d")), "")
 				}
 			}
 			sigs = append(sigs, s)

@@ -345,7 +345,7 @@ func TestSignatureFieldsAreCountedAsTheVerifierCounts(t *testing.T) {
 	var sigs []string
 	for _, f := range fields {
 		if strings.EqualFold(f.name, dkimField) {
-			sigs = append(sigs, dmarcTag(f.value, "s"))
+			sigs = append(sigs, tagValue(f.value, "s"))
 		}
 	}
 	if strings.Join(sigs, ",") != "one,two" || len(fields) != 3 {

@@ -95,7 +95,7 @@ func (ev *evaluation) discoverDMARC(ctx context.Context, domain string, needOrg 
 			continue // no organizational boundary from a broken record
 		}
 		found.org = target
-		switch dmarcTag(records[0], "psd") {
+		switch tagValue(records[0], "psd") {
 		case "n":
 			return found, nil
 		case "y":
@@ -130,17 +130,17 @@ func lenientDMARC(record string) *dmarc.Record {
 		}
 		return "", false
 	}
-	if p, ok := policy(dmarcTag(record, "p")); ok {
+	if p, ok := policy(tagValue(record, "p")); ok {
 		rec.Policy = p
 	}
-	if sp, ok := policy(dmarcTag(record, "sp")); ok {
+	if sp, ok := policy(tagValue(record, "sp")); ok {
 		rec.SubdomainPolicy = sp
 	}
 	for _, a := range []struct {
 		tag  string
 		mode *dmarc.AlignmentMode
 	}{{"adkim", &rec.DKIMAlignment}, {"aspf", &rec.SPFAlignment}} {
-		if m := dmarc.AlignmentMode(dmarcTag(record, a.tag)); m == dmarc.AlignmentStrict {
+		if m := dmarc.AlignmentMode(tagValue(record, a.tag)); m == dmarc.AlignmentStrict {
 			*a.mode = m
 		} else {
 			*a.mode = dmarc.AlignmentRelaxed
@@ -157,7 +157,7 @@ func labelBelow(domain, suffix string) string {
 
 // dmarcTag is the value of tag in a DMARC record, "" when absent; go-msgauth
 // predates RFC 9989's psd= tag.
-func dmarcTag(record, tag string) string {
+func tagValue(record, tag string) string {
 	for _, part := range strings.Split(record, ";") {
 		k, v, ok := strings.Cut(part, "=")
 		if ok && strings.EqualFold(strings.TrimSpace(k), tag) {
