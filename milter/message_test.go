@@ -61,6 +61,7 @@ func TestMessageChecksThroughTheMilter(t *testing.T) {
 		{"bulk without one-click", signed(t, s, bulk), "flag; domain=author.test; ip=127.0.3.1; bulk.unsubscribe=fail"},
 		{"changed after signing", changed(signed(t, s, message("a@author.test"))), "flag; domain=author.test; ip=127.0.3.1; dkim.signature=fail; dmarc.alignment=warn"},
 		{"a bounce", message2("", "MAILER-DAEMON@author.test"), "pass; domain=<>; ip=127.0.3.1"},
+		{"no header fields", noHeader(message("a@author.test")), "flag; domain=author.test; ip=127.0.3.1; dkim.signature=fail"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -77,6 +78,12 @@ func TestMessageChecksThroughTheMilter(t *testing.T) {
 func message2(sender, author string) smtptest.MilterMessage {
 	m := message(author)
 	m.From = sender
+	return m
+}
+
+// noHeader is m with no header field at all: still a message to judge.
+func noHeader(m smtptest.MilterMessage) smtptest.MilterMessage {
+	m.Headers = nil
 	return m
 }
 

@@ -295,15 +295,21 @@ func (s *session) stream(msg *message, name, value string) {
 	if strings.EqualFold(name, msg.cfg.HeaderName) {
 		return
 	}
-	if msg.content == nil {
-		msg.content = msg.cfg.Engine.NewMessage()
-		s.conn.content.Store(msg.content) // for a connection that ends without an abort
-	}
 	sep := ": "
 	if s.leadingSpace {
 		sep = ":"
 	}
-	io.WriteString(msg.content, name+sep+value+"\r\n")
+	io.WriteString(s.content(msg), name+sep+value+"\r\n")
+}
+
+// content is the message's stream into the message checks, started with
+// its first header field, or at the end of a header section that has none.
+func (s *session) content(msg *message) *policy.Message {
+	if msg.content == nil {
+		msg.content = msg.cfg.Engine.NewMessage()
+		s.conn.content.Store(msg.content) // for a connection that ends without an abort
+	}
+	return msg.content
 }
 
 // headerFromAddresses extracts the addresses of a From header field, or none
@@ -329,8 +335,8 @@ func headerFromAddresses(value string) []string {
 func (s *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer s.recoverTo(&resp, "eoh")
 	msg := s.msg
-	if msg != nil && msg.content != nil {
-		msg.content.Write([]byte("\r\n"))
+	if msg != nil && s.m.opts.Message {
+		s.content(msg).Write([]byte("\r\n"))
 	}
 	if msg == nil || len(msg.fromAddrs) == 0 || policy.ParseSender(msg.sender).Null {
 		return gomilter.RespContinue, nil
