@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	netmail "net/mail"
 	"os"
 	"strings"
 
@@ -26,12 +25,12 @@ func runMessageCheck(ctx context.Context, engine *policy.Engine, base policy.Req
 		in = f
 	}
 	m := engine.NewMessage()
-	if _, err := io.Copy(m, in); err != nil {
-		m.Close()
+	_, err := io.Copy(m, in)
+	m.Close()
+	if err != nil {
 		fmt.Fprintf(stderr, "mxguard check: reading the message: %v\n", err)
 		return exitUsage
 	}
-	m.Close()
 	author := singleAddress(m.Header("From"))
 	req := base
 	req.Sender = o.mailFrom
@@ -63,7 +62,7 @@ func singleAddress(values []string) string {
 	if strings.TrimSpace(values[0]) == "<>" {
 		return "<>"
 	}
-	list, err := netmail.ParseAddressList(values[0])
+	list, err := policy.ParseAddressList(values[0])
 	if err != nil || len(list) != 1 {
 		return ""
 	}

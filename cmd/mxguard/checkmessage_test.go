@@ -67,6 +67,16 @@ func TestCheckMessage(t *testing.T) {
 		t.Errorf("signed message: exit %d\n%s%s", code, out, errOut)
 	}
 
+	// A Return-Path with the root dot is the envelope all the same.
+	rooted := filepath.Join(dir, "rooted.eml")
+	if err := os.WriteFile(rooted, []byte(strings.Replace(savedMessage, "<bounce@other.test>", "<bounce@other.test.>", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = runCLI(t, "", append([]string{"check", "--json", "--message", rooted}, flags...)...)
+	if lines = parseLines(t, out); lines[0].Domain != "other.test" {
+		t.Errorf("envelope of a rooted Return-Path: %s", lines[0].Domain)
+	}
+
 	// The human report names the checks and what to fix.
 	code, out, _ = runCLI(t, "", append([]string{"check", "--message", file}, flags...)...)
 	if code != exitFlag || !strings.Contains(out, "dkim.signature") || !strings.Contains(out, "Sign with d=author.test") {
