@@ -79,7 +79,7 @@ func TestScripts(t *testing.T) {
 	}
 }
 
-// TestInterrupted ends mxbench postfix while its five Postfix masters run,
+// TestInterrupted ends mxbench postfix while its seven Postfix masters run,
 // as a user, a timeout or a closed pipe does, and sees nothing it started
 // left running.
 func TestInterrupted(t *testing.T) {
@@ -122,13 +122,13 @@ func TestInterrupted(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			// The first round's first line: all five labs run.
+			// The first round's first line: all seven labs run.
 			lines := bufio.NewScanner(stderr)
 			for lines.Scan() && !strings.HasPrefix(lines.Text(), "round 1:") {
 				t.Log(lines.Text())
 			}
-			if masters := running(labs, "master"); len(masters) != 5 {
-				t.Errorf("Postfix masters running: %v, want 5", masters)
+			if masters := running(labs, "master"); len(masters) != 7 {
+				t.Errorf("Postfix masters running: %v, want 7", masters)
 			}
 			go io.Copy(io.Discard, stderr)
 			c.end(cmd, stderr)
