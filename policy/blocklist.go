@@ -196,7 +196,7 @@ func (e *Engine) askZone(ctx context.Context, z BlocklistZone, subject, test str
 	}
 	var probe, txt lookupResult // at the same time, unless cached
 	probeName := test + "." + z.Zone
-	fanOut(2, e.resolver.cached(probeName, dns.TypeA) && e.resolver.cached(name, dns.TypeTXT), func(i int) {
+	fanOut(ctx, 2, e.resolver.cached(probeName, dns.TypeA) && e.resolver.cached(name, dns.TypeTXT), func(i int) {
 		if i == 0 {
 			probe.ans, probe.err = e.resolver.Lookup(ctx, probeName, dns.TypeA)
 		} else {
@@ -284,7 +284,7 @@ func (e *Engine) askZones(ctx context.Context, zones []BlocklistZone, subject, t
 		warm = warm && e.resolver.cached(subject+"."+z.Zone, dns.TypeA)
 	}
 	answers := make([]ZoneAnswer, len(zones))
-	fanOut(len(zones), warm, func(i int) { answers[i] = e.askZone(ctx, zones[i], subject, test) })
+	fanOut(ctx, len(zones), warm, func(i int) { answers[i] = e.askZone(ctx, zones[i], subject, test) })
 	return answers
 }
 

@@ -216,6 +216,9 @@ func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) 
 		}
 		return e.ans, e.err
 	}
+	if notCached(ctx) {
+		return nil, errNotCached
+	}
 	c.counter.miss()
 	ch := c.flight.DoChan(key.String(), func() (any, error) { return c.fetch(ctx, key, true), nil })
 	select {
@@ -337,6 +340,9 @@ func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) probeResult {
 			})
 		}
 		return r
+	}
+	if notCached(ctx) {
+		return probeResult{Outcome: OutcomeAbandoned, Detail: errNotCached.Error()}
 	}
 	c.counter.miss()
 	ch := c.flight.DoChan(ip.String(), func() (any, error) { return c.fetch(ctx, ip, true), nil })

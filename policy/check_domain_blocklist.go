@@ -57,7 +57,7 @@ func askDomainBlocklists(ctx context.Context, ev *evaluation, d string) Result {
 	}
 	zones := ev.e.cfg.DomainBlocklists
 	answers := make([][]ZoneAnswer, len(names))
-	fanOut(len(names), len(names) == 1, func(i int) {
+	fanOut(ctx, len(names), len(names) == 1, func(i int) {
 		answers[i] = ev.e.askZones(ctx, zones, names[i], notListedName)
 	})
 	var temp *Result

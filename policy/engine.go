@@ -309,9 +309,14 @@ func (e *Engine) ProbeCacheStats() CacheStats {
 	return CacheStats{Hits: e.prober.counter.hits.Load(), Misses: e.prober.counter.misses.Load(), Entries: e.prober.lru.lru.Len()}
 }
 
-// outliving returns a context that keeps going after ctx ends, for up to budget.
+// outliving returns a context that keeps going after ctx ends, for up to
+// budget. Work done there asks the network even for a cache-only run.
 func outliving(ctx context.Context, budget time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), budget)
+	ctx = context.WithoutCancel(ctx)
+	if cacheOnly(ctx) {
+		ctx = context.WithValue(ctx, cacheOnlyKey{}, (*atomic.Bool)(nil))
+	}
+	return context.WithTimeout(ctx, budget)
 }
 
 // ProbesInFlight is the number of probes connected or connecting now, and
@@ -332,6 +337,9 @@ func (e *Engine) EgressBlocked() (ipv4, ipv6 bool) { return e.raw.egress.state()
 // and the facts fan out in parallel only where they miss the cache.
 func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	began := time.Now()
+	if rep := e.evaluateWarm(ctx, req, began); rep != nil {
+		return rep
+	}
 	ev := newEvaluation(e, req)
 	results := make([]Result, len(e.checks))
 	done := make(chan int, len(e.checks))
@@ -389,6 +397,12 @@ wait:
 	if f := failure.Load(); f != nil {
 		unfinished = *f
 	}
+	return e.report(ev, req, results, finished, unfinished, began)
+}
+
+// report builds the report of an evaluation from its checks' results: a
+// check not finished reports temperror, for the reason unfinished.
+func (e *Engine) report(ev *evaluation, req Request, results []Result, finished []bool, unfinished string, began time.Time) *Report {
 	incomplete := false
 	kept := results[:0]
 	for i, c := range e.checks {
@@ -451,7 +465,7 @@ func (e *Engine) SelfCheck(ctx context.Context, helo string) []*Report {
 	for i, ip := range e.outboundSingles {
 		var listing Result
 		var answers []ZoneAnswer
-		fanOut(2, false, func(j int) {
+		fanOut(ctx, 2, false, func(j int) {
 			if j == 0 {
 				reports[i] = e.Evaluate(ctx, Request{ClientIP: ip, HELO: helo, self: true})
 			} else {

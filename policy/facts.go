@@ -105,10 +105,10 @@ func (ev *evaluation) lookup(ctx context.Context, name string, qtype uint16) loo
 }
 
 // fanOut runs fn(0..n-1): in parallel when it has to wait for the network,
-// one after the other when everything it needs is cached (warm), where
-// goroutines would only cost scheduling.
-func fanOut(n int, warm bool, fn func(i int)) {
-	if warm || n <= 1 {
+// one after the other when everything it needs is cached (warm) or ctx is
+// a cache-only run (warm.go), where goroutines would only cost scheduling.
+func fanOut(ctx context.Context, n int, warm bool, fn func(i int)) {
+	if warm || n <= 1 || cacheOnly(ctx) {
 		for i := range n {
 			fn(i)
 		}
@@ -140,7 +140,7 @@ func (ev *evaluation) addressesCached(name string) bool {
 
 // lookupBoth asks for A and AAAA of name, at the same time on a cache miss.
 func (ev *evaluation) lookupBoth(ctx context.Context, name string) (a, aaaa lookupResult) {
-	fanOut(2, ev.addressesCached(name), func(i int) {
+	fanOut(ctx, 2, ev.addressesCached(name), func(i int) {
 		if i == 0 {
 			a = ev.lookup(ctx, name, dns.TypeA)
 		} else {
@@ -255,7 +255,7 @@ func (ev *evaluation) mxTargets(ctx context.Context) []target {
 			warm = warm && ev.addressesCached(mx.Host)
 		}
 		ts := make([]target, len(f.hosts))
-		fanOut(len(ts), warm, func(i int) { ts[i] = ev.resolveTarget(ctx, f.hosts[i], f.implicit) })
+		fanOut(ctx, len(ts), warm, func(i int) { ts[i] = ev.resolveTarget(ctx, f.hosts[i], f.implicit) })
 		return ts
 	})
 }
@@ -362,7 +362,7 @@ func (ev *evaluation) probeResults(ctx context.Context) map[netip.Addr]probeResu
 			warm = warm && ev.e.prober.cached(ip)
 		}
 		results := make([]probeResult, len(todo))
-		fanOut(len(todo), warm, func(i int) { results[i] = ev.e.prober.Probe(ctx, todo[i]) })
+		fanOut(ctx, len(todo), warm, func(i int) { results[i] = ev.e.prober.Probe(ctx, todo[i]) })
 		m := make(map[netip.Addr]probeResult, len(todo))
 		for i, ip := range todo {
 			m[ip] = results[i]
@@ -405,7 +405,7 @@ func (ev *evaluation) forwardConfirmed(ctx context.Context) fcrdnsFacts {
 			warm = warm && ev.e.resolver.cached(name, qtype)
 		}
 		results := make([]lookupResult, len(f.tried))
-		fanOut(len(f.tried), warm, func(i int) { results[i] = ev.lookup(ctx, f.tried[i], qtype) })
+		fanOut(ctx, len(f.tried), warm, func(i int) { results[i] = ev.lookup(ctx, f.tried[i], qtype) })
 		for i, r := range results {
 			if r.err != nil {
 				f.temp = errors.Join(f.temp, r.err)

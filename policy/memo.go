@@ -70,6 +70,10 @@ func recall[K comparable, V any](ctx context.Context, ev *evaluation, m *memo, k
 		}
 		return v.(V)
 	}
+	if notCached(ctx) {
+		var none V
+		return none
+	}
 	v, temp := work(ctx)
 	ttl := ev.e.cfg.Cache.MinTTL
 	if temp {

@@ -20,7 +20,7 @@ func TestPanicInACheckIsContained(t *testing.T) {
 	e.checks = slices.Clone(e.checks)
 	e.checks[1] = &buggy
 	buggy.run = func(ctx context.Context, ev *evaluation) Result {
-		fanOut(2, false, func(i int) { // from a fact's own goroutine, too
+		fanOut(ctx, 2, false, func(i int) { // from a fact's own goroutine, too
 			if i == 1 {
 				panic("simulated bug")
 			}
