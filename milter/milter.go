@@ -49,6 +49,9 @@ type Config struct {
 // methods serve Options.Message.
 type Evaluator interface {
 	Evaluate(ctx context.Context, req policy.Request) *policy.Report
+	// EvaluateCached decides from the caches alone, without waiting: nil
+	// when a fact is not cached.
+	EvaluateCached(ctx context.Context, req policy.Request) *policy.Report
 	NewMessage() *policy.Message
 	EvaluateMessage(ctx context.Context, envelope *policy.Report, req policy.Request, m *policy.Message) *policy.Report
 }

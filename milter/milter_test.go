@@ -247,6 +247,9 @@ func (h *held) Evaluate(ctx context.Context, req policy.Request) *policy.Report 
 	return &policy.Report{Domain: policy.ParseSender(req.Sender).Domain, ClientIP: req.ClientIP}
 }
 
+// EvaluateCached finds nothing cached: every decision runs Evaluate.
+func (h *held) EvaluateCached(context.Context, policy.Request) *policy.Report { return nil }
+
 // A client that pipelines MAIL FROM and RSET must not make the next
 // transaction wait for the evaluations of the aborted ones.
 func TestAbortedTransactionsDoNotQueue(t *testing.T) {
@@ -294,6 +297,8 @@ func TestAbortedTransactionsDoNotQueue(t *testing.T) {
 type panicky struct{ *policy.Engine }
 
 func (panicky) Evaluate(context.Context, policy.Request) *policy.Report { panic("boom") }
+
+func (panicky) EvaluateCached(context.Context, policy.Request) *policy.Report { panic("boom") }
 
 func (panicky) EvaluateMessage(context.Context, *policy.Report, policy.Request, *policy.Message) *policy.Report {
 	panic("boom")
@@ -566,4 +571,40 @@ func (r *recorder) count(outcome string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.outcomes[outcome]
+}
+
+// evaluations counts the decisions that needed Evaluate: the ones not
+// decided from the caches at MAIL FROM.
+type evaluations struct {
+	*policy.Engine
+	n atomic.Int32
+}
+
+func (e *evaluations) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
+	e.n.Add(1)
+	return e.Engine.Evaluate(ctx, req)
+}
+
+// A warm decision is made from the caches in the session, without
+// starting an evaluation; a cold one starts it and gets the same verdict.
+func TestWarmDecisionNeedsNoEvaluation(t *testing.T) {
+	var counted *evaluations
+	h := newHarness(t, func(p *policy.Config, m *milter.Config, _ *milter.Options) {
+		e, err := policy.New(*p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted = &evaluations{Engine: e}
+		m.Engine = counted
+	})
+	for round, want := range []int32{1, 0} {
+		counted.n.Store(0)
+		res := h.play(t, goodConn(message("a@ok.test")))
+		if got, _ := res[0].Header("X-MXGuard"); !strings.HasPrefix(got, "pass") {
+			t.Errorf("round %d: header %q", round, got)
+		}
+		if got := counted.n.Load(); got != want {
+			t.Errorf("round %d: %d evaluations started, want %d", round, got, want)
+		}
+	}
 }

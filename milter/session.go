@@ -95,6 +95,12 @@ type pending struct {
 
 func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pending {
 	p := &pending{sender: req.Sender, deadline: deadline, done: make(chan struct{})}
+	// Most decisions are warm: decided here, in microseconds, they cost no
+	// goroutine and no hand-off (docs/BENCHMARKS.md).
+	if p.report = s.evaluateCached(cfg, req); p.report != nil {
+		close(p.done)
+		return p
+	}
 	go func() {
 		defer close(p.done)
 		defer func() {
@@ -108,6 +114,17 @@ func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pe
 		p.report = cfg.Engine.Evaluate(ctx, req)
 	}()
 	return p
+}
+
+// evaluateCached is the engine's decision from its caches, or nil: none
+// cached, or the engine panicked (Evaluate then meets it and fails open).
+func (s *session) evaluateCached(cfg *Config, req policy.Request) (r *policy.Report) {
+	defer func() {
+		if recover() != nil {
+			r = nil
+		}
+	}()
+	return cfg.Engine.EvaluateCached(context.Background(), req)
 }
 
 // wait returns the report and whether it is complete enough to act on; not
@@ -316,8 +333,10 @@ func (s *session) content(msg *message) *policy.Message {
 // when it does not parse: a garbled header is not worth refusing mail over.
 // The MTA passes folded fields with their line breaks; unfold first (RFC
 // 5322 section 2.2.3), or a sender could fold the header to get past the check.
+var unfold = strings.NewReplacer("\r\n", "", "\n", "", "\r", "")
+
 func headerFromAddresses(value string) []string {
-	value = strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(value[:min(len(value), maxFromHeaderLen)])
+	value = unfold.Replace(value[:min(len(value), maxFromHeaderLen)])
 	list, err := policy.ParseAddressList(value)
 	if err != nil {
 		return nil

@@ -307,6 +307,11 @@ func isIPLiteralName(host string) bool {
 	if strings.HasPrefix(host, "[") {
 		return true
 	}
+	// Only an IPv6 address has a colon, and an IPv4 address ends in a
+	// digit: the rest, most names, need not pay for ParseAddr's error.
+	if !strings.Contains(host, ":") && (host == "" || !isDigit(host[len(host)-1])) {
+		return false
+	}
 	_, err := netip.ParseAddr(host)
 	return err == nil
 }

@@ -129,3 +129,14 @@ func TestSpecialPurpose(t *testing.T) {
 		t.Errorf("metadata address: %q", got)
 	}
 }
+
+func TestIsIPLiteralName(t *testing.T) {
+	for host, want := range map[string]bool{
+		"192.0.2.1": true, "2001:db8::25": true, "fe80::1%eth0": true, "::ffff:192.0.2.1": true, "[192.0.2.1]": true,
+		"mx.example": false, "mx1": false, "192.0.2.1.": false, "cafe": false, "": false, "1": false, "192.0.2.1x": false,
+	} {
+		if got := isIPLiteralName(host); got != want {
+			t.Errorf("isIPLiteralName(%q) = %v", host, got)
+		}
+	}
+}

@@ -39,6 +39,14 @@ func cacheOnly(ctx context.Context) bool {
 	return missed != nil
 }
 
+// EvaluateCached is Evaluate from the caches alone: the report, or nil
+// when a fact it needs is not cached. It never waits, so a front end can
+// call it where it must not block, and call Evaluate in a goroutine of its
+// own only when it returns nil.
+func (e *Engine) EvaluateCached(ctx context.Context, req Request) *Report {
+	return e.evaluateWarm(ctx, req, time.Now())
+}
+
 // evaluateWarm runs req's checks in order in this goroutine, from the
 // caches. It returns nil when something was not cached or a check
 // panicked: Evaluate then runs them in its chains, which ask the network

@@ -465,9 +465,9 @@ func prepend(cfg *Config, value string) string {
 }
 
 // oneLine keeps an action on its line: the protocol ends it at a newline.
-func oneLine(s string) string {
-	return strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
-}
+func oneLine(s string) string { return lineBreaks.Replace(s) }
+
+var lineBreaks = strings.NewReplacer("\r", " ", "\n", " ")
 
 // log writes the decision's one line, as the milter does.
 func (s *Server) log(attrs request, r *policy.Report, outcome string) {
