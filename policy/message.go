@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -43,6 +44,7 @@ const (
 // Write never fails; what the checks could not verify says so in their
 // results.
 type Message struct {
+	e   *Engine
 	max int64
 	n   int64 // octets written
 
@@ -53,6 +55,7 @@ type Message struct {
 	unverifiable string
 	fields       []headerField
 	verifier     *verifierFeed
+	streaming    bool // the verifier's goroutine reads the feed
 	verified     chan struct{}
 	verifs       []*dkim.Verification
 	verifyErr    error
@@ -68,30 +71,66 @@ type headerField struct{ name, value string }
 // up through the engine's caches as the verifier reaches them, each
 // within one lookup's budget.
 func (e *Engine) NewMessage() *Message {
-	feed := newVerifierFeed()
-	m := &Message{
+	return &Message{
+		e:          e,
 		max:        e.cfg.Message.MaxBytes,
 		lineStart:  true,
-		verifier:   feed,
+		verifier:   newVerifierFeed(),
 		verified:   make(chan struct{}),
 		keyRecords: map[string][]string{},
 	}
+}
+
+// verifyAtEnd is how much of a message waits for its end to be verified
+// in the caller's goroutine, which most messages are, with their keys
+// cached: no goroutine and no hand-over per write. Past it, a verifier
+// goroutine takes the message as it comes, so that none is held whole.
+const verifyAtEnd = 64 << 10
+
+// stream starts the verifier's goroutine on the feed.
+func (m *Message) stream() {
+	m.streaming = true
 	go func() {
 		defer close(m.verified)
-		m.verifs, m.verifyErr = dkim.VerifyWithOptions(feed, &dkim.VerifyOptions{
-			LookupTXT:        func(name string) ([]string, error) { return m.lookupKey(e, name) },
-			MaxVerifications: maxSignatures,
-		})
+		m.verifs, m.verifyErr = m.verify(context.Background(), m.verifier)
 		// The verifier stops reading where it has what it needs (no
 		// signature, a malformed one); the front end still writes the rest.
-		io.Copy(io.Discard, feed)
+		io.Copy(io.Discard, m.verifier)
 	}()
-	return m
+}
+
+// verifyHere verifies a message that ended within verifyAtEnd in this
+// goroutine, from the caches alone (warm.go). It reports false, having
+// verified nothing, when a key record is not cached: the verifier's
+// goroutine must look it up.
+func (m *Message) verifyHere() bool {
+	queued, err := m.verifier.contents()
+	if err == io.EOF {
+		var missed atomic.Bool
+		verifs, verr := m.verify(context.WithValue(context.Background(), cacheOnlyKey{}, &missed), queued)
+		if missed.Load() {
+			return false
+		}
+		m.verifs, m.verifyErr = verifs, verr
+	} else {
+		m.verifyErr = err
+	}
+	close(m.verified)
+	return true
+}
+
+// verify runs go-msgauth's verifier on r, looking keys up in ctx.
+func (m *Message) verify(ctx context.Context, r io.Reader) ([]*dkim.Verification, error) {
+	return dkim.VerifyWithOptions(r, &dkim.VerifyOptions{
+		LookupTXT:        func(name string) ([]string, error) { return m.lookupKey(ctx, name) },
+		MaxVerifications: maxSignatures,
+	})
 }
 
 // lookupKey answers the verifier's key queries from the engine's caches.
-func (m *Message) lookupKey(e *Engine, name string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.resolver.budget)
+func (m *Message) lookupKey(ctx context.Context, name string) ([]string, error) {
+	e := m.e
+	ctx, cancel := context.WithTimeout(ctx, e.resolver.budget)
 	defer cancel()
 	a, err := e.resolver.Lookup(ctx, name, dns.TypeTXT)
 	var invalid *dnsError
@@ -199,7 +238,12 @@ func (m *Message) unverified() Result {
 }
 
 // feed hands octets to the verifier.
-func (m *Message) feed(p []byte) { m.verifier.Write(p) }
+func (m *Message) feed(p []byte) {
+	if !m.streaming && m.verifier.Len()+len(p) > verifyAtEnd {
+		m.stream()
+	}
+	m.verifier.Write(p)
+}
 
 // headerEnd is the index in p just past the empty line that ends the
 // header section, or -1 when p does not reach it.
@@ -229,8 +273,17 @@ func (m *Message) stop(reason string) {
 // Close ends the message and waits for the verifier.
 func (m *Message) Close() error {
 	m.end()
+	m.verifyAtEnd()
 	<-m.verified
 	return nil
+}
+
+// verifyAtEnd verifies an ended message here if it can, or in the
+// verifier's goroutine.
+func (m *Message) verifyAtEnd() {
+	if !m.streaming && !m.verifyHere() {
+		m.stream()
+	}
 }
 
 // end ends the message without waiting for the verifier, which finishes
@@ -262,6 +315,7 @@ var errDiscarded = errors.New("the message was discarded")
 // verification not done by then leaves the message unverifiable.
 func (m *Message) finish(ctx context.Context) {
 	m.end()
+	m.verifyAtEnd()
 	select {
 	case <-m.verified:
 	case <-ctx.Done():

@@ -352,3 +352,35 @@ func TestSignatureFieldsAreCountedAsTheVerifierCounts(t *testing.T) {
 		t.Errorf("fields %q, signatures %v", fields, sigs)
 	}
 }
+
+// A message within verifyAtEnd whose key is cached is verified at its
+// end in the caller's goroutine; one whose key is not, or that outgrows
+// verifyAtEnd, in the verifier's goroutine. All verify alike.
+func TestMessageVerifiedWhereItCan(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("here.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "here.test", "s1", 2048, "")
+	small := s.sign(t, plainMessage("a@here.test"))
+	large := s.sign(t, plainMessage("a@here.test", "X-Padding: "+strings.Repeat("x", verifyAtEnd)))
+	req := Request{Sender: "a@here.test"}
+	for _, c := range []struct {
+		name, message string
+		streamed      bool
+	}{
+		{"a small message, its key not cached", small, true},
+		{"a small message, its key cached", small, false},
+		{"a message past verifyAtEnd", large, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := r.e.NewMessage()
+			io.Copy(m, strings.NewReader(c.message))
+			rep := r.e.EvaluateMessage(context.Background(), evaluateDNSOnly(context.Background(), r.e, req), req, m)
+			if st, d := statusOf(rep, DKIMSignature); st != StatusPass {
+				t.Errorf("dkim.signature %s: %s", st, d)
+			}
+			if m.streaming != c.streamed {
+				t.Errorf("verified in the verifier's goroutine: %v, want %v", m.streaming, c.streamed)
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"io"
+	"net"
+	"slices"
 	"sync"
 )
 
@@ -59,6 +61,22 @@ func (f *verifierFeed) closeLocked(err error) {
 		}
 		f.ready.Broadcast()
 	}
+}
+
+// Len is how many octets are queued.
+func (f *verifierFeed) Len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.size
+}
+
+// contents returns a reader of what is queued, leaving it queued, and the
+// error the feed was closed with (nil while it is open).
+func (f *verifierFeed) contents() (io.Reader, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	queued := net.Buffers(slices.Clone(f.queued))
+	return &queued, f.err
 }
 
 // Read is the verifier's side.
