@@ -41,6 +41,24 @@ func writeCRLFs(w io.Writer, n int) error {
 	return nil
 }
 
+// outPiece is what a body canonicalizer gathers before it writes: few
+// writes to the hash, and little memory.
+const outPiece = 4096
+
+// flushCRLFs adds n CRLFs held back to out, the output of a Write so
+// far, when they fit in a piece of crlfRun: the hash gets one write per
+// Write, not two per line. A longer run writes out and then the CRLFs in
+// pieces, so that memory stays bounded.
+func flushCRLFs(w io.Writer, out []byte, n int) ([]byte, error) {
+	if n <= len(crlfRun)/2 {
+		return append(out, crlfRun[:2*n]...), nil
+	}
+	if _, err := w.Write(out); err != nil {
+		return out, err
+	}
+	return out[:0], writeCRLFs(w, n)
+}
+
 type simpleCanonicalizer struct{}
 
 func (c *simpleCanonicalizer) CanonicalizeHeader(s string) string {
@@ -58,37 +76,53 @@ type simpleBodyCanonicalizer struct {
 }
 
 func (c *simpleBodyCanonicalizer) Write(b []byte) (int, error) {
+	if c.buf == nil {
+		c.buf = make([]byte, 0, outPiece+len(crlfRun))
+	}
 	out := c.buf[:0]
-	for i, ch := range b {
+	for i := 0; i < len(b); {
+		ch := b[i]
 		switch {
 		case ch == '\n':
 			c.crlfs++
 			c.cr = false
+			i++
 			continue
 		case ch == '\r' && !c.cr:
 			c.cr = true
+			i++
 			continue
 		}
 		// Text, or a CR after a CR that is text then.
 		if c.crlfs > 0 {
-			if _, err := c.w.Write(out); err != nil {
-				return i, err
-			}
-			out = out[:0]
-			if err := writeCRLFs(c.w, c.crlfs); err != nil {
+			var err error
+			if out, err = flushCRLFs(c.w, out, c.crlfs); err != nil {
 				return i, err
 			}
 			c.crlfs = 0
 		}
 		if ch == '\r' {
 			out = append(out, '\r')
+			i++
 			continue
 		}
 		if c.cr {
 			out = append(out, '\r')
 			c.cr = false
 		}
-		out = append(out, ch)
+		// The text up to the next line end, in one piece.
+		j := i + 1
+		for j < len(b) && b[j] != '\r' && b[j] != '\n' {
+			j++
+		}
+		out = append(out, b[i:j]...)
+		i = j
+		if len(out) >= outPiece {
+			if _, err := c.w.Write(out); err != nil {
+				return i, err
+			}
+			out = out[:0]
+		}
 	}
 	c.buf = out[:0]
 	if len(out) > 0 {
@@ -182,11 +216,8 @@ func (c *relaxedBodyCanonicalizer) Write(b []byte) (int, error) {
 			continue
 		}
 		if c.crlfs > 0 {
-			if _, err := c.w.Write(out); err != nil {
-				return i, err
-			}
-			out = out[:0]
-			if err := writeCRLFs(c.w, c.crlfs); err != nil {
+			var err error
+			if out, err = flushCRLFs(c.w, out, c.crlfs); err != nil {
 				return i, err
 			}
 			c.crlfs = 0
