@@ -13,8 +13,10 @@ import (
 	"github.com/mxguard/mxguard/smtptest"
 )
 
-// BenchmarkEvaluateWarm is one decision with everything cached: what every
-// message after the first from a sender costs.
+// BenchmarkEvaluateWarm is one decision with everything cached, the same
+// request again: what every message after the first from a sender and
+// host costs, its report remembered (BenchmarkEvaluateFromTheCaches runs
+// the checks from the caches).
 func BenchmarkEvaluateWarm(b *testing.B) { evaluateWarm(b) }
 
 // TestBenchmarkEvaluateWarm is BenchmarkEvaluateWarm's quick run.

@@ -86,10 +86,16 @@ func (c *ttlLRU[K, V]) get(k K) (V, bool) {
 
 // getAging is get, and whether the entry is in the last quarter of its life.
 func (c *ttlLRU[K, V]) getAging(k K) (V, bool, bool) {
+	v, ok, aging, _ := c.getRefreshing(k)
+	return v, ok, aging
+}
+
+// getRefreshing is getAging, and when the entry's last quarter begins.
+func (c *ttlLRU[K, V]) getRefreshing(k K) (V, bool, bool, time.Time) {
 	e, ok := c.lru.Get(k)
 	if !ok {
 		var zero V
-		return zero, false, false
+		return zero, false, false, time.Time{}
 	}
 	now := c.now()
 	if !now.Before(e.expires) {
@@ -99,9 +105,9 @@ func (c *ttlLRU[K, V]) getAging(k K) (V, bool, bool) {
 		}
 		c.mu.Unlock()
 		var zero V
-		return zero, false, false
+		return zero, false, false, time.Time{}
 	}
-	return e.value, true, !now.Before(e.refreshFrom)
+	return e.value, true, !now.Before(e.refreshFrom), e.refreshFrom
 }
 
 // has reports whether k is cached and fresh, without touching its recency.
@@ -200,8 +206,9 @@ func dnsEntrySize(k dnsKey, e dnsEntry) int64 {
 
 func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*dnsAnswer, error) {
 	key := dnsKey{canonicalName(name), qtype}
-	if e, ok, aging := c.lru.getAging(key); ok {
+	if e, ok, aging, refreshFrom := c.lru.getRefreshing(key); ok {
 		c.counter.hit()
+		readEntry(ctx, refreshFrom)
 		if aging && c.cfg.Prefetch {
 			ch := c.flight.DoChan("refresh "+key.String(), func() (any, error) { // in the background
 				return c.fetch(ctx, key, false), nil
@@ -331,8 +338,9 @@ type cachedProber struct {
 }
 
 func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) probeResult {
-	if r, ok, aging := c.lru.getAging(ip); ok {
+	if r, ok, aging, refreshFrom := c.lru.getRefreshing(ip); ok {
 		c.counter.hit()
+		readEntry(ctx, refreshFrom)
 		if aging && c.cfg.Prefetch {
 			c.flight.DoChan("refresh "+ip.String(), func() (any, error) { // in the background
 				c.fetch(ctx, ip, false)

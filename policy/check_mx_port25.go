@@ -130,6 +130,7 @@ func checkMXPort25(ctx context.Context, ev *evaluation) Result {
 	for _, h := range unsure {
 		unsureAddrs = append(unsureAddrs, h.addrs...)
 	}
+	readVolatile(ctx)
 	if blocked, why := ev.e.raw.egress.blocked(unsureAddrs); blocked {
 		return Result{Status: StatusSkip, Host: unsure[0].host, IP: ip, Detail: why}
 	}

@@ -139,8 +139,9 @@ type Engine struct {
 	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
-	raw      *smtpProber          // behind prober; holds the egress state
-	memos    map[*memo]*memoStore // the checks' memories (memo.go)
+	raw      *smtpProber                 // behind prober; holds the egress state
+	memos    map[*memo]*memoStore        // the checks' memories (memo.go)
+	reports  *ttlLRU[reportKey, *Report] // warm reports (warm.go)
 	// checks is the registry the engine runs: a test may give one engine
 	// a check of its own without touching the others.
 	checks []*check
@@ -250,6 +251,10 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	reports, err := newTTLLRU[reportKey, *Report](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("report %w", err)
+	}
 	client.observer = cfg.Observer
 	raw := newSMTPProber(cfg.Probe)
 	raw.observer = cfg.Observer
@@ -276,6 +281,7 @@ func New(cfg Config) (*Engine, error) {
 			counter: &hitCounter{observer: cfg.Observer, cache: "probe"}},
 		raw:             raw,
 		memos:           memos,
+		reports:         reports,
 		checks:          checks,
 		outboundSingles: singleOutboundIPs(cfg.OutboundIPs),
 		fixes:           fixTexts(cfg),
@@ -314,7 +320,7 @@ func (e *Engine) ProbeCacheStats() CacheStats {
 func outliving(ctx context.Context, budget time.Duration) (context.Context, context.CancelFunc) {
 	ctx = context.WithoutCancel(ctx)
 	if cacheOnly(ctx) {
-		ctx = context.WithValue(ctx, cacheOnlyKey{}, (*atomic.Bool)(nil))
+		ctx = context.WithValue(ctx, cacheOnlyKey{}, (*cacheOnlyRun)(nil))
 	}
 	return context.WithTimeout(ctx, budget)
 }

@@ -37,7 +37,7 @@ func (f fakeProbes) Probe(_ context.Context, ip netip.Addr) probeResult {
 
 // fakeEngine is an engine whose network is the two fakes; its caches work
 // as usual.
-func fakeEngine(t *testing.T, resolver resolver, prober prober) *Engine {
+func fakeEngine(t testing.TB, resolver resolver, prober prober) *Engine {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Resolver.Servers = []string{"192.0.2.53"} // never asked

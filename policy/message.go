@@ -8,7 +8,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -56,6 +55,7 @@ type Message struct {
 	fields       []headerField
 	verifier     *verifierFeed
 	streaming    bool // the verifier's goroutine reads the feed
+	verifiedHere bool // or the message was verified at its end, here
 	verified     chan struct{}
 	verifs       []*dkim.Verification
 	verifyErr    error
@@ -106,15 +106,16 @@ func (m *Message) stream() {
 func (m *Message) verifyHere() bool {
 	queued, err := m.verifier.contents()
 	if err == io.EOF {
-		var missed atomic.Bool
-		verifs, verr := m.verify(context.WithValue(context.Background(), cacheOnlyKey{}, &missed), queued)
-		if missed.Load() {
+		run := &cacheOnlyRun{}
+		verifs, verr := m.verify(context.WithValue(context.Background(), cacheOnlyKey{}, run), queued)
+		if run.missed.Load() {
 			return false
 		}
 		m.verifs, m.verifyErr = verifs, verr
 	} else {
 		m.verifyErr = err
 	}
+	m.verifiedHere = true
 	close(m.verified)
 	return true
 }
@@ -281,7 +282,7 @@ func (m *Message) Close() error {
 // verifyAtEnd verifies an ended message here if it can, or in the
 // verifier's goroutine.
 func (m *Message) verifyAtEnd() {
-	if !m.streaming && !m.verifyHere() {
+	if !m.streaming && !m.verifiedHere && !m.verifyHere() {
 		m.stream()
 	}
 }

@@ -384,3 +384,21 @@ func TestMessageVerifiedWhereItCan(t *testing.T) {
 		})
 	}
 }
+
+// A message closed and then judged is verified once (mxguard check
+// --message closes it first).
+func TestMessageClosedThenJudged(t *testing.T) {
+	r := newMessageRig(t)
+	r.author("closed.test", "v=DMARC1; p=reject")
+	s := r.publish(t, "closed.test", "s1", 2048, "")
+	req := Request{Sender: "a@closed.test"}
+	for range 2 { // its key not cached, then cached
+		m := r.e.NewMessage()
+		io.Copy(m, strings.NewReader(s.sign(t, plainMessage("a@closed.test"))))
+		m.Close()
+		rep := r.e.EvaluateMessage(context.Background(), evaluateDNSOnly(context.Background(), r.e, req), req, m)
+		if st, d := statusOf(rep, DKIMSignature); st != StatusPass {
+			t.Errorf("dkim.signature %s: %s", st, d)
+		}
+	}
+}

@@ -6,8 +6,8 @@ import (
 	"reflect"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mxguard/mxguard/internal/testkit"
 )
@@ -54,7 +54,7 @@ func (r *checkRuns) take() map[CheckID][]bool {
 	return runs
 }
 
-func warmTestEngine(t *testing.T) (*Engine, *countingDNS, Request) {
+func warmTestEngine(t testing.TB) (*Engine, *countingDNS, Request) {
 	dns := &countingDNS{asked: map[string]int{}, answers: fakeDNS{
 		"MX a.example":                  {Kind: kindFound, MX: []mxHost{{Pref: 10, Host: "mx.a.example"}}},
 		"A mx.a.example":                {Kind: kindFound, Addrs: []netip.Addr{netip.MustParseAddr("198.51.100.25")}},
@@ -103,6 +103,15 @@ func TestWarmDecisionRunsFromTheCaches(t *testing.T) {
 	if !reflect.DeepEqual(warm, cold) {
 		t.Errorf("warm report differs:\n%+v\ncold:\n%+v", warm, cold)
 	}
+	// The same request again: the report remembered, no check run.
+	again := e.Evaluate(context.Background(), req)
+	if runs := rec.take(); len(runs) != 0 {
+		t.Errorf("the remembered report ran checks: %v", runs)
+	}
+	again.Elapsed = 0
+	if !reflect.DeepEqual(again, cold) {
+		t.Errorf("remembered report differs:\n%+v\ncold:\n%+v", again, cold)
+	}
 }
 
 // A cache-only run that misses asks nothing of the network and counts no
@@ -119,8 +128,9 @@ func TestColdDecisionLooksUpEachNameOnce(t *testing.T) {
 // the network; a miss in a cache-only run works nothing out.
 func TestMemoFromACacheOnlyRun(t *testing.T) {
 	clock, m, e, ev := memoEngine(t, true, 8)
-	var missed atomic.Bool
-	run := context.WithValue(context.Background(), cacheOnlyKey{}, &missed)
+	state := &cacheOnlyRun{}
+	missed := &state.missed
+	run := context.WithValue(context.Background(), cacheOnlyKey{}, state)
 	worked := 0
 	v := recall(run, ev, m, "k", func(context.Context) (int, bool) { worked++; return 1, false })
 	if v != 0 || worked != 0 || !missed.Load() {
@@ -138,4 +148,109 @@ func TestMemoFromACacheOnlyRun(t *testing.T) {
 		t.Error("the refresh ran from the caches alone")
 	}
 	testkit.WaitFor(t, "the refresh to end", func() bool { return e.refreshesInFlight() == 0 })
+}
+
+// clockedWarmEngine is warmTestEngine's engine on a fake clock.
+func clockedWarmEngine(t *testing.T, probes fakeProbes) (*Engine, *countingDNS, *testkit.Clock, Request) {
+	_, dns, req := warmTestEngine(t)
+	clock := testkit.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg := DefaultConfig()
+	cfg.Resolver.Servers = []string{"192.0.2.53"} // never asked
+	cfg.Probe.AllowNetworks = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	cfg.Clock = clock.Now
+	e, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.resolver.next, e.prober.next = dns, probes
+	return e, dns, clock, req
+}
+
+// A remembered report stands until the first entry it was made from is
+// due for refresh (cache.min_ttl's last quarter here); then the checks run
+// again, and refresh it.
+func TestRememberedReportLastsUntilARefreshIsDue(t *testing.T) {
+	accepts := fakeProbes{netip.MustParseAddr("198.51.100.25"): {Outcome: OutcomeAccept, Code: 220, Greeting: "220 ok"}}
+	e, dns, clock, req := clockedWarmEngine(t, accepts)
+	rec := recordRuns(e)
+	ctx := context.Background()
+	e.Evaluate(ctx, req)
+	e.Evaluate(ctx, req) // from the caches, and remembered
+	rec.take()
+	due := e.cfg.Cache.MinTTL - e.cfg.Cache.MinTTL/4
+	clock.Advance(due - time.Second)
+	if r := e.Evaluate(ctx, req); r.Verdict() != Pass {
+		t.Fatalf("remembered: %s", r.Verdict())
+	}
+	if runs := rec.take(); len(runs) != 0 {
+		t.Errorf("before a refresh is due, checks ran: %v", runs)
+	}
+	lookups := dns.lookups()
+	clock.Advance(2 * time.Second)
+	if r := e.Evaluate(ctx, req); r.Verdict() != Pass {
+		t.Fatalf("once a refresh is due: %s", r.Verdict())
+	}
+	if runs := rec.take(); len(runs) == 0 {
+		t.Error("once a refresh is due, no check ran")
+	}
+	testkit.WaitFor(t, "the refreshes ahead of expiry", func() bool { return dns.lookups() > lookups })
+}
+
+// A report that read the egress state, which no cache entry holds, is not
+// remembered: a host that answers no probe is judged anew.
+func TestReportOfUnansweredProbesIsNotRemembered(t *testing.T) {
+	silent := fakeProbes{netip.MustParseAddr("198.51.100.25"): {Outcome: OutcomeConnectTimeout, Detail: "no answer"}}
+	e, _, _, req := clockedWarmEngine(t, silent)
+	rec := recordRuns(e)
+	ctx := context.Background()
+	e.Evaluate(ctx, req)
+	e.Evaluate(ctx, req)
+	rec.take()
+	if r := e.Evaluate(ctx, req); r.Check(MXPort25).Status != StatusTempError {
+		t.Fatalf("mx.port25: %v", r.Check(MXPort25))
+	}
+	if runs := rec.take(); len(runs[MXPort25]) != 1 {
+		t.Errorf("mx.port25 runs: %v, want one", runs[MXPort25])
+	}
+}
+
+// Each decision gets a report of its own: changing one changes no other.
+func TestRememberedReportsAreCopies(t *testing.T) {
+	e, _, req := warmTestEngine(t)
+	ctx := context.Background()
+	e.Evaluate(ctx, req)
+	first := e.Evaluate(ctx, req)
+	first.Checks[0].Detail = "changed"
+	first.Domain = "changed.example"
+	if again := e.Evaluate(ctx, req); again.Checks[0].Detail == "changed" || again.Domain != "a.example" {
+		t.Errorf("a change to one report reached the next: %q %q", again.Domain, again.Checks[0].Detail)
+	}
+	other := req
+	other.ClientIP = netip.MustParseAddr("198.51.100.8")
+	if r := e.Evaluate(ctx, other); r.ClientIP != other.ClientIP || r.Check(ClientFCrDNS).Status == StatusPass {
+		t.Errorf("another client got %s, fcrdns %s", r.ClientIP, r.Check(ClientFCrDNS).Status)
+	}
+}
+
+// BenchmarkEvaluateFromTheCaches is a warm decision not remembered: every
+// check run from the caches (BenchmarkEvaluateWarm is the remembered one).
+func BenchmarkEvaluateFromTheCaches(b *testing.B) { evaluateFromTheCaches(b) }
+
+// TestBenchmarkEvaluateFromTheCaches is its quick run.
+func TestBenchmarkEvaluateFromTheCaches(t *testing.T) { evaluateFromTheCaches(t) }
+
+func evaluateFromTheCaches(tb testing.TB) {
+	e, dns, req := warmTestEngine(tb)
+	ctx := context.Background()
+	e.Evaluate(ctx, req)
+	lookups := dns.lookups()
+	testkit.Iterate(tb, func() {
+		e.reports.lru.Purge()
+		if r := e.Evaluate(ctx, req); r.Verdict() != Pass {
+			tb.Fatalf("%s: %v", r.Verdict(), r.Checks)
+		}
+	})
+	if n := dns.lookups() - lookups; n != 0 {
+		tb.Fatalf("warm decisions made %d lookups", n)
+	}
 }

@@ -93,10 +93,11 @@ func runMessage(fs *flag.FlagSet, args []string) ([]row, error) {
 	rec.take()
 	waited0, upstream0 := sb.lookups.waited.Load(), sb.lookups.upstream.Load()
 	cpu := make([][][]float64, len(sizes)) // size, setup, round
+	relayCPU := make([][][]float64, len(sizes))
 	rate := make([][][]float64, len(sizes))
 	var peakPerSession float64
 	for s := range sizes {
-		cpu[s], rate[s] = make([][]float64, len(labs)), make([][]float64, len(labs))
+		cpu[s], relayCPU[s], rate[s] = make([][]float64, len(labs)), make([][]float64, len(labs)), make([][]float64, len(labs))
 		n := max(*messages/sizes[s].share, *sessions)
 		for r := 0; r < *rounds; r++ {
 			for i, l := range labs {
@@ -121,6 +122,7 @@ func runMessage(fs *flag.FlagSet, args []string) ([]row, error) {
 					peakPerSession = max(peakPerSession, stop()/float64(*sessions))
 				}
 				cpu[s][i] = append(cpu[s][i], float64(in.milterCPU))
+				relayCPU[s][i] = append(relayCPU[s][i], float64(in.cpu))
 				rate[s][i] = append(rate[s][i], in.rate)
 				if err := l.Drained(5 * time.Minute); err != nil {
 					return nil, err
@@ -141,6 +143,9 @@ func runMessage(fs *flag.FlagSet, args []string) ([]row, error) {
 		rows = append(rows,
 			row{"message", fmt.Sprintf("CPU in mxguard's process per %s message, checks.message off / on", size.name),
 				fmt.Sprintf("%s / %s (%+.0f%%)", ms(time.Duration(off)), ms(time.Duration(on)), 100*extra), goal, false},
+			row{"message", fmt.Sprintf("CPU of the whole machine (Postfix, smtp-source, mxguard) per %s message, off / on", size.name),
+				fmt.Sprintf("%s / %s (%+.0f%%)", ms(time.Duration(median(relayCPU[s][0]))), ms(time.Duration(median(relayCPU[s][1]))),
+					100*(median(relayCPU[s][1])/median(relayCPU[s][0])-1)), "", false},
 			row{"message", fmt.Sprintf("Postfix throughput, %s messages, off / on", size.name),
 				fmt.Sprintf("%.0f / %.0f msg/s", median(rate[s][0]), median(rate[s][1])), "", false})
 	}
