@@ -10,7 +10,8 @@ type Observer interface {
 	DNSQuery(qtype uint16, outcome string, took time.Duration)
 	// Probe reports one port-25 probe that was dialled (or refused by policy).
 	Probe(outcome Outcome, took time.Duration)
-	// CacheLookup reports a hit or miss in the "dns" or "probe" cache.
+	// CacheLookup reports a hit or miss in the "dns" or "probe" cache, or
+	// of a decision in the remembered reports ("report", warm.go).
 	CacheLookup(cache string, hit bool)
 }
 

@@ -122,7 +122,9 @@ func (e *Engine) evaluateWarm(ctx context.Context, req Request, began time.Time)
 	}
 	key := reportKeyOf(req)
 	if !req.self {
-		if r, ok := e.reports.get(key); ok {
+		r, ok := e.reports.get(key)
+		e.cfg.Observer.CacheLookup("report", ok)
+		if ok {
 			return r.clone(began)
 		}
 	}

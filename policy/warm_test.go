@@ -74,6 +74,8 @@ func warmTestEngine(t testing.TB) (*Engine, *countingDNS, Request) {
 func TestWarmDecisionRunsFromTheCaches(t *testing.T) {
 	e, dns, req := warmTestEngine(t)
 	rec := recordRuns(e)
+	reports := &reportLookups{}
+	e.cfg.Observer = reports
 	cold := e.Evaluate(context.Background(), req)
 	if cold.Incomplete || cold.Verdict() != Pass {
 		t.Fatalf("cold decision: %s incomplete=%v: %v", cold.Verdict(), cold.Incomplete, cold.Checks)
@@ -111,6 +113,25 @@ func TestWarmDecisionRunsFromTheCaches(t *testing.T) {
 	again.Elapsed = 0
 	if !reflect.DeepEqual(again, cold) {
 		t.Errorf("remembered report differs:\n%+v\ncold:\n%+v", again, cold)
+	}
+	if reports.hits != 1 || reports.misses != 2 {
+		t.Errorf("report lookups: %d hits, %d misses; want 1, 2", reports.hits, reports.misses)
+	}
+}
+
+// reportLookups counts the lookups of remembered reports.
+type reportLookups struct {
+	nopObserver
+	hits, misses int
+}
+
+func (r *reportLookups) CacheLookup(cache string, hit bool) {
+	switch {
+	case cache != "report":
+	case hit:
+		r.hits++
+	default:
+		r.misses++
 	}
 }
 

@@ -63,7 +63,7 @@ func New(engine Engine) *Metrics {
 			Name: "mxguard_probe_duration_seconds", Help: "Port-25 probe duration.", Buckets: latency,
 		}),
 		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mxguard_cache_lookups_total", Help: "Cache lookups by cache (dns, probe) and result (hit, miss).",
+			Name: "mxguard_cache_lookups_total", Help: "Cache lookups by cache (dns, probe, report: a decision's remembered report) and result (hit, miss).",
 		}, []string{"cache", "result"}),
 		activeSessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mxguard_active_sessions", Help: "Open MTA connections.",
@@ -122,7 +122,7 @@ func New(engine Engine) *Metrics {
 	}
 	// Dashboards and alerts read these before the first message: a rate
 	// over a series that does not exist yet is no data, not zero.
-	m.initCacheLookups("dns", "probe")
+	m.initCacheLookups("dns", "probe", "report")
 	for _, t := range []uint16{dns.TypeMX, dns.TypeA, dns.TypeAAAA, dns.TypePTR, dns.TypeTXT} {
 		m.dnsTime.WithLabelValues(dns.TypeToString[t])
 		m.dnsQueries.WithLabelValues(dns.TypeToString[t], "noerror")
