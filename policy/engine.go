@@ -251,7 +251,8 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	reports, err := newTTLLRU[reportKey, *Report](max(cfg.Cache.DNSEntries/8, 128), cfg.Clock)
+	// An eighth of the DNS cache's bounds, as the checks' memories have.
+	reports, err := newSizedLRU(max(cfg.Cache.DNSEntries/8, 128), int64(cfg.Cache.DNSMaxBytes/8), reportSize, cfg.Clock)
 	if err != nil {
 		return nil, fmt.Errorf("report %w", err)
 	}

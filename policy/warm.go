@@ -90,6 +90,16 @@ func reportKeyOf(req Request) reportKey {
 	return reportKey{req.Sender, req.Domain, req.HELO, req.MessageSkip, req.ClientIP, req.AuthUser != ""}
 }
 
+// reportSize is about what a remembered report takes: its key, its
+// results and their strings.
+func reportSize(k reportKey, r *Report) int64 {
+	n := 256 + len(k.sender) + len(k.domain) + len(k.helo) + len(k.messageSkip) + len(r.Domain)
+	for _, c := range r.Checks {
+		n += 144 + len(c.ID) + len(c.Detail) + len(c.Host) + len(c.Enhanced)
+	}
+	return int64(n)
+}
+
 // clone is a copy of r that its caller may change.
 func (r *Report) clone(began time.Time) *Report {
 	c := *r

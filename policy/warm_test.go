@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -273,5 +274,26 @@ func evaluateFromTheCaches(tb testing.TB) {
 	})
 	if n := dns.lookups() - lookups; n != 0 {
 		tb.Fatalf("warm decisions made %d lookups", n)
+	}
+}
+
+// The remembered reports take at most an eighth of the DNS cache's byte
+// bound, however many requests there are.
+func TestRememberedReportsStayBounded(t *testing.T) {
+	e, _, req := warmTestEngine(t)
+	reports, err := newSizedLRU(1000, 16<<10, reportSize, e.cfg.Clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.reports = reports
+	ctx := context.Background()
+	for i := range 50 {
+		r := req
+		r.HELO = fmt.Sprintf("relay%d.a.example", i) // a request of its own
+		e.Evaluate(ctx, r)
+		e.Evaluate(ctx, r)
+	}
+	if n, b := e.reports.lru.Len(), e.reports.bytes.Load(); b > 16<<10 || n == 0 || n >= 50 {
+		t.Errorf("%d reports remembered in %d bytes, bound 16 KiB", n, b)
 	}
 }
