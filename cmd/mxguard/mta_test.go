@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/mtalab"
 	"github.com/mxguard/mxguard/internal/spectest"
+	"github.com/mxguard/mxguard/internal/testkit"
 	"github.com/mxguard/mxguard/smtptest"
 )
 
@@ -430,10 +431,13 @@ func TestPostfixLocalSubmission(t *testing.T) {
 	if len(got["local-pass"]) != 1 || !strings.Contains(got["local-pass"][0], "X-MXGuard: flag; domain=ok.test; ip=127.0.0.1; helo.syntax=fail; client.ptr=fail\r\n") {
 		t.Errorf("the passing message: %q", got["local-pass"])
 	}
+	// pickup takes each message from the maildrop in its own time: wait
+	// for both to be held, then see that nothing else is queued.
+	testkit.WaitFor(t, "the defer-class and the reject-class message to be held", func() bool {
+		held, err := rig.lab.Held()
+		return err == nil && len(held) == 2
+	})
 	waitQueued(t, rig.lab, 2)
-	if held, err := rig.lab.Held(); err != nil || len(held) != 2 {
-		t.Errorf("held %v (%v), want the defer-class and the reject-class message", held, err)
-	}
 	log := rig.mxguard.log.String()
 	for _, want := range []string{
 		"verdict=defer subject=envelope domain=refused.test",
