@@ -95,7 +95,7 @@ func reportKeyOf(req Request) reportKey {
 func reportSize(k reportKey, r *Report) int64 {
 	n := 256 + len(k.sender) + len(k.domain) + len(k.helo) + len(k.messageSkip) + len(r.Domain)
 	for _, c := range r.Checks {
-		n += 144 + len(c.ID) + len(c.Detail) + len(c.Host) + len(c.Enhanced)
+		n += 144 + len(c.ID) + len(c.Detail) + len(c.Host) + len(c.Enhanced) + len(c.fix)
 	}
 	return int64(n)
 }

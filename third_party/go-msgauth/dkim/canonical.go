@@ -41,8 +41,9 @@ func writeCRLFs(w io.Writer, n int) error {
 	return nil
 }
 
-// outPiece is what a body canonicalizer gathers before it writes: few
-// writes to the hash, and little memory.
+// outPiece is about what a body canonicalizer gathers before it writes
+// (at most twice as much, and a piece of crlfRun): few writes to the
+// hash, and little memory.
 const outPiece = 4096
 
 // flushCRLFs adds n CRLFs held back to out, the output of a Write so
@@ -77,7 +78,7 @@ type simpleBodyCanonicalizer struct {
 
 func (c *simpleBodyCanonicalizer) Write(b []byte) (int, error) {
 	if c.buf == nil {
-		c.buf = make([]byte, 0, outPiece+len(crlfRun))
+		c.buf = make([]byte, 0, 2*outPiece+len(crlfRun))
 	}
 	out := c.buf[:0]
 	for i := 0; i < len(b); {
@@ -110,9 +111,12 @@ func (c *simpleBodyCanonicalizer) Write(b []byte) (int, error) {
 			out = append(out, '\r')
 			c.cr = false
 		}
-		// The text up to the next line end, in one piece.
-		j := i + 1
-		for j < len(b) && b[j] != '\r' && b[j] != '\n' {
+		// The text up to the next line end, in one piece of at most outPiece.
+		j, end := i+1, i+outPiece
+		if end > len(b) {
+			end = len(b)
+		}
+		for j < end && b[j] != '\r' && b[j] != '\n' {
 			j++
 		}
 		out = append(out, b[i:j]...)

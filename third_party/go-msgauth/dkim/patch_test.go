@@ -259,3 +259,25 @@ func TestReadHeaderOfManyContinuationLines(t *testing.T) {
 		t.Errorf("readHeader allocated %d octets for a header of %d", n, len(raw))
 	}
 }
+
+// A body without line ends reaches the hash in pieces of about outPiece.
+func TestSimpleBodyWritesInPieces(t *testing.T) {
+	var w maxWrite
+	wc := new(simpleCanonicalizer).CanonicalizeBody(&w)
+	if _, err := wc.Write(bytes.Repeat([]byte("x"), 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	wc.Close()
+	if w.max > 2*outPiece+len(crlfRun) {
+		t.Errorf("a write of %d octets", w.max)
+	}
+}
+
+type maxWrite struct{ max int }
+
+func (w *maxWrite) Write(p []byte) (int, error) {
+	if len(p) > w.max {
+		w.max = len(p)
+	}
+	return len(p), nil
+}
