@@ -48,10 +48,11 @@ type Config struct {
 // Evaluator decides; *policy.Engine is the one mxguard uses. The message
 // methods serve Options.Message.
 type Evaluator interface {
-	Evaluate(ctx context.Context, req policy.Request) *policy.Report
 	// EvaluateCached decides from the caches alone, without waiting: nil
-	// when a fact is not cached.
+	// when a fact is not cached. EvaluateCold then decides, asking the
+	// network for what is not cached.
 	EvaluateCached(ctx context.Context, req policy.Request) *policy.Report
+	EvaluateCold(ctx context.Context, req policy.Request) *policy.Report
 	NewMessage() *policy.Message
 	EvaluateMessage(ctx context.Context, envelope *policy.Report, req policy.Request, m *policy.Message) *policy.Report
 }

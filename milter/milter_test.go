@@ -234,7 +234,7 @@ type held struct {
 	waiting        atomic.Int32
 }
 
-func (h *held) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
+func (h *held) EvaluateCold(ctx context.Context, req policy.Request) *policy.Report {
 	if strings.Contains(req.Sender, "@held.test") {
 		h.waiting.Add(1)
 		defer h.waiting.Add(-1)
@@ -247,7 +247,7 @@ func (h *held) Evaluate(ctx context.Context, req policy.Request) *policy.Report 
 	return &policy.Report{Domain: policy.ParseSender(req.Sender).Domain, ClientIP: req.ClientIP}
 }
 
-// EvaluateCached finds nothing cached: every decision runs Evaluate.
+// EvaluateCached finds nothing cached: every decision runs EvaluateCold.
 func (h *held) EvaluateCached(context.Context, policy.Request) *policy.Report { return nil }
 
 // A client that pipelines MAIL FROM and RSET must not make the next
@@ -296,7 +296,7 @@ func TestAbortedTransactionsDoNotQueue(t *testing.T) {
 
 type panicky struct{ *policy.Engine }
 
-func (panicky) Evaluate(context.Context, policy.Request) *policy.Report { panic("boom") }
+func (panicky) EvaluateCold(context.Context, policy.Request) *policy.Report { panic("boom") }
 
 func (panicky) EvaluateCached(context.Context, policy.Request) *policy.Report { panic("boom") }
 
@@ -573,23 +573,25 @@ func (r *recorder) count(outcome string) int {
 	return r.outcomes[outcome]
 }
 
-// evaluations counts the decisions that needed Evaluate: the ones not
-// decided from the caches at MAIL FROM.
+// evaluations counts the decisions that needed EvaluateCold: the ones
+// not decided from the caches at MAIL FROM.
 type evaluations struct {
 	*policy.Engine
 	n atomic.Int32
 }
 
-func (e *evaluations) Evaluate(ctx context.Context, req policy.Request) *policy.Report {
+func (e *evaluations) EvaluateCold(ctx context.Context, req policy.Request) *policy.Report {
 	e.n.Add(1)
-	return e.Engine.Evaluate(ctx, req)
+	return e.Engine.EvaluateCold(ctx, req)
 }
 
 // A warm decision is made from the caches in the session, without
 // starting an evaluation; a cold one starts it and gets the same verdict.
 func TestWarmDecisionNeedsNoEvaluation(t *testing.T) {
 	var counted *evaluations
+	reports := &reportLookups{}
 	h := newHarness(t, func(p *policy.Config, m *milter.Config, _ *milter.Options) {
+		p.Observer = reports
 		e, err := policy.New(*p)
 		if err != nil {
 			t.Fatal(err)
@@ -606,5 +608,21 @@ func TestWarmDecisionNeedsNoEvaluation(t *testing.T) {
 		if got := counted.n.Load(); got != want {
 			t.Errorf("round %d: %d evaluations started, want %d", round, got, want)
 		}
+	}
+	// One look for a remembered report per decision: the cold one's
+	// evaluation does not run from the caches again.
+	if n := reports.n.Load(); n != 2 {
+		t.Errorf("%d lookups of remembered reports for 2 decisions", n)
+	}
+}
+
+// reportLookups counts the engine's lookups of remembered reports.
+type reportLookups struct{ n atomic.Int32 }
+
+func (*reportLookups) DNSQuery(uint16, string, time.Duration) {}
+func (*reportLookups) Probe(policy.Outcome, time.Duration)    {}
+func (r *reportLookups) CacheLookup(cache string, _ bool) {
+	if cache == "report" {
+		r.n.Add(1)
 	}
 }

@@ -111,7 +111,7 @@ func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pe
 		}()
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		p.report = cfg.Engine.Evaluate(ctx, req)
+		p.report = cfg.Engine.EvaluateCold(ctx, req)
 	}()
 	return p
 }

@@ -207,8 +207,11 @@ func dnsEntrySize(k dnsKey, e dnsEntry) int64 {
 func (c *cachedResolver) Lookup(ctx context.Context, name string, qtype uint16) (*dnsAnswer, error) {
 	key := dnsKey{canonicalName(name), qtype}
 	if e, ok, aging, refreshFrom := c.lru.getRefreshing(key); ok {
-		c.counter.hit()
-		readEntry(ctx, refreshFrom)
+		if run := runOf(ctx); run != nil { // counted if the run is kept (warm.go)
+			run.readDNS(key, refreshFrom)
+		} else {
+			c.counter.hit()
+		}
 		if aging && c.cfg.Prefetch {
 			ch := c.flight.DoChan("refresh "+key.String(), func() (any, error) { // in the background
 				return c.fetch(ctx, key, false), nil
@@ -339,8 +342,11 @@ type cachedProber struct {
 
 func (c *cachedProber) Probe(ctx context.Context, ip netip.Addr) probeResult {
 	if r, ok, aging, refreshFrom := c.lru.getRefreshing(ip); ok {
-		c.counter.hit()
-		readEntry(ctx, refreshFrom)
+		if run := runOf(ctx); run != nil { // counted if the run is kept (warm.go)
+			run.readProbe(ip, refreshFrom)
+		} else {
+			c.counter.hit()
+		}
 		if aging && c.cfg.Prefetch {
 			c.flight.DoChan("refresh "+ip.String(), func() (any, error) { // in the background
 				c.fetch(ctx, ip, false)

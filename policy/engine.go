@@ -139,9 +139,9 @@ type Engine struct {
 	servers  []string      // the resolvers in use
 	resolver *cachedResolver
 	prober   *cachedProber
-	raw      *smtpProber                 // behind prober; holds the egress state
-	memos    map[*memo]*memoStore        // the checks' memories (memo.go)
-	reports  *ttlLRU[reportKey, *Report] // warm reports (warm.go)
+	raw      *smtpProber                     // behind prober; holds the egress state
+	memos    map[*memo]*memoStore            // the checks' memories (memo.go)
+	reports  *ttlLRU[reportKey, *remembered] // warm reports (warm.go)
 	// checks is the registry the engine runs: a test may give one engine
 	// a check of its own without touching the others.
 	checks []*check
@@ -347,6 +347,12 @@ func (e *Engine) Evaluate(ctx context.Context, req Request) *Report {
 	if rep := e.evaluateWarm(ctx, req, began); rep != nil {
 		return rep
 	}
+	return e.evaluateChains(ctx, req, began)
+}
+
+// evaluateChains runs req's checks in the two chains, which ask the
+// network for what is not cached.
+func (e *Engine) evaluateChains(ctx context.Context, req Request, began time.Time) *Report {
 	ev := newEvaluation(e, req)
 	results := make([]Result, len(e.checks))
 	done := make(chan int, len(e.checks))

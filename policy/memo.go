@@ -65,7 +65,9 @@ func memoStores(cfg Config) (map[*memo]*memoStore, error) {
 func recall[K comparable, V any](ctx context.Context, ev *evaluation, m *memo, key K, work func(context.Context) (v V, temperror bool)) V {
 	store := ev.e.memos[m]
 	if v, ok, aging, refreshFrom := store.lru.getRefreshing(key); ok {
-		readEntry(ctx, refreshFrom)
+		if run := runOf(ctx); run != nil {
+			run.readMemo(store, key, refreshFrom)
+		}
 		if aging && ev.e.cfg.Cache.Prefetch {
 			store.refresh(ctx, ev.e, key, func(ctx context.Context) (any, bool) { return work(ctx) })
 		}

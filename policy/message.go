@@ -111,6 +111,7 @@ func (m *Message) verifyHere() bool {
 		if run.missed.Load() {
 			return false
 		}
+		run.read.count(m.e)
 		m.verifs, m.verifyErr = verifs, verr
 	} else {
 		m.verifyErr = err

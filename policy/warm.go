@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -21,8 +22,11 @@ import (
 // the miss there and returns at once instead of asking the network.
 type cacheOnlyKey struct{}
 
-// cacheOnlyRun is what a cache-only run learns besides its facts.
+// cacheOnlyRun is what a cache-only run learns besides its facts. An
+// evaluation's run is one goroutine's (its fan-outs run in order); a
+// message's verifier looks its keys up from a goroutine per signature.
 type cacheOnlyRun struct {
+	mu     sync.Mutex // for read
 	missed atomic.Bool
 	// volatile: it read state that no cache entry holds, and that may
 	// change before its entries age (the egress state, check_mx_port25.go).
@@ -31,6 +35,52 @@ type cacheOnlyRun struct {
 	// it read should be refreshed (its last quarter of life): the report
 	// can stand for the entries as long as none is due.
 	until atomic.Int64
+	// The entries it read. They count as cache hits only if the run is
+	// kept (a run that missed is run again, and counted, by the chains),
+	// and a remembered report keeps them recently used, as a decision
+	// that reads them would.
+	read entriesRead
+}
+
+// entriesRead are the keys of the cache entries a decision read.
+type entriesRead struct {
+	dns    []dnsKey
+	probes []netip.Addr
+	memos  []memoRead
+}
+
+type memoRead struct {
+	store *memoStore
+	key   any
+}
+
+// count counts the DNS and probe entries read as hits of their caches.
+func (r *entriesRead) count(e *Engine) {
+	for range r.dns {
+		e.resolver.counter.hit()
+	}
+	for range r.probes {
+		e.prober.counter.hit()
+	}
+}
+
+// touch makes the entries read the most recently used of their caches.
+func (r *entriesRead) touch(e *Engine) {
+	for _, k := range r.dns {
+		e.resolver.lru.lru.Get(k)
+	}
+	for _, ip := range r.probes {
+		e.prober.lru.lru.Get(ip)
+	}
+	for _, m := range r.memos {
+		m.store.lru.lru.Get(m.key)
+	}
+}
+
+// remembered is a report kept for its request, and what it was made from.
+type remembered struct {
+	report *Report
+	read   entriesRead
 }
 
 func runOf(ctx context.Context) *cacheOnlyRun {
@@ -55,13 +105,31 @@ func notCached(ctx context.Context) bool {
 // cacheOnly reports whether ctx is a cache-only run.
 func cacheOnly(ctx context.Context) bool { return runOf(ctx) != nil }
 
-// readEntry notes, in a cache-only run, a cache entry read that is due for
+// readDNS, readProbe and readMemo note a cache entry read, due for
 // refresh at refreshFrom.
-func readEntry(ctx context.Context, refreshFrom time.Time) {
-	run := runOf(ctx)
-	if run == nil {
-		return
-	}
+func (run *cacheOnlyRun) readDNS(k dnsKey, refreshFrom time.Time) {
+	run.mu.Lock()
+	run.read.dns = append(run.read.dns, k)
+	run.mu.Unlock()
+	run.due(refreshFrom)
+}
+
+func (run *cacheOnlyRun) readProbe(ip netip.Addr, refreshFrom time.Time) {
+	run.mu.Lock()
+	run.read.probes = append(run.read.probes, ip)
+	run.mu.Unlock()
+	run.due(refreshFrom)
+}
+
+func (run *cacheOnlyRun) readMemo(store *memoStore, key any, refreshFrom time.Time) {
+	run.mu.Lock()
+	run.read.memos = append(run.read.memos, memoRead{store, key})
+	run.mu.Unlock()
+	run.due(refreshFrom)
+}
+
+// due notes a cache entry read that is due for refresh at refreshFrom.
+func (run *cacheOnlyRun) due(refreshFrom time.Time) {
 	t := refreshFrom.UnixNano()
 	for {
 		was := run.until.Load()
@@ -92,8 +160,13 @@ func reportKeyOf(req Request) reportKey {
 
 // reportSize is about what a remembered report takes: its key, its
 // results and their strings.
-func reportSize(k reportKey, r *Report) int64 {
-	n := 256 + len(k.sender) + len(k.domain) + len(k.helo) + len(k.messageSkip) + len(r.Domain)
+func reportSize(k reportKey, m *remembered) int64 {
+	r := m.report
+	n := 256 + len(k.sender) + len(k.domain) + len(k.helo) + len(k.messageSkip) + len(r.Domain) +
+		48*len(m.read.dns) + 24*len(m.read.probes) + 32*len(m.read.memos)
+	for _, k := range m.read.dns {
+		n += len(k.name)
+	}
 	for _, c := range r.Checks {
 		n += 144 + len(c.ID) + len(c.Detail) + len(c.Host) + len(c.Enhanced) + len(c.fix)
 	}
@@ -116,6 +189,12 @@ func (e *Engine) EvaluateCached(ctx context.Context, req Request) *Report {
 	return e.evaluateWarm(ctx, req, time.Now())
 }
 
+// EvaluateCold is Evaluate without its run from the caches alone, for a
+// request EvaluateCached has just found not cached: the chains at once.
+func (e *Engine) EvaluateCold(ctx context.Context, req Request) *Report {
+	return e.evaluateChains(ctx, req, time.Now())
+}
+
 // evaluateWarm runs req's checks in order in this goroutine, from the
 // caches. It returns nil when something was not cached or a check
 // panicked: Evaluate then runs them in its chains, which ask the network
@@ -135,7 +214,8 @@ func (e *Engine) evaluateWarm(ctx context.Context, req Request, began time.Time)
 		r, ok := e.reports.get(key)
 		e.cfg.Observer.CacheLookup("report", ok)
 		if ok {
-			return r.clone(began)
+			r.read.touch(e)
+			return r.report.clone(began)
 		}
 	}
 	state := &cacheOnlyRun{}
@@ -157,9 +237,10 @@ func (e *Engine) evaluateWarm(ctx context.Context, req Request, began time.Time)
 			return nil
 		}
 	}
+	state.read.count(e)
 	rep = e.report(ev, req, results, finished, "", began)
 	if until := time.Unix(0, state.until.Load()); !req.self && !state.volatile.Load() && state.until.Load() != 0 {
-		e.reports.add(key, rep, until.Sub(e.reports.now()))
+		e.reports.add(key, &remembered{rep, state.read}, until.Sub(e.reports.now()))
 		return rep.clone(began)
 	}
 	return rep

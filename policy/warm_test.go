@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	mdns "github.com/miekg/dns"
 	"github.com/mxguard/mxguard/internal/testkit"
 )
 
@@ -141,8 +142,42 @@ func (r *reportLookups) CacheLookup(cache string, hit bool) {
 func TestColdDecisionLooksUpEachNameOnce(t *testing.T) {
 	e, dns, req := warmTestEngine(t)
 	e.Evaluate(context.Background(), req)
-	if st := e.DNSCacheStats(); st.Misses != uint64(dns.lookups()) || st.Misses == 0 {
-		t.Errorf("cache misses %d, lookups upstream %d", st.Misses, dns.lookups())
+	first := e.DNSCacheStats()
+	if first.Misses != uint64(dns.lookups()) || first.Misses == 0 {
+		t.Errorf("cache misses %d, lookups upstream %d", first.Misses, dns.lookups())
+	}
+	// The probe forgotten: a cache-only run reads DNS answers, then misses,
+	// and the chains read them again. They count as they do without it.
+	hits := func(evaluate func(context.Context, Request) *Report) uint64 {
+		e.prober.lru.lru.Purge()
+		before := e.DNSCacheStats().Hits
+		evaluate(context.Background(), req)
+		return e.DNSCacheStats().Hits - before
+	}
+	if cold, both := hits(e.EvaluateCold), hits(e.Evaluate); cold != both || cold == 0 {
+		t.Errorf("DNS hits: %d through the chains alone, %d after a cache-only run", cold, both)
+	}
+	if st := e.DNSCacheStats(); st.Misses != first.Misses {
+		t.Errorf("DNS misses: %d, then %d", first.Misses, st.Misses)
+	}
+}
+
+// A remembered report keeps the entries it was made from recently used,
+// as running its checks would: a full cache evicts others first.
+func TestRememberedReportKeepsItsEntriesRecent(t *testing.T) {
+	e, dns, req := warmTestEngine(t)
+	dns.set("A other.example", &dnsAnswer{Kind: kindFound, Addrs: []netip.Addr{netip.MustParseAddr("198.51.100.99")}})
+	ctx := context.Background()
+	e.Evaluate(ctx, req)
+	e.Evaluate(ctx, req) // remembered
+	e.resolver.Lookup(ctx, "other.example", mdns.TypeA)
+	e.Evaluate(ctx, req)              // answered with the report
+	keys := e.resolver.lru.lru.Keys() // oldest first
+	if i := slices.Index(keys, dnsKey{"other.example", mdns.TypeA}); i < 0 || i == len(keys)-1 {
+		t.Errorf("other.example is at %d of %d keys: the report's entries are older", i, len(keys))
+	}
+	if st := e.DNSCacheStats(); st.Entries == 0 {
+		t.Fatal("nothing cached")
 	}
 }
 
