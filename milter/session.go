@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/textproto"
@@ -557,6 +558,9 @@ func (s *session) recoverTo(resp *gomilter.Response, stage string) {
 // that came from the client is quoted shortened.
 func (s *session) logDecision(msg *message, r *policy.Report, outcome, subject, applied string) {
 	s.m.rec.Decision(r, outcome)
+	if !s.m.log.Enabled(context.Background(), slog.LevelInfo) { // log.level: warn or error
+		return
+	}
 	queueID := msg.queueID
 	if queueID == "" {
 		queueID = "NOQUEUE"

@@ -471,6 +471,9 @@ var lineBreaks = strings.NewReplacer("\r", " ", "\n", " ")
 
 // log writes the decision's one line, as the milter does.
 func (s *Server) log(attrs request, r *policy.Report, outcome string) {
+	if !s.opts.Log.Enabled(context.Background(), slog.LevelInfo) { // log.level: warn or error
+		return
+	}
 	queueID := attrs["queue_id"]
 	if queueID == "" {
 		queueID = "NOQUEUE"
