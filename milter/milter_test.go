@@ -1,7 +1,6 @@
 package milter_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -630,29 +629,15 @@ func (r *reportLookups) CacheLookup(cache string, _ bool) {
 
 // With log.level: warn, decisions are counted but not logged.
 func TestDecisionsNotLoggedAboveInfo(t *testing.T) {
-	var logged bytes.Buffer
-	var mu sync.Mutex
+	var logged testkit.SyncBuffer
 	h := newHarness(t, func(_ *policy.Config, _ *milter.Config, o *milter.Options) {
-		o.Log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logged}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		o.Log = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})
 	h.play(t, goodConn(message("a@ok.test")))
 	h.rec.mu.Lock()
 	decided := h.rec.outcomes["pass"]
 	h.rec.mu.Unlock()
-	mu.Lock()
-	defer mu.Unlock()
 	if decided != 1 || strings.Contains(logged.String(), "decision") {
 		t.Errorf("%d pass decisions counted; log: %q", decided, logged.String())
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

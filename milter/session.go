@@ -118,7 +118,7 @@ func (s *session) start(cfg *Config, req policy.Request, deadline time.Time) *pe
 }
 
 // evaluateCached is the engine's decision from its caches, or nil: none
-// cached, or the engine panicked (Evaluate then meets it and fails open).
+// cached, or the engine panicked (EvaluateCold then meets it and fails open).
 func (s *session) evaluateCached(cfg *Config, req policy.Request) (r *policy.Report) {
 	defer func() {
 		if recover() != nil {

@@ -26,15 +26,15 @@ type cacheOnlyKey struct{}
 // evaluation's run is one goroutine's (its fan-outs run in order); a
 // message's verifier looks its keys up from a goroutine per signature.
 type cacheOnlyRun struct {
-	mu     sync.Mutex // for read
 	missed atomic.Bool
 	// volatile: it read state that no cache entry holds, and that may
 	// change before its entries age (the egress state, check_mx_port25.go).
 	volatile atomic.Bool
-	// until is the earliest time, in Unix nanoseconds, at which an entry
-	// it read should be refreshed (its last quarter of life): the report
-	// can stand for the entries as long as none is due.
-	until atomic.Int64
+	mu       sync.Mutex // for until and read
+	// until is the earliest time at which an entry it read should be
+	// refreshed (its last quarter of life): the report can stand for the
+	// entries as long as none is due.
+	until time.Time
 	// The entries it read. They count as cache hits only if the run is
 	// kept (a run that missed is run again, and counted, by the chains),
 	// and a remembered report keeps them recently used, as a decision
@@ -109,33 +109,29 @@ func cacheOnly(ctx context.Context) bool { return runOf(ctx) != nil }
 // refresh at refreshFrom.
 func (run *cacheOnlyRun) readDNS(k dnsKey, refreshFrom time.Time) {
 	run.mu.Lock()
+	defer run.mu.Unlock()
 	run.read.dns = append(run.read.dns, k)
-	run.mu.Unlock()
 	run.due(refreshFrom)
 }
 
 func (run *cacheOnlyRun) readProbe(ip netip.Addr, refreshFrom time.Time) {
 	run.mu.Lock()
+	defer run.mu.Unlock()
 	run.read.probes = append(run.read.probes, ip)
-	run.mu.Unlock()
 	run.due(refreshFrom)
 }
 
 func (run *cacheOnlyRun) readMemo(store *memoStore, key any, refreshFrom time.Time) {
 	run.mu.Lock()
+	defer run.mu.Unlock()
 	run.read.memos = append(run.read.memos, memoRead{store, key})
-	run.mu.Unlock()
 	run.due(refreshFrom)
 }
 
-// due notes a cache entry read that is due for refresh at refreshFrom.
+// due keeps the earliest refreshFrom in until; mu is held.
 func (run *cacheOnlyRun) due(refreshFrom time.Time) {
-	t := refreshFrom.UnixNano()
-	for {
-		was := run.until.Load()
-		if was != 0 && was <= t || run.until.CompareAndSwap(was, t) {
-			return
-		}
+	if run.until.IsZero() || refreshFrom.Before(run.until) {
+		run.until = refreshFrom
 	}
 }
 
@@ -183,8 +179,8 @@ func (r *Report) clone(began time.Time) *Report {
 
 // EvaluateCached is Evaluate from the caches alone: the report, or nil
 // when a fact it needs is not cached. It never waits, so a front end can
-// call it where it must not block, and call Evaluate in a goroutine of its
-// own only when it returns nil.
+// call it where it must not block, and call EvaluateCold in a goroutine
+// of its own only when it returns nil.
 func (e *Engine) EvaluateCached(ctx context.Context, req Request) *Report {
 	return e.evaluateWarm(ctx, req, time.Now())
 }
@@ -198,8 +194,8 @@ func (e *Engine) EvaluateCold(ctx context.Context, req Request) *Report {
 // evaluateWarm runs req's checks in order in this goroutine, from the
 // caches. It returns nil when something was not cached or a check
 // panicked: Evaluate then runs them in its chains, which ask the network
-// and report a panic. What a discarded run looked up is cached, and its
-// hits are counted in the cache metrics: they were answered from the cache.
+// and report a panic. A discarded run counts no cache hit: the chains
+// count the entries they read again.
 //
 // The report is remembered until the first entry it was made from is due
 // for refresh: the same request is then answered with it, checks not run
@@ -239,8 +235,8 @@ func (e *Engine) evaluateWarm(ctx context.Context, req Request, began time.Time)
 	}
 	state.read.count(e)
 	rep = e.report(ev, req, results, finished, "", began)
-	if until := time.Unix(0, state.until.Load()); !req.self && !state.volatile.Load() && state.until.Load() != 0 {
-		e.reports.add(key, &remembered{rep, state.read}, until.Sub(e.reports.now()))
+	if !req.self && !state.volatile.Load() && !state.until.IsZero() {
+		e.reports.add(key, &remembered{rep, state.read}, state.until.Sub(e.reports.now()))
 		return rep.clone(began)
 	}
 	return rep

@@ -62,12 +62,9 @@ func runOnePostfix(name string, setups []setup, sessions, messages int, cpuProfi
 	}
 	defer l.Stop()
 	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
+		if err := startProfile(cpuProfile, 0); err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		pprof.StartCPUProfile(f)
 	}
 	in, err := l.inject(sessions, messages, "sender@"+benchDomain, "localhost.bench.test")
 	pprof.StopCPUProfile()
